@@ -1,0 +1,259 @@
+package sluice
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// A Director picks the upstream of a forwarded request: it sets the
+// outbound request's scheme and host (usually with ProxyRequest.SetURL) and
+// may rewrite its path, query and headers. It runs after the Authorizer and
+// the route's Interceptor, and again for each retry (see
+// ProxyRequest.Attempt).
+//
+// Direct returns ErrNoRoute when it has no upstream for the request (the
+// Proxy's Fallback serves it) and ErrNoUpstream when the upstreams it
+// would use are all unavailable (503). Any other error fails the request
+// with 502. A Director that leaves an invalid target (empty host, control
+// characters) also gets 502: the Proxy never sends a malformed request.
+type Director interface {
+	Direct(pr *ProxyRequest) error
+}
+
+// DirectorFunc adapts a function to the Director interface.
+type DirectorFunc func(pr *ProxyRequest) error
+
+// Direct calls f(pr).
+func (f DirectorFunc) Direct(pr *ProxyRequest) error { return f(pr) }
+
+// An Observer is a Director that wants to know how each attempt it
+// directed ended, to keep health or load statistics. The Proxy calls
+// Observe once per attempt, after the response headers arrived or the
+// attempt failed; Result.Err is nil for any response, whatever its status.
+type Observer interface {
+	Observe(pr *ProxyRequest, res Result)
+}
+
+// ErrNoRoute is returned by a Director that has no upstream for a request.
+// The Proxy serves such a request with its Fallback handler, or 404.
+var ErrNoRoute = errors.New("sluice: no route for request")
+
+// ErrNoUpstream is returned by a Director whose upstreams are all
+// unavailable. The Proxy answers 503 Service Unavailable.
+var ErrNoUpstream = errors.New("sluice: no upstream available")
+
+// SingleHost returns a Director that sends every request to target. The
+// target's path is joined in front of the request path and its query
+// merged with the request's, as httputil.NewSingleHostReverseProxy does.
+// The outbound Host header is the target's host; set preserveHost to keep
+// the client's Host header instead.
+//
+// SingleHost panics if target has no scheme or host, since that is a
+// programming error.
+func SingleHost(target *url.URL, preserveHost bool) Director {
+	mustTarget(target)
+	return DirectorFunc(func(pr *ProxyRequest) error {
+		pr.SetURL(target)
+		if preserveHost {
+			pr.Out.Host = pr.In.Host
+		}
+		return nil
+	})
+}
+
+// Routes is a Director that picks the upstream by host and path prefix.
+// The most specific route wins: a route with a host beats one without, and
+// a longer path prefix beats a shorter one. Build it with Add.
+//
+// The zero value has no routes and answers ErrNoRoute for every request.
+// Routes must not be modified while the Proxy serves requests.
+type Routes struct {
+	routes []hostPathRoute
+}
+
+// RouteOptions tune one entry of a Routes director.
+type RouteOptions struct {
+	// StripPrefix removes the matched path prefix before forwarding, so
+	// "/api/users" routed by "/api/" reaches the upstream as "/users".
+	StripPrefix bool
+	// PreserveHost keeps the client's Host header instead of the target's.
+	PreserveHost bool
+}
+
+type hostPathRoute struct {
+	host   string // lower case, no port; "" matches any host
+	prefix string
+	target *url.URL
+	opts   RouteOptions
+}
+
+// Add routes requests whose host and path match pattern to target. The
+// pattern is "host/prefix" or "/prefix": "files.example.com/" matches every
+// path on that host, "/api/" every host's paths under /api/. A prefix that
+// does not end in "/" matches only at a segment boundary ("/api" matches
+// "/api" and "/api/x", not "/apix"). Add returns r to allow chaining and
+// panics on an invalid pattern or target.
+func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes {
+	mustTarget(target)
+	i := strings.IndexByte(pattern, '/')
+	if i < 0 {
+		panic(fmt.Sprintf("sluice: route pattern %q has no path", pattern))
+	}
+	r.routes = append(r.routes, hostPathRoute{
+		host:   strings.ToLower(pattern[:i]),
+		prefix: pattern[i:],
+		target: target,
+		opts:   opts,
+	})
+	return r
+}
+
+// Direct implements Director.
+func (r *Routes) Direct(pr *ProxyRequest) error {
+	host := requestHost(pr.In)
+	path := pr.Out.URL.Path
+	var best *hostPathRoute
+	for i := range r.routes {
+		rt := &r.routes[i]
+		if rt.host != "" && rt.host != host {
+			continue
+		}
+		if !prefixMatch(path, rt.prefix) {
+			continue
+		}
+		if best == nil || better(rt, best) {
+			best = rt
+		}
+	}
+	if best == nil {
+		return ErrNoRoute
+	}
+	if best.opts.StripPrefix {
+		stripPrefix(pr.Out.URL, strings.TrimSuffix(best.prefix, "/"))
+	}
+	pr.SetURL(best.target)
+	if best.opts.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	return nil
+}
+
+func better(a, b *hostPathRoute) bool {
+	if (a.host != "") != (b.host != "") {
+		return a.host != ""
+	}
+	return len(a.prefix) > len(b.prefix)
+}
+
+func prefixMatch(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	if strings.HasSuffix(prefix, "/") || len(path) == len(prefix) {
+		return true
+	}
+	return path[len(prefix)] == '/'
+}
+
+// stripPrefix removes prefix (without trailing slash) from u's path,
+// keeping the result rooted.
+func stripPrefix(u *url.URL, prefix string) {
+	if prefix == "" {
+		return
+	}
+	u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, prefix), "/")
+	if u.RawPath != "" {
+		u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, prefix), "/")
+		if u.RawPath == u.Path || !validEncoded(u) {
+			u.RawPath = ""
+		}
+	}
+}
+
+func validEncoded(u *url.URL) bool {
+	p, err := url.PathUnescape(u.RawPath)
+	return err == nil && p == u.Path
+}
+
+// requestHost returns the request's host in lower case without port.
+func requestHost(r *http.Request) string {
+	h := r.Host
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+func mustTarget(target *url.URL) {
+	if target == nil || target.Scheme == "" || target.Host == "" {
+		panic(fmt.Sprintf("sluice: invalid upstream target %v: need scheme and host", target))
+	}
+}
+
+// rewriteURL points u at target the way httputil.ProxyRequest.SetURL does.
+func rewriteURL(u, target *url.URL) {
+	u.Scheme = target.Scheme
+	u.Host = target.Host
+	u.Path, u.RawPath = joinURLPath(target, u)
+	if target.RawQuery == "" || u.RawQuery == "" {
+		u.RawQuery = target.RawQuery + u.RawQuery
+	} else {
+		u.RawQuery = target.RawQuery + "&" + u.RawQuery
+	}
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash := strings.HasSuffix(a, "/")
+	bslash := strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
+
+func joinURLPath(a, b *url.URL) (path, rawpath string) {
+	if a.Path == "" && a.RawPath == "" {
+		return b.Path, b.RawPath
+	}
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath := a.EscapedPath()
+	bpath := b.EscapedPath()
+	aslash := strings.HasSuffix(apath, "/")
+	bslash := strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+// checkTarget reports whether the outbound request can be written without
+// ambiguity: a known scheme, a host with no control characters or spaces.
+func checkTarget(out *http.Request) error {
+	u := out.URL
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%w: scheme %q", errBadTarget, u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%w: empty host", errBadTarget)
+	}
+	for _, h := range []string{u.Host, out.Host} {
+		for i := 0; i < len(h); i++ {
+			if c := h[i]; c <= ' ' || c == 0x7f || c == '/' || c == '\\' || c == '@' {
+				return fmt.Errorf("%w: invalid host %q", errBadTarget, h)
+			}
+		}
+	}
+	return nil
+}

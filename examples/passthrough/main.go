@@ -1,0 +1,79 @@
+// Command passthrough is the starter service of sluice: a transparent
+// reverse proxy. With no flags it starts an embedded demo upstream (small
+// responses, server-sent events, a large streamed download, an echo of
+// uploads) and the proxy in front of it.
+//
+//	go run ./examples/passthrough
+//	go run ./examples/passthrough -listen 127.0.0.1:8080 -upstream http://127.0.0.1:9000
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
+	upstream := flag.String("upstream", "", "upstream URL (default: an embedded demo upstream)")
+	timeout := flag.Duration("timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
+	flag.Parse()
+	if err := run(*listen, *upstream, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "passthrough:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, upstream string, timeout time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if upstream == "" {
+		demo, err := startDemo()
+		if err != nil {
+			return err
+		}
+		defer demo.Close()
+		upstream = "http://" + demo.Addr
+	}
+	target, err := url.Parse(upstream)
+	if err != nil || target.Host == "" {
+		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
+	}
+	proxy := &sluice.Proxy{
+		Director:              sluice.SingleHost(target, false),
+		ResponseHeaderTimeout: timeout,
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
+	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package sluice
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopHeaders are the hop-by-hop fields of RFC 9110 §7.6.1, plus the
+// obsolete ones still seen in the wild (Keep-Alive, Proxy-Connection) and
+// the proxy credentials of §11.7, which are meant for this hop only.
+var hopHeaders = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopByHop deletes the hop-by-hop fields of h: those named in
+// Connection (RFC 9110 §7.6.1) first, then the fixed list. It reports
+// whether the message asked for trailers with "TE: trailers".
+func removeHopByHop(h http.Header) (teTrailers bool) {
+	for _, v := range h["Connection"] {
+		for sf := range strings.SplitSeq(v, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, v := range h["Te"] {
+		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
+			teTrailers = true
+		}
+	}
+	for _, f := range hopHeaders {
+		delete(h, f) // keys are canonical in parsed headers
+	}
+	return teTrailers
+}
+
+// sanitizeRequestHeader prepares the outbound request's header: hop-by-hop
+// fields are removed, "TE: trailers" is kept (gRPC and others need it) and
+// an upgrade the proxy is willing to tunnel is announced again. An h2c
+// upgrade is never forwarded: the proxy speaks HTTP/1.1 to the client.
+func sanitizeRequestHeader(h http.Header, upgrade string) {
+	if removeHopByHop(h) {
+		h.Set("Te", "trailers")
+	}
+	delete(h, "Http2-Settings")
+	if upgrade != "" {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upgrade)
+	}
+}
+
+// sanitizeResponseHeader removes hop-by-hop fields from an upstream
+// response header. For a 101 response the Connection and Upgrade fields
+// of the switch are set again.
+func sanitizeResponseHeader(h http.Header, upgrade string) {
+	removeHopByHop(h)
+	if upgrade != "" {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upgrade)
+	}
+}
+
+// upgradeType returns the protocol a request asks to upgrade to, if the
+// proxy may tunnel it: Connection must contain the "upgrade" token (any
+// case, any position) and Upgrade must name one protocol other than h2c.
+func upgradeType(h http.Header) string {
+	if len(h["Upgrade"]) == 0 || !httpguts.HeaderValuesContainsToken(h["Connection"], "upgrade") {
+		return ""
+	}
+	up := textproto.TrimString(h.Get("Upgrade"))
+	if up == "" || strings.EqualFold(up, "h2c") || strings.ContainsAny(up, ", \t") {
+		return ""
+	}
+	return up
+}
+
+// clientAddr returns the client's address: the TCP peer, or, when the peer
+// is trusted, the rightmost address of X-Forwarded-For that is not.
+func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	peer := peerAddr(r)
+	if !isTrusted(peer, trusted) {
+		return peer
+	}
+	addr := peer
+	xff := r.Header["X-Forwarded-For"]
+	for i := len(xff) - 1; i >= 0; i-- {
+		v := xff[i]
+		for v != "" {
+			var part string
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				part, v = v[j+1:], v[:j]
+			} else {
+				part, v = v, ""
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(part))
+			if err != nil {
+				return addr // garbage in the chain: stop at what we know
+			}
+			addr = a.Unmap()
+			if !isTrusted(addr, trusted) {
+				return addr
+			}
+		}
+	}
+	return addr
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// setForwarded sets X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto
+// and the RFC 7239 Forwarded header on the outbound request. From an
+// untrusted peer the client's values are replaced; from a trusted one the
+// chains are extended and the host and proto kept.
+func (p *Proxy) setForwarded(pr *ProxyRequest) {
+	h := pr.Out.Header
+	in := pr.In
+	peer := peerAddr(in)
+	trusted := isTrusted(peer, p.TrustedProxies)
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	if !trusted {
+		delete(h, "X-Forwarded-For")
+		delete(h, "X-Forwarded-Host")
+		delete(h, "X-Forwarded-Proto")
+		delete(h, "Forwarded")
+	}
+	peerStr := "unknown"
+	if peer.IsValid() {
+		peerStr = peer.String()
+	}
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peerStr}
+	} else {
+		h["X-Forwarded-For"] = []string{peerStr}
+	}
+	if len(h["X-Forwarded-Host"]) == 0 && in.Host != "" {
+		h["X-Forwarded-Host"] = []string{in.Host}
+	}
+	if len(h["X-Forwarded-Proto"]) == 0 {
+		h["X-Forwarded-Proto"] = []string{proto}
+	}
+	elem := forwardedElement(peer, in.Host, proto)
+	if prior := h["Forwarded"]; len(prior) > 0 {
+		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + elem}
+	} else {
+		h["Forwarded"] = []string{elem}
+	}
+	if p.Via != "" {
+		addVia(h, in.ProtoMajor, in.ProtoMinor, p.Via)
+	}
+}
+
+// forwardedElement formats one RFC 7239 forwarded-element.
+func forwardedElement(peer netip.Addr, host, proto string) string {
+	var b strings.Builder
+	b.WriteString("for=")
+	switch {
+	case !peer.IsValid():
+		b.WriteString("unknown")
+	case peer.Is6():
+		b.WriteString(`"[` + peer.String() + `]"`)
+	default:
+		b.WriteString(peer.String())
+	}
+	if host != "" {
+		b.WriteString(";host=")
+		b.WriteString(quoteForwarded(host))
+	}
+	b.WriteString(";proto=")
+	b.WriteString(proto)
+	return b.String()
+}
+
+// quoteForwarded returns v as an RFC 7239 value: a token if it is one, a
+// quoted-string otherwise.
+func quoteForwarded(v string) string {
+	token := v != ""
+	for i := 0; i < len(v); i++ {
+		if !httpguts.IsTokenRune(rune(v[i])) {
+			token = false
+			break
+		}
+	}
+	if token {
+		return v
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(v); i++ {
+		if v[i] == '"' || v[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(v[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// addVia appends this proxy to the Via header (RFC 9110 §7.6.3).
+func addVia(h http.Header, major, minor int, name string) {
+	v := viaProto(major, minor) + " " + name
+	if prior := h["Via"]; len(prior) > 0 {
+		h["Via"] = []string{strings.Join(prior, ", ") + ", " + v}
+	} else {
+		h["Via"] = []string{v}
+	}
+}
+
+func viaProto(major, minor int) string {
+	switch {
+	case major == 1 && minor == 0:
+		return "1.0"
+	case major == 2:
+		return "2"
+	case major == 3:
+		return "3"
+	}
+	return "1.1"
+}
+
+// mergeHeader adds every value of src to dst.
+func mergeHeader(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append(dst[k], vv...)
+	}
+}
+
+// copyHeader copies src into dst, replacing the values of keys present in
+// both. The value slices are copied so that dst can be edited safely.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append([]string(nil), vv...)
+	}
+}
+
+// checkRequest refuses inbound requests that a proxy must not forward even
+// though net/http accepted them. net/http already refuses duplicate Host
+// headers, conflicting Content-Length values, transfer codings other than
+// a single "chunked", and invalid header names and values; what it cannot
+// know is what a proxy must not pass on.
+func checkRequest(r *http.Request) error {
+	if r.ProtoMajor != 1 && r.ProtoMajor != 2 {
+		return &Error{Status: http.StatusHTTPVersionNotSupported, Err: errBadRequest("unsupported protocol version")}
+	}
+	if len(r.TransferEncoding) > 0 && (r.ProtoMajor == 1 && r.ProtoMinor == 0) {
+		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("Transfer-Encoding in an HTTP/1.0 request")}
+	}
+	if r.Method == http.MethodConnect {
+		return &Error{Status: http.StatusMethodNotAllowed, Err: errBadRequest("CONNECT is not supported")}
+	}
+	if r.RequestURI == "*" && r.Method != http.MethodOptions {
+		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("asterisk-form request target")}
+	}
+	for _, v := range r.Header["Content-Length"] {
+		if v == "" || strings.TrimLeft(v, "0123456789") != "" {
+			return &Error{Status: http.StatusBadRequest, Err: errBadRequest("invalid Content-Length")}
+		}
+	}
+	return nil
+}
+
+type errBadRequest string
+
+func (e errBadRequest) Error() string { return "sluice: bad request: " + string(e) }

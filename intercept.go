@@ -1,0 +1,207 @@
+package sluice
+
+import (
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// An Interceptor handles a request that its route captured. It may answer
+// locally by writing to w, edit pr.Out and call pr.Forward(w) to pass the
+// request on (the transparent default), or call pr.RoundTrip to get the
+// upstream's response, inspect or transform it and write the result itself.
+//
+// If Intercept returns an error and nothing was written to w yet, the
+// client gets StatusFor(err) and the failure is logged; if the response
+// already started, the client connection is aborted so that a truncated
+// body never looks complete.
+type Interceptor interface {
+	Intercept(w http.ResponseWriter, pr *ProxyRequest) error
+}
+
+// InterceptorFunc adapts a function to the Interceptor interface.
+type InterceptorFunc func(w http.ResponseWriter, pr *ProxyRequest) error
+
+// Intercept calls f(w, pr).
+func (f InterceptorFunc) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
+	return f(w, pr)
+}
+
+// Route is one entry of a Proxy's route table.
+type Route struct {
+	// Pattern selects the requests the route captures, in the syntax of
+	// http.ServeMux: "[METHOD ][HOST]/[PATH]" with {name} and {name...}
+	// wildcards, e.g. "POST /{index}/_search" or "files.example.com/".
+	// Wildcard values are available from In.PathValue and Out.PathValue.
+	Pattern string
+
+	// Interceptor handles the captured request. If nil, the request is
+	// forwarded as is (useful with Authorizer or Director alone).
+	Interceptor Interceptor
+
+	// Authorizer, if not nil, runs after the Proxy's Authorizer for
+	// requests this route captured.
+	Authorizer Authorizer
+
+	// Director, if not nil, replaces the Proxy's Director for requests
+	// this route captured.
+	Director Director
+}
+
+// Handle adds a route that sends requests matching pattern to ic. Routes
+// are tried in the order they were added and the first match wins (unlike
+// http.ServeMux, where the most specific pattern wins). Matching is done on
+// the cleaned path ("/a/../b" matches like "/b"), but the request is
+// forwarded with the path the client sent.
+//
+// Handle panics if pattern is invalid, as http.ServeMux.Handle does.
+func (p *Proxy) Handle(pattern string, ic Interceptor) {
+	p.AddRoute(Route{Pattern: pattern, Interceptor: ic})
+}
+
+// HandleFunc is Handle for a function.
+func (p *Proxy) HandleFunc(pattern string, f func(w http.ResponseWriter, pr *ProxyRequest) error) {
+	p.Handle(pattern, InterceptorFunc(f))
+}
+
+// AddRoute adds rt to the route table; see Handle.
+func (p *Proxy) AddRoute(rt Route) {
+	p.routes.add(rt)
+}
+
+type route struct {
+	Route
+	index int
+	names []string // wildcard names in Pattern
+}
+
+func (rt *route) authorizer() Authorizer {
+	if rt == nil {
+		return nil
+	}
+	return rt.Authorizer
+}
+
+// ServeHTTP is never called for real: the route table uses http.ServeMux
+// only to match, and *route is the handler type that marks a match.
+func (rt *route) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+// routeTable matches requests against routes with one http.ServeMux per
+// route, so that the first added route wins whatever the specificity of
+// its pattern. The common case (no routes) costs one atomic load.
+type routeTable struct {
+	mu     sync.Mutex
+	routes atomic.Pointer[[]*routeMux]
+}
+
+type routeMux struct {
+	rt  *route
+	mux *http.ServeMux
+}
+
+func (t *routeTable) add(r Route) {
+	names, err := wildcardNames(r.Pattern)
+	if err != nil {
+		panic(err)
+	}
+	rt := &route{Route: r, names: names}
+	mux := http.NewServeMux()
+	mux.Handle(r.Pattern, rt)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var routes []*routeMux
+	if old := t.routes.Load(); old != nil {
+		routes = append(routes, *old...)
+	}
+	rt.index = len(routes)
+	routes = append(routes, &routeMux{rt: rt, mux: mux})
+	t.routes.Store(&routes)
+}
+
+// match returns the first route whose pattern matches the request and
+// copies the pattern's wildcard values into pr.In and pr.Out.
+func (t *routeTable) match(pr *ProxyRequest) *route {
+	routes := t.routes.Load()
+	if routes == nil {
+		return nil
+	}
+	m := matchRequest(pr.In)
+	for _, rm := range *routes {
+		h, _ := rm.mux.Handler(m)
+		rt, ok := h.(*route)
+		if !ok {
+			continue
+		}
+		if len(rt.names) > 0 {
+			rm.mux.ServeHTTP(nopResponseWriter{}, m) // sets m's path values
+			for _, name := range rt.names {
+				v := m.PathValue(name)
+				pr.In.SetPathValue(name, v)
+				pr.Out.SetPathValue(name, v)
+			}
+		}
+		pr.In.Pattern = rt.Pattern
+		pr.Out.Pattern = rt.Pattern
+		return rt
+	}
+	return nil
+}
+
+// matchRequest returns a shallow copy of r with a cleaned path, so that a
+// route cannot be bypassed with "//", "/./" or "/../" segments.
+func matchRequest(r *http.Request) *http.Request {
+	m := *r
+	u := *r.URL
+	u.Path = cleanPath(u.Path)
+	if u.RawPath != "" {
+		u.RawPath = cleanPath(u.RawPath)
+	}
+	m.URL = &u
+	return &m
+}
+
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// wildcardNames returns the names of the {name} and {name...} wildcards
+// of an http.ServeMux pattern.
+func wildcardNames(pattern string) ([]string, error) {
+	var names []string
+	rest := pattern
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			return names, nil
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("sluice: bad route pattern %q: unclosed wildcard", pattern)
+		}
+		name := strings.TrimSuffix(rest[i+1:i+j], "...")
+		if name != "$" && name != "" {
+			names = append(names, name)
+		}
+		rest = rest[i+j+1:]
+	}
+}
+
+type nopResponseWriter struct{}
+
+func (nopResponseWriter) Header() http.Header       { return http.Header{} }
+func (nopResponseWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (nopResponseWriter) WriteHeader(int)           {}

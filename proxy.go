@@ -1,0 +1,321 @@
+package sluice
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Default limits used when the corresponding Proxy field is zero.
+const (
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultMaxIdleConnsPerHost   = 256
+	DefaultExpectContinueTimeout = 1 * time.Second
+)
+
+// Proxy is an HTTP handler that forwards requests to upstream servers,
+// letting a few routes capture requests to do something special with them
+// (see Handle) and passing everything else through untouched.
+//
+// The zero value is usable once Director (or Fallback) is set. Fields must
+// not be changed after the first call to ServeHTTP; routes may be added with
+// Handle at any time.
+//
+// Every request goes through the same pipeline:
+//
+//  1. sanitize: malformed or smuggling input is refused, hop-by-hop headers
+//     are removed, the client identity is computed and the outbound request
+//     (ProxyRequest.Out) is built from the inbound one (ProxyRequest.In);
+//  2. route: the first route whose pattern matches claims the request;
+//  3. authorize: Authorizer, then the route's own Authorizer;
+//  4. intercept: the route's Interceptor handles the request, usually ending
+//     in ProxyRequest.Forward; a request no route claims is forwarded as is;
+//  5. direct and stream: the Director picks the upstream, the engine sends
+//     the request and streams the response back.
+type Proxy struct {
+	// Director picks the upstream for every forwarded request.
+	// If nil, requests that no route answers locally are served by Fallback.
+	Director Director
+
+	// Authorizer decides whether a request may proceed at all. It runs
+	// before any route's Interceptor and before the route's own Authorizer.
+	// If nil, every request is allowed.
+	Authorizer Authorizer
+
+	// Fallback serves the requests the Proxy does not forward: every
+	// request when Director is nil, and requests for which the Director
+	// returns ErrNoRoute. It lets a Proxy wrap an existing http.Handler.
+	// If nil, those requests get 404 Not Found.
+	Fallback http.Handler
+
+	// Transport carries requests to the upstreams.
+	// If nil, the Proxy uses its own transport, built from the timeout and
+	// pool fields below, with HTTP/1.1 to plain and TLS upstreams.
+	Transport http.RoundTripper
+
+	// DialTimeout bounds connecting to an upstream.
+	// If zero, DefaultDialTimeout is used.
+	DialTimeout time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers after the request was sent. It never cuts a response body
+	// that is still making progress. If zero,
+	// DefaultResponseHeaderTimeout is used; if negative, there is none.
+	ResponseHeaderTimeout time.Duration
+
+	// IdleConnTimeout is how long an idle upstream connection stays in the
+	// pool. If zero, DefaultIdleConnTimeout is used.
+	IdleConnTimeout time.Duration
+
+	// MaxIdleConnsPerHost bounds the idle upstream connections kept per
+	// upstream. If zero, DefaultMaxIdleConnsPerHost is used.
+	MaxIdleConnsPerHost int
+
+	// FlushInterval is how often a streamed response is flushed to the
+	// client. Responses of unknown length and text/event-stream responses
+	// are always flushed after every write. If zero, a response is flushed
+	// when the proxy's write buffer fills and when it ends; if negative,
+	// after every write.
+	FlushInterval time.Duration
+
+	// TrustedProxies are the peers whose X-Forwarded-* and Forwarded
+	// headers are believed and extended. From any other peer these headers
+	// are replaced, so a client cannot choose the identity the upstream
+	// sees. If nil, no peer is trusted.
+	TrustedProxies []netip.Prefix
+
+	// Via, if not empty, is the pseudonym the proxy adds to the Via header
+	// of requests and responses (RFC 9110 §7.6.3), e.g. "sluice".
+	Via string
+
+	// Retry says which failed upstream exchanges are tried again. Only
+	// safe retries are ever made; see RetryPolicy. If nil, a request is
+	// retried once on another upstream pick when the connection to the
+	// first one could not be made.
+	Retry *RetryPolicy
+
+	// ErrorHandler writes the response for a failed exchange whose
+	// response has not started. The status suggested by StatusFor is
+	// available through the error. If nil, the Proxy writes a short plain
+	// text body with StatusFor(err).
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// Logger receives one line per failed exchange. If nil, slog.Default()
+	// is used.
+	Logger *slog.Logger
+
+	// WebSocket configures upgraded connections. If nil, WebSocket and
+	// other upgrades are tunnelled transparently with default limits.
+	WebSocket *WebSocketConfig
+
+	initOnce  sync.Once
+	transport http.RoundTripper
+	routes    routeTable
+	shutdown  atomic.Bool
+	conns     tunnelSet
+}
+
+// ProxyRequest is one request passing through a Proxy: the inbound request
+// as the client sent it, and the outbound request that will be sent
+// upstream. Hooks read In and edit Out.
+//
+// Out is sanitized before any hook sees it: hop-by-hop headers are gone,
+// forwarding headers are set by the proxy, and its body is In's body. A
+// ProxyRequest is valid only until the Proxy's ServeHTTP returns.
+type ProxyRequest struct {
+	// In is the request as received. Hooks must not modify it.
+	In *http.Request
+
+	// Out is the request that will be sent upstream. Its URL has no
+	// scheme and host until a Director sets them with SetURL.
+	Out *http.Request
+
+	// ModifyResponse, if not nil, is called with the upstream's response
+	// before anything is written to the client. It may change the status
+	// and headers, or replace the body; if it returns an error the
+	// exchange fails with that error.
+	ModifyResponse func(*http.Response) error
+
+	proxy      *Proxy
+	route      *route
+	client     netip.Addr
+	respHeader http.Header
+	attempt    int
+	tried      []string
+	upgrade    string
+
+	w            *responseWriter // the client's writer
+	rw           responseWriter
+	body         requestBody
+	wroteHeaders bool
+}
+
+// Proxy returns the Proxy handling the request.
+func (pr *ProxyRequest) Proxy() *Proxy { return pr.proxy }
+
+// Context returns the request's context, canceled when the client goes
+// away or the Proxy's handler returns.
+func (pr *ProxyRequest) Context() context.Context { return pr.Out.Context() }
+
+// ClientAddr is the address of the client as the Proxy decided it: the
+// TCP peer, or, when the peer is in TrustedProxies, the last untrusted
+// address of its X-Forwarded-For chain.
+func (pr *ProxyRequest) ClientAddr() netip.Addr { return pr.client }
+
+// Attempt is the number of the current attempt to reach an upstream:
+// 0 for the first, 1 for the first retry, and so on. Directors use it with
+// Tried to pick another upstream on a retry.
+func (pr *ProxyRequest) Attempt() int { return pr.attempt }
+
+// Tried lists the upstream hosts (host:port) of previous failed attempts
+// of this request, oldest first.
+func (pr *ProxyRequest) Tried() []string { return pr.tried }
+
+// ResponseHeader returns headers the proxy adds to the response the client
+// gets, whether it comes from the upstream or from a hook. Values are
+// added, not set: a Set-Cookie here and the upstream's Set-Cookie headers
+// both reach the client.
+func (pr *ProxyRequest) ResponseHeader() http.Header {
+	if pr.respHeader == nil {
+		pr.respHeader = make(http.Header)
+	}
+	return pr.respHeader
+}
+
+// SetURL routes the outbound request to target: scheme and host are taken
+// from target, target's path is joined in front of the request path, its
+// query merged with the request's, and the outbound Host header set to the
+// target host (as httputil.ProxyRequest.SetURL does). To keep the client's
+// Host header, set Out.Host = In.Host afterwards.
+func (pr *ProxyRequest) SetURL(target *url.URL) {
+	rewriteURL(pr.Out.URL, target)
+	pr.Out.Host = ""
+}
+
+// ServeHTTP runs the request through the pipeline described on Proxy.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.init()
+	if err := checkRequest(r); err != nil {
+		p.fail(w, r, nil, err)
+		return
+	}
+	pr := p.newProxyRequest(r)
+	defer p.releaseProxyRequest(pr)
+	pr.rw = responseWriter{ResponseWriter: w}
+	pr.w = &pr.rw
+	w = pr.w
+
+	if rt := p.routes.match(pr); rt != nil {
+		pr.route = rt
+	}
+	if !p.authorize(w, pr) {
+		return
+	}
+	if pr.route != nil && pr.route.Interceptor != nil {
+		if err := pr.route.Interceptor.Intercept(w, pr); err != nil {
+			p.fail(w, r, pr, err)
+		}
+		return
+	}
+	if err := pr.Forward(w); err != nil {
+		p.fail(w, r, pr, err)
+	}
+}
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		if p.Transport != nil {
+			p.transport = p.Transport
+		} else {
+			p.transport = p.newTransport()
+		}
+	})
+}
+
+func (p *Proxy) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+var proxyRequestPool = sync.Pool{New: func() any { return new(ProxyRequest) }}
+
+func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
+	pr := proxyRequestPool.Get().(*ProxyRequest)
+	pr.proxy = p
+	pr.In = in
+	pr.client = clientAddr(in, p.TrustedProxies)
+	pr.Out = outboundRequest(in)
+	pr.upgrade = upgradeType(in.Header)
+	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
+	p.setForwarded(pr)
+	return pr
+}
+
+func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
+	*pr = ProxyRequest{tried: pr.tried[:0]}
+	proxyRequestPool.Put(pr)
+}
+
+// responseWriter is the http.ResponseWriter the Proxy hands to hooks. It
+// remembers whether the final response started, so that a failure after
+// that point aborts the connection instead of writing an error page.
+// Unwrap gives http.ResponseController access to the server's writer
+// (flush, hijack, deadlines, full duplex).
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status != 0 {
+		return
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom lets the server's writer move large bodies with sendfile or
+// splice when the source allows it.
+func (w *responseWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
+
+// Flush implements http.Flusher for handlers that assert it directly.
+func (w *responseWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap returns the server's ResponseWriter, for http.ResponseController.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *responseWriter) started() bool { return w.status != 0 }

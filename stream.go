@@ -1,0 +1,484 @@
+package sluice
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// Result describes how one attempt to reach an upstream ended; see
+// Observer.
+type Result struct {
+	// Upstream is the host:port the attempt went to.
+	Upstream string
+	// Status is the upstream's response status, 0 if there was none.
+	Status int
+	// Err is the failure of the attempt or of its response body, nil if
+	// the exchange completed (whatever the status).
+	Err error
+	// Duration runs from sending the request to the end of the response
+	// body, or to the failure.
+	Duration time.Duration
+}
+
+// RetryPolicy says which failed attempts are tried again. A retry is only
+// ever made when it is safe: no byte of the response reached the client,
+// and either nothing of the request reached the upstream (the connection
+// could not be made, or the request was not written) or the method is
+// idempotent (RFC 9110 §9.2.2) and the request has no body.
+type RetryPolicy struct {
+	// Attempts is the maximum number of attempts, the first included.
+	// If zero, 2.
+	Attempts int
+
+	// Duration bounds the time from the first attempt after which no new
+	// attempt is started. If zero, there is no bound but Attempts.
+	Duration time.Duration
+
+	// Idempotent allows retrying idempotent requests without a body after
+	// a failure that may have reached the upstream (a reset connection, a
+	// response header timeout). If false, only requests that certainly did
+	// not reach the upstream are retried.
+	Idempotent bool
+}
+
+var defaultRetry = RetryPolicy{Attempts: 2}
+
+// Forward sends the outbound request upstream and streams the response to
+// w: the transparent default that a request no Interceptor claims gets.
+// Upgrade requests (WebSocket and others) become a tunnel.
+//
+// It returns an error if the exchange failed; the caller (usually an
+// Interceptor returning it to the Proxy) leaves the status decision to
+// StatusFor. After the response started, a failure is returned wrapped so
+// that the Proxy aborts the client connection.
+func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
+	if pr.upgrade != "" {
+		return pr.proxy.serveUpgrade(w, pr)
+	}
+	res, err := pr.RoundTrip()
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return fmt.Errorf("%w: 101 Switching Protocols to a request without upgrade", errBadResponse)
+	}
+	if pr.ModifyResponse != nil {
+		if err := pr.ModifyResponse(res); err != nil {
+			return err
+		}
+	}
+	return pr.WriteResponse(w, res)
+}
+
+var errBadResponse = errors.New("sluice: malformed upstream response")
+
+// RoundTrip sends the outbound request to the upstream the Director picks
+// and returns the response, as http.RoundTripper does: the caller must
+// close its body. Safe retries are made according to the Proxy's
+// RetryPolicy. 1xx responses are relayed to the client as they arrive.
+// Hop-by-hop headers are still in the returned response; WriteResponse
+// removes them.
+func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
+	p := pr.proxy
+	p.init()
+	director := p.Director
+	if pr.route != nil && pr.route.Director != nil {
+		director = pr.route.Director
+	}
+	if director == nil {
+		return nil, ErrNoRoute
+	}
+	policy := p.Retry
+	if policy == nil {
+		policy = &defaultRetry
+	}
+	attempts := policy.Attempts
+	if attempts <= 0 {
+		attempts = 2
+	}
+
+	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
+		pr.body = requestBody{rc: pr.Out.Body}
+		pr.Out.Body = &pr.body
+	}
+	orig := *pr.Out.URL
+	origHost := pr.Out.Host
+	trace := &httptrace.ClientTrace{
+		Got100Continue: pr.got100Continue,
+		Got1xxResponse: pr.got1xxResponse,
+		WroteHeaders:   func() { pr.wroteHeaders = true },
+	}
+	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
+	first := time.Now()
+	for {
+		*pr.Out.URL = orig
+		pr.Out.Host = origHost
+		pr.wroteHeaders = false
+		if err := director.Direct(pr); err != nil {
+			return nil, err
+		}
+		if err := checkTarget(pr.Out); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		res, err := p.transport.RoundTrip(pr.Out)
+		obs, _ := director.(Observer)
+		if err == nil {
+			if obs != nil {
+				res.Body = &observedBody{rc: res.Body, obs: obs, pr: pr,
+					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
+			}
+			return res, nil
+		}
+		if pr.In.Context().Err() != nil {
+			err = fmt.Errorf("%w: %w", errClientGone, err)
+		}
+		if obs != nil {
+			obs.Observe(pr, Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)})
+		}
+		if !pr.retryable(err, policy, first) || pr.attempt+1 >= attempts {
+			return nil, err
+		}
+		p.logger().Debug("sluice: retrying", "upstream", pr.Out.URL.Host, "err", err)
+		pr.tried = append(pr.tried, pr.Out.URL.Host)
+		pr.attempt++
+	}
+}
+
+// retryable reports whether the failed attempt may be made again.
+func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
+	if errors.Is(err, errClientGone) || pr.body.n > 0 || pr.body.eof {
+		return false
+	}
+	if policy.Duration > 0 && time.Since(first) > policy.Duration {
+		return false
+	}
+	if isConnectError(err) || !pr.wroteHeaders {
+		return true
+	}
+	return policy.Idempotent && pr.Out.Body == nil && isIdempotent(pr.Out.Method)
+}
+
+func isIdempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace,
+		http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// got100Continue relays the upstream's 100 Continue to the client. It runs
+// before the transport starts sending the body, so the server's automatic
+// 100 Continue (sent on the first body read) is never sent on its own: the
+// client sees 100 only if the upstream sent it.
+func (pr *ProxyRequest) got100Continue() {
+	if pr.w != nil && !pr.w.started() {
+		pr.w.WriteHeader(http.StatusContinue)
+	}
+}
+
+// got1xxResponse relays other informational responses, such as 103 Early
+// Hints, with their headers (RFC 9110 §15.2).
+func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) error {
+	if code == http.StatusContinue || pr.w == nil || pr.w.started() {
+		return nil
+	}
+	h := pr.w.Header()
+	saved := make(http.Header, len(h))
+	copyHeader(saved, h)
+	removeHopByHop(http.Header(header))
+	copyHeader(h, http.Header(header))
+	pr.w.WriteHeader(code)
+	clear(h)
+	copyHeader(h, saved)
+	return nil
+}
+
+// WriteResponse writes an upstream response to w: hop-by-hop headers are
+// removed, the headers of ProxyRequest.ResponseHeader are added, and the
+// body is streamed with the Proxy's flush policy, followed by the
+// trailers. The body is not closed.
+func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response) error {
+	sanitizeResponseHeader(res.Header, "")
+	h := w.Header()
+	copyHeader(h, res.Header)
+	mergeHeader(h, pr.respHeader)
+	if pr.proxy.Via != "" {
+		addVia(h, res.ProtoMajor, res.ProtoMinor, pr.proxy.Via)
+	}
+	if len(res.Trailer) > 0 {
+		keys := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = keys
+	}
+	w.WriteHeader(res.StatusCode)
+	if pr.In.Method == http.MethodHead || !bodyAllowed(res.StatusCode) {
+		return nil
+	}
+	if err := pr.copyResponse(w, res); err != nil {
+		return &abortError{err}
+	}
+	if len(res.Trailer) > 0 {
+		declared := make(map[string]bool, len(h["Trailer"]))
+		for _, k := range h["Trailer"] {
+			declared[k] = true
+		}
+		for k, vv := range res.Trailer {
+			if !declared[k] {
+				k = http.TrailerPrefix + k
+			}
+			h[k] = vv
+		}
+	}
+	return nil
+}
+
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status <= 199) && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// abortError wraps a failure that happened after the response started.
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return "response aborted: " + e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// flushInterval returns how often a response is flushed: always for
+// streams of unknown length and server-sent events.
+func (pr *ProxyRequest) flushInterval(res *http.Response) time.Duration {
+	if res.ContentLength == -1 {
+		return -1
+	}
+	if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
+		return -1
+	}
+	return pr.proxy.FlushInterval
+}
+
+const copyBufferSize = 32 << 10
+
+var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// copyResponse streams the response body to w. Memory is one pooled
+// buffer whatever the body size; backpressure comes from blocking writes.
+func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) error {
+	interval := pr.flushInterval(res)
+	dst := io.Writer(w)
+	rc := http.NewResponseController(w)
+	if interval != 0 {
+		fw := &flushWriter{w: w, rc: rc, latency: interval}
+		defer fw.stop()
+		dst = fw
+	}
+	bp := copyBufferPool.Get().(*[]byte)
+	defer copyBufferPool.Put(bp)
+	err := copyBody(dst, res.Body, *bp)
+	if err == nil && interval == 0 && res.ContentLength < 0 {
+		err = rc.Flush()
+	}
+	return err
+}
+
+// copyBody is io.CopyBuffer without the io.ReaderFrom and io.WriterTo
+// detours, telling read errors (upstream) from write errors (client).
+func copyBody(dst io.Writer, src io.Reader, buf []byte) error {
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("%w: %w", errClientGone, werr)
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return fmt.Errorf("reading upstream body: %w", rerr)
+		}
+	}
+}
+
+// flushWriter flushes after every write (latency < 0) or at most latency
+// after a write.
+type flushWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	latency time.Duration
+
+	mu      sync.Mutex
+	t       *time.Timer
+	pending bool
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := f.w.Write(p)
+	if err != nil {
+		return n, err
+	}
+	if f.latency < 0 {
+		return n, f.rc.Flush()
+	}
+	if f.pending {
+		return n, nil
+	}
+	f.pending = true
+	if f.t == nil {
+		f.t = time.AfterFunc(f.latency, f.delayedFlush)
+	} else {
+		f.t.Reset(f.latency)
+	}
+	return n, nil
+}
+
+func (f *flushWriter) delayedFlush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.pending {
+		return
+	}
+	f.pending = false
+	_ = f.rc.Flush()
+}
+
+func (f *flushWriter) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = false
+	if f.t != nil {
+		f.t.Stop()
+	}
+}
+
+// requestBody wraps the outbound request body: it counts what the
+// transport read (to know whether a retry is safe) and keeps the
+// transport from closing the inbound body, which belongs to the server.
+type requestBody struct {
+	rc  io.ReadCloser
+	n   int64
+	eof bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *requestBody) Close() error { return nil }
+
+// observedBody reports the end of a response body to an Observer.
+type observedBody struct {
+	rc    io.ReadCloser
+	obs   Observer
+	pr    *ProxyRequest
+	res   Result
+	start time.Time
+	once  sync.Once
+}
+
+func (b *observedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.res.Err = err
+	}
+	return n, err
+}
+
+func (b *observedBody) Close() error {
+	err := b.rc.Close()
+	b.once.Do(func() {
+		b.res.Duration = time.Since(b.start)
+		b.obs.Observe(b.pr, b.res)
+	})
+	return err
+}
+
+// outboundRequest builds the outbound request from the inbound one: same
+// method, URL path and query, header (copied), body and framing; no
+// RequestURI, and the context of the inbound request.
+func outboundRequest(in *http.Request) *http.Request {
+	out := new(http.Request)
+	*out = *in
+	out.URL = cloneURL(in.URL)
+	out.Header = in.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
+	out.RequestURI = ""
+	out.Close = false
+	out.Trailer = in.Trailer
+	out.TransferEncoding = nil
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	if in.ContentLength == 0 && len(in.TransferEncoding) == 0 {
+		out.Body = nil
+	}
+	return out
+}
+
+func cloneURL(u *url.URL) *url.URL {
+	u2 := new(url.URL)
+	*u2 = *u
+	if u.User != nil {
+		u2.User = new(url.Userinfo)
+		*u2.User = *u.User
+	}
+	u2.Scheme, u2.Host = "", ""
+	return u2
+}
+
+// newTransport builds the default transport: HTTP/1.1, pooled
+// connections, the Proxy's timeouts, no compression negotiation of its own
+// (the client's Accept-Encoding passes through untouched), no proxy from
+// the environment.
+func (p *Proxy) newTransport() *http.Transport {
+	dial := p.DialTimeout
+	if dial == 0 {
+		dial = DefaultDialTimeout
+	}
+	rht := p.ResponseHeaderTimeout
+	switch {
+	case rht == 0:
+		rht = DefaultResponseHeaderTimeout
+	case rht < 0:
+		rht = 0
+	}
+	idle := p.IdleConnTimeout
+	if idle == 0 {
+		idle = DefaultIdleConnTimeout
+	}
+	perHost := p.MaxIdleConnsPerHost
+	if perHost == 0 {
+		perHost = DefaultMaxIdleConnsPerHost
+	}
+	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext:           d.DialContext,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   perHost,
+		IdleConnTimeout:       idle,
+		ResponseHeaderTimeout: rht,
+		ExpectContinueTimeout: DefaultExpectContinueTimeout,
+		TLSHandshakeTimeout:   dial,
+		DisableCompression:    true,
+		WriteBufferSize:       copyBufferSize,
+		ReadBufferSize:        copyBufferSize,
+	}
+}
