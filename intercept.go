@@ -202,6 +202,6 @@ func wildcardNames(pattern string) ([]string, error) {
 
 type nopResponseWriter struct{}
 
-func (nopResponseWriter) Header() http.Header       { return http.Header{} }
+func (nopResponseWriter) Header() http.Header         { return http.Header{} }
 func (nopResponseWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (nopResponseWriter) WriteHeader(int)           {}
+func (nopResponseWriter) WriteHeader(int)             {}

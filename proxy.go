@@ -319,3 +319,12 @@ func (w *responseWriter) Flush() {
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *responseWriter) started() bool { return w.status != 0 }
+
+// CloseIdleConnections closes the idle upstream connections of the
+// Proxy's transport, if it has that method (the default one does).
+func (p *Proxy) CloseIdleConnections() {
+	p.init()
+	if c, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
