@@ -78,7 +78,6 @@ func (pc *conn) close() {
 	}
 }
 
-
 // limitReader bounds how much a response head may read from the
 // connection.
 type limitReader struct {
