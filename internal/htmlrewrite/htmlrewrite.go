@@ -1,0 +1,254 @@
+// Package htmlrewrite rewrites an HTML document that arrives in chunks:
+// attributes of start tags are passed through a callback and a snippet is
+// inserted before </body>. It tokenizes with golang.org/x/net/html and
+// holds at most one incomplete token (bounded by a limit) between chunks,
+// so memory does not grow with the document.
+//
+// Bytes that no rule changes are written exactly as received.
+package htmlrewrite
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"golang.org/x/net/html"
+)
+
+// ErrTokenTooLong is returned when one tag, comment or doctype is longer
+// than the Rewriter's limit, so it cannot be held to be tokenized whole.
+var ErrTokenTooLong = errors.New("htmlrewrite: token too long")
+
+// Config says what a Rewriter changes.
+type Config struct {
+	// Attr, if not nil, is called for every attribute of every start tag
+	// with the tag name and attribute key in lower case and the unescaped
+	// value. It returns the new value; returning val leaves the tag as it
+	// was received, byte for byte.
+	Attr func(tag, key, val string) string
+
+	// Inject, if not empty, is written right before the first </body>
+	// end tag, or at the end of the document if it has none.
+	Inject []byte
+
+	// MaxToken bounds the bytes held for one incomplete token. It must be
+	// positive.
+	MaxToken int
+}
+
+// Rewriter is the state of one document being rewritten.
+type Rewriter struct {
+	cfg      Config
+	pending  []byte // the unconsumed tail: at most one incomplete token
+	rawTag   string // inside the raw text of this element (script, style...)
+	injected bool
+}
+
+// New returns a Rewriter for one document.
+func New(cfg Config) *Rewriter { return &Rewriter{cfg: cfg} }
+
+// rawTags are the elements whose content the tokenizer reads as raw text
+// or RCDATA up to the matching end tag (WHATWG HTML §13.2.5), as
+// golang.org/x/net/html does.
+var rawTags = map[string]bool{
+	"iframe": true, "noembed": true, "noframes": true, "noscript": true,
+	"plaintext": true, "script": true, "style": true, "textarea": true,
+	"title": true, "xmp": true,
+}
+
+// Feed rewrites the next chunk of the document into dst. end is true for
+// the last call, after which the Rewriter must not be used.
+func (r *Rewriter) Feed(dst io.Writer, chunk []byte, end bool) error {
+	var data []byte
+	if len(r.pending) == 0 {
+		data = chunk // the common case: no copy
+	} else {
+		r.pending = append(r.pending, chunk...)
+		data = r.pending
+	}
+	off, err := r.process(dst, data, end)
+	if err != nil {
+		return err
+	}
+	rest := data[off:]
+	if end {
+		if len(rest) > 0 {
+			if _, err := dst.Write(rest); err != nil {
+				return err
+			}
+		}
+		if !r.injected && len(r.cfg.Inject) > 0 {
+			r.injected = true
+			if _, err := dst.Write(r.cfg.Inject); err != nil {
+				return err
+			}
+		}
+		r.pending = nil
+		return nil
+	}
+	if len(rest) > r.cfg.MaxToken {
+		return fmt.Errorf("%w: over %d bytes", ErrTokenTooLong, r.cfg.MaxToken)
+	}
+	// rest may alias pending's own array: copy moves it to the front.
+	r.pending = append(r.pending[:0], rest...)
+	return nil
+}
+
+// process writes the complete tokens at the start of data and returns how
+// many bytes it consumed.
+func (r *Rewriter) process(dst io.Writer, data []byte, end bool) (int, error) {
+	off := 0
+	for off < len(data) {
+		if r.rawTag != "" {
+			n, closed := scanRaw(data[off:], r.rawTag, end)
+			if _, err := dst.Write(data[off : off+n]); err != nil {
+				return off, err
+			}
+			off += n
+			if !closed {
+				return off, nil
+			}
+			r.rawTag = ""
+			continue
+		}
+		n, err := r.tokens(dst, data[off:], end)
+		off += n
+		if err != nil || n == 0 {
+			return off, err
+		}
+	}
+	return off, nil
+}
+
+// tokens writes the complete tokens at the start of data, stopping after
+// a start tag that opens raw text. A token that reaches the end of data
+// may be incomplete and is left for the next chunk, except for the safe
+// part of a text token.
+func (r *Rewriter) tokens(dst io.Writer, data []byte, end bool) (int, error) {
+	z := html.NewTokenizer(bytes.NewReader(data))
+	consumed := 0
+	for {
+		tt := z.Next()
+		if tt == html.ErrorToken {
+			return consumed, nil // io.EOF: data is used up
+		}
+		raw := z.Raw()
+		if consumed+len(raw) == len(data) && !end {
+			if tt == html.TextToken {
+				n := safeText(raw)
+				if _, err := dst.Write(raw[:n]); err != nil {
+					return consumed, err
+				}
+				consumed += n
+			}
+			return consumed, nil
+		}
+		if err := r.token(dst, z, tt, raw); err != nil {
+			return consumed, err
+		}
+		consumed += len(raw)
+		if r.rawTag != "" {
+			return consumed, nil
+		}
+	}
+}
+
+// token writes one complete token, rewritten if a rule applies.
+func (r *Rewriter) token(dst io.Writer, z *html.Tokenizer, tt html.TokenType, raw []byte) error {
+	switch tt {
+	case html.StartTagToken, html.SelfClosingTagToken:
+		name, hasAttr := z.TagName()
+		tag := string(name)
+		if rawTags[tag] {
+			r.rawTag = tag
+		}
+		if r.cfg.Attr == nil || !hasAttr {
+			break
+		}
+		tok := html.Token{Type: tt, Data: tag}
+		changed := false
+		for more := true; more; {
+			var k, v []byte
+			k, v, more = z.TagAttr()
+			a := html.Attribute{Key: string(k), Val: string(v)}
+			if nv := r.cfg.Attr(tag, a.Key, a.Val); nv != a.Val {
+				a.Val = nv
+				changed = true
+			}
+			tok.Attr = append(tok.Attr, a)
+		}
+		if changed {
+			_, err := io.WriteString(dst, tok.String())
+			return err
+		}
+	case html.EndTagToken:
+		if r.injected || len(r.cfg.Inject) == 0 {
+			break
+		}
+		if name, _ := z.TagName(); string(name) == "body" {
+			r.injected = true
+			if _, err := dst.Write(r.cfg.Inject); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := dst.Write(raw)
+	return err
+}
+
+// safeText returns how much of a text token that reaches the end of the
+// available data can be written now: all of it but a trailing "<", "</"
+// or "<!-" that may start a tag or comment once more data arrives. A token
+// that starts with "<" is a tag cut by the end of the data and is kept
+// whole.
+func safeText(raw []byte) int {
+	i := bytes.LastIndexByte(raw, '<')
+	switch {
+	case i < 0:
+		return len(raw)
+	case i == 0:
+		return 0
+	case len(raw)-i <= 3:
+		return i
+	}
+	return len(raw)
+}
+
+// scanRaw finds the end of the raw text of element tag in data: the
+// first "</tag" followed by whitespace, "/" or ">" (case-insensitive). It
+// returns the number of bytes of raw text that can be written and whether
+// the end tag was found (it then starts at data[n:]). Without the end tag,
+// a tail that may be the start of it is held back unless end is true.
+func scanRaw(data []byte, tag string, end bool) (n int, closed bool) {
+	if tag == "plaintext" {
+		return len(data), false // plaintext never ends
+	}
+	for i := 0; i < len(data); {
+		j := bytes.IndexByte(data[i:], '<')
+		if j < 0 {
+			break
+		}
+		i += j
+		rest := data[i:]
+		if len(rest) < len(tag)+3 {
+			if end {
+				return len(data), false
+			}
+			if len(rest) >= 2 && (rest[1] != '/' || !strings.HasPrefix(tag, strings.ToLower(string(rest[2:])))) {
+				i++
+				continue
+			}
+			return i, false
+		}
+		if rest[1] == '/' && strings.EqualFold(string(rest[2:2+len(tag)]), tag) {
+			switch rest[2+len(tag)] {
+			case ' ', '\t', '\n', '\r', '\f', '/', '>':
+				return i, true
+			}
+		}
+		i++
+	}
+	return len(data), false
+}
