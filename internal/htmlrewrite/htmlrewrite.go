@@ -44,6 +44,7 @@ type Rewriter struct {
 	pending  []byte // the unconsumed tail: at most one incomplete token
 	rawTag   string // inside the raw text of this element (script, style...)
 	injected bool
+	tried    int // len(pending) when it last failed to complete a token
 }
 
 // New returns a Rewriter for one document.
@@ -67,6 +68,12 @@ func (r *Rewriter) Feed(dst io.Writer, chunk []byte, end bool) error {
 	} else {
 		r.pending = append(r.pending, chunk...)
 		data = r.pending
+		// Tokenize a held token again only once the data has doubled
+		// since the last try, so that an upstream trickling a long tag
+		// byte by byte costs linear time, not quadratic.
+		if !end && len(data) < 2*r.tried && len(data) <= r.cfg.MaxToken {
+			return nil
+		}
 	}
 	off, err := r.process(dst, data, end)
 	if err != nil {
@@ -93,6 +100,7 @@ func (r *Rewriter) Feed(dst io.Writer, chunk []byte, end bool) error {
 	}
 	// rest may alias pending's own array: copy moves it to the front.
 	r.pending = append(r.pending[:0], rest...)
+	r.tried = len(rest)
 	return nil
 }
 
