@@ -130,7 +130,7 @@ func TestResponseTransformLimits(t *testing.T) {
 		wantBody   string
 		wantLog    string
 	}{{
-		name:       "declared length over limit",
+		name: "declared length over limit",
 		handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", itoa(len(big)))
 			io.WriteString(w, big)
