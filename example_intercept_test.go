@@ -30,17 +30,6 @@ func demo(upstream http.HandlerFunc, setup func(p *sluice.Proxy)) (string, func(
 	}
 }
 
-// get fetches url and returns the status line and body.
-func get(url string) string {
-	res, err := http.Get(url)
-	if err != nil {
-		return err.Error()
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return fmt.Sprintf("%d %s", res.StatusCode, b)
-}
-
 // An Interceptor answers a captured URL locally; the upstream never sees
 // it. Everything else passes through.
 func ExampleLocal() {
@@ -111,7 +100,7 @@ func ExampleRewriteJSON() {
 // An Interceptor can call the upstream itself through the Proxy's engine
 // (same pool, Director, retries and error mapping), inspect the response
 // and decide what the client gets.
-func ExampleProxyRequest_RoundTrip() {
+func ExampleProxyRequest_RoundTrip_quota() {
 	base, stop := demo(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Quota-Left", "0")
 		io.WriteString(w, "expensive result")
