@@ -45,10 +45,13 @@ type Rewriter struct {
 	rawTag   string // inside the raw text of this element (script, style...)
 	injected bool
 	tried    int // len(pending) when it last failed to complete a token
+	attrs    []html.Attribute
+	buf      []byte
+	keys     map[string]string // attribute names seen, interned
 }
 
 // New returns a Rewriter for one document.
-func New(cfg Config) *Rewriter { return &Rewriter{cfg: cfg} }
+func New(cfg Config) *Rewriter { return &Rewriter{cfg: cfg, keys: map[string]string{}} }
 
 // rawTags are the elements whose content the tokenizer reads as raw text
 // or RCDATA up to the matching end tag (WHATWG HTML §13.2.5), as
@@ -168,27 +171,35 @@ func (r *Rewriter) token(dst io.Writer, z *html.Tokenizer, tt html.TokenType, ra
 	switch tt {
 	case html.StartTagToken, html.SelfClosingTagToken:
 		name, hasAttr := z.TagName()
-		tag := string(name)
-		if rawTags[tag] {
-			r.rawTag = tag
+		if rawTags[string(name)] {
+			r.rawTag = string(name)
 		}
 		if r.cfg.Attr == nil || !hasAttr {
 			break
 		}
-		tok := html.Token{Type: tt, Data: tag}
+		tag := string(name)
 		changed := false
+		r.attrs = r.attrs[:0]
 		for more := true; more; {
 			var k, v []byte
 			k, v, more = z.TagAttr()
-			a := html.Attribute{Key: string(k), Val: string(v)}
+			key, ok := r.keys[string(k)] // no allocation for a known key
+			if !ok {
+				key = string(k)
+				if len(r.keys) < 256 {
+					r.keys[key] = key
+				}
+			}
+			a := html.Attribute{Key: key, Val: string(v)}
 			if nv := r.cfg.Attr(tag, a.Key, a.Val); nv != a.Val {
 				a.Val = nv
 				changed = true
 			}
-			tok.Attr = append(tok.Attr, a)
+			r.attrs = append(r.attrs, a)
 		}
 		if changed {
-			_, err := io.WriteString(dst, tok.String())
+			r.buf = appendTag(r.buf[:0], tag, r.attrs, tt == html.SelfClosingTagToken)
+			_, err := dst.Write(r.buf)
 			return err
 		}
 	case html.EndTagToken:
@@ -204,6 +215,41 @@ func (r *Rewriter) token(dst io.Writer, z *html.Tokenizer, tt html.TokenType, ra
 	}
 	_, err := dst.Write(raw)
 	return err
+}
+
+// appendTag appends a start tag in canonical form: lower-case names,
+// values in double quotes, escaped as html.EscapeString does.
+func appendTag(b []byte, tag string, attrs []html.Attribute, selfClosing bool) []byte {
+	b = append(b, '<')
+	b = append(b, tag...)
+	for _, a := range attrs {
+		b = append(b, ' ')
+		b = append(b, a.Key...)
+		b = append(b, '=', '"')
+		for i := 0; i < len(a.Val); i++ {
+			switch c := a.Val[i]; c {
+			case '&':
+				b = append(b, "&amp;"...)
+			case '\'':
+				b = append(b, "&#39;"...)
+			case '<':
+				b = append(b, "&lt;"...)
+			case '>':
+				b = append(b, "&gt;"...)
+			case '"':
+				b = append(b, "&#34;"...)
+			case '\r':
+				b = append(b, "&#13;"...)
+			default:
+				b = append(b, c)
+			}
+		}
+		b = append(b, '"')
+	}
+	if selfClosing {
+		b = append(b, '/')
+	}
+	return append(b, '>')
 }
 
 // safeText returns how much of a text token that reaches the end of the

@@ -3,6 +3,7 @@ package htmlrewrite
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -169,4 +170,30 @@ func FuzzRewrite(f *testing.F) {
 			t.Fatalf("output depends on chunking (chunk %d):\n in %q\nwhole %q\n  cut %q", n, in, whole, cut)
 		}
 	})
+}
+
+// BenchmarkRewrite measures rewriting a 1 MiB page fed in 32 KiB chunks.
+func BenchmarkRewrite(b *testing.B) {
+	var doc bytes.Buffer
+	doc.WriteString("<html><head><title>t</title></head><body>")
+	for doc.Len() < 1<<20 {
+		doc.WriteString(`<p class="x">Some text &amp; more text <a href="/page/1">link</a> <img src="/i.png" alt="i"></p>` + "\n")
+	}
+	doc.WriteString("</body></html>")
+	in := doc.Bytes()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := New(Config{Attr: prefixLinks, Inject: []byte("<i>"), MaxToken: 1 << 20})
+		for rest := in; len(rest) > 0; {
+			n := min(len(rest), 32<<10)
+			if err := r.Feed(io.Discard, rest[:n], false); err != nil {
+				b.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		if err := r.Feed(io.Discard, nil, true); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
