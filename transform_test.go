@@ -363,3 +363,24 @@ func TestBufferRequestBodyNoBody(t *testing.T) {
 		t.Errorf("BufferRequestBody = %q, %v; want nil, nil", b, err)
 	}
 }
+
+func FuzzLimitAcceptEncoding(f *testing.F) {
+	f.Add("gzip;q=0.5, br, *;q=0.1")
+	f.Add("deflate;q=, identity;q=0")
+	f.Fuzz(func(t *testing.T, v string) {
+		h := http.Header{"Accept-Encoding": {v}}
+		LimitAcceptEncoding(h)
+		got := h.Values("Accept-Encoding")
+		if len(got) != 1 {
+			t.Fatalf("%d values", len(got))
+		}
+		for part := range strings.SplitSeq(got[0], ",") {
+			coding, _, _ := strings.Cut(part, ";")
+			switch strings.ToLower(strings.TrimSpace(coding)) {
+			case "gzip", "x-gzip", "deflate", "identity":
+			default:
+				t.Fatalf("LimitAcceptEncoding(%q) kept %q", v, coding)
+			}
+		}
+	})
+}

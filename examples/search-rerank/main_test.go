@@ -437,3 +437,32 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+// FuzzRerank feeds arbitrary request and response bodies to the search
+// handler's planning and reranking: no panic, and the output is either
+// the engine's body untouched or valid JSON.
+func FuzzRerank(f *testing.F) {
+	f.Add(`{"query":{"bool":{"must":[{"match":{"t":{"query":"a b"}}}]}},"size":2,"from":1}`,
+		`{"hits":{"hits":[{"_id":"1","_source":{"title":"a","text":["b"]}},{"_id":"2","_source":{"title":"b b"}},{"_id":"3"}]}}`)
+	f.Add(`{"size":"x"}`, `{"hits":{"hits":[1,2]}}`)
+	f.Add(`[]`, `not json`)
+	h := &searchHandler{topN: 5, fields: []string{"title", "text", "a.b"}, reranker: DefaultBM25,
+		stats: &stats{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	f.Fuzz(func(t *testing.T, req, res string) {
+		var doc map[string]json.RawMessage
+		if json.Unmarshal([]byte(req), &doc) != nil {
+			return
+		}
+		p, err := h.plan(url.Values{"q": {"a"}}, doc)
+		if err != nil {
+			return
+		}
+		out, err := h.rerank(t.Context(), p, []byte(res))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != res && !json.Valid(out) {
+			t.Fatalf("invalid JSON out: %q", out)
+		}
+	})
+}
