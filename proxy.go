@@ -147,6 +147,14 @@ type ProxyRequest struct {
 	// exchange fails with that error.
 	ModifyResponse func(*http.Response) error
 
+	// BodyFilter, if not nil, is called by WriteResponse with the
+	// upstream's response, after ModifyResponse, and returns the filter
+	// its body streams through, or nil to leave the body untouched. A
+	// filtered response loses its Content-Length (it is sent chunked),
+	// its strong ETag is weakened and a gzip or deflate body is decoded
+	// first; see BodyFilter.
+	BodyFilter func(*http.Response) BodyFilter
+
 	proxy      *Proxy
 	route      *route
 	client     netip.Addr

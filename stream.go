@@ -250,11 +250,17 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 }
 
 // WriteResponse writes an upstream response to w: hop-by-hop headers are
-// removed, the headers of ProxyRequest.ResponseHeader are added, and the
-// body is streamed with the Proxy's flush policy, followed by the
-// trailers. The body is not closed.
+// removed, the headers of ProxyRequest.ResponseHeader are added, the
+// ProxyRequest's BodyFilter (if any) is applied, and the body is streamed
+// with the Proxy's flush policy, followed by the trailers. The body is not
+// closed.
 func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response) error {
 	sanitizeResponseHeader(res.Header, "")
+	if pr.BodyFilter != nil {
+		if err := pr.filterResponse(res); err != nil {
+			return err
+		}
+	}
 	h := w.Header()
 	copyHeader(h, res.Header)
 	mergeHeader(h, pr.respHeader)
