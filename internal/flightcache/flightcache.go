@@ -36,7 +36,7 @@ type flight[V any] struct {
 	val  V
 	ok   bool // val may be shared with waiters
 	err  error
-	wait int  // callers waiting, for tests
+	wait int // callers waiting, for tests
 }
 
 // New returns a cache whose entries live ttl and of which at most max are
