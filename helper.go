@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/squid"
@@ -232,8 +233,11 @@ func (h *Helper) failure(pr *ProxyRequest, err error) (Decision, error) {
 // rewrite-url when it answered one, and hands every other request to next
 // (nil: ErrNoRoute). When the Helper is also the Authorizer, its answer is
 // reused; otherwise the helper is asked here, and a failure is treated as
-// in Authorize. A rewrite keeps the method, headers and body; the Host
-// header becomes the new URL's host.
+// in Authorize. A rewrite keeps the method, headers and body. A rewrite-url
+// on the host the client asked a reverse-proxied request for (the Proxy's
+// own site) only changes the path and query, and next still picks the
+// upstream; any other rewrite-url sends the request to that URL's host,
+// with it as Host header.
 func (h *Helper) Director(next Director) Director {
 	return DirectorFunc(func(pr *ProxyRequest) error {
 		r, err := h.Query(pr)
@@ -241,17 +245,20 @@ func (h *Helper) Director(next Director) Director {
 			if _, ferr := h.failure(pr, err); ferr != nil {
 				return ferr
 			}
-		} else if r.Result == HelperOK {
-			if s, ok := r.Get("rewrite-url"); ok {
-				u, err := url.Parse(s)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					return fmt.Errorf("%w: helper rewrite-url %q is not an absolute http(s) URL", errBadTarget, s)
-				}
-				out := pr.Out.URL
-				out.Scheme, out.Host, out.Path, out.RawPath, out.RawQuery = u.Scheme, u.Host, u.Path, u.RawPath, u.RawQuery
+		} else if s, ok := r.Get("rewrite-url"); ok && r.Result == HelperOK {
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%w: helper rewrite-url %q is not an absolute http(s) URL", errBadTarget, s)
+			}
+			out := pr.Out.URL
+			out.Path, out.RawPath, out.RawQuery = u.Path, u.RawPath, u.RawQuery
+			if pr.In.URL.IsAbs() || !strings.EqualFold(u.Host, pr.In.Host) {
+				out.Scheme, out.Host = u.Scheme, u.Host
 				pr.Out.Host = ""
 				return nil
 			}
+			// Same site as the reverse-proxied request: only the path and
+			// query change, next picks the upstream.
 		}
 		if next == nil {
 			return ErrNoRoute
