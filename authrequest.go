@@ -82,7 +82,8 @@ type AuthRequest struct {
 
 	// SendBody sends the request body to the auth service. At most MaxBody
 	// bytes are read (a longer body gets 413 Content Too Large); the
-	// upstream still receives the whole body, untouched.
+	// upstream still receives the whole body, untouched. Decisions about
+	// requests with a body are never cached.
 	SendBody bool
 
 	// MaxBody bounds the body sent with SendBody. If zero,

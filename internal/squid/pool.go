@@ -194,6 +194,16 @@ func (p *Pool) Do(ctx context.Context, fields ...string) (Reply, error) {
 // running after a second) and fails the queued requests with ErrClosed.
 func (p *Pool) Close() error {
 	p.once.Do(func() { close(p.closed) })
+	// A helper that neither reads its stdin nor exits would keep its
+	// writer blocked: kill whatever still runs after a grace period.
+	grace := time.AfterFunc(2*time.Second, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for pr := range p.live {
+			pr.kill()
+		}
+	})
+	defer grace.Stop()
 	p.wg.Wait()
 	for {
 		select {
