@@ -458,3 +458,16 @@ func (p *Pool) read(pr *proc, free chan uint64) {
 		free <- id
 	}
 }
+
+// Load returns the number of requests in the helpers' hands and the
+// number waiting in the queue, for metrics and tests.
+func (p *Pool) Load() (inFlight, queued int) {
+	p.mu.Lock()
+	for pr := range p.live {
+		pr.mu.Lock()
+		inFlight += len(pr.pending)
+		pr.mu.Unlock()
+	}
+	p.mu.Unlock()
+	return inFlight, len(p.queue)
+}
