@@ -50,6 +50,14 @@ type Proxy struct {
 	// If nil, every request is allowed.
 	Authorizer Authorizer
 
+	// IdentityHeaders are headers that only the proxy's hooks may set,
+	// such as "X-Sluice-User-Email": they are deleted from every inbound
+	// request while the outbound one is built, before any hook runs, so a
+	// client can never choose the identity the upstream sees. An entry
+	// ending in "*" names a prefix ("X-Sluice-*"). ProxyRequest.In keeps
+	// what the client sent. See IdentitySigner.
+	IdentityHeaders []string
+
 	// Fallback serves the requests the Proxy does not forward: every
 	// request when Director is nil, and requests for which the Director
 	// returns ErrNoRoute. It lets a Proxy wrap an existing http.Handler.
@@ -121,6 +129,7 @@ type Proxy struct {
 
 	initOnce  sync.Once
 	transport http.RoundTripper
+	identity  identityNames
 	routes    routeTable
 	shutdown  atomic.Bool
 	conns     tunnelSet
@@ -252,6 +261,7 @@ func (p *Proxy) init() {
 		} else {
 			p.transport = p.newEngine()
 		}
+		p.identity = newIdentityNames(p.IdentityHeaders)
 	})
 }
 
@@ -272,6 +282,7 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	pr.Out = outboundRequest(in)
 	pr.upgrade = upgradeType(in.Header)
 	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
+	p.identity.strip(pr.Out.Header)
 	p.setForwarded(pr)
 	return pr
 }
