@@ -166,6 +166,7 @@ type ProxyRequest struct {
 
 	proxy      *Proxy
 	route      *route
+	peer       netip.Addr // the TCP peer
 	client     netip.Addr
 	respHeader http.Header
 	attempt    int
@@ -278,7 +279,8 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	pr := proxyRequestPool.Get().(*ProxyRequest)
 	pr.proxy = p
 	pr.In = in
-	pr.client = clientAddr(in, p.TrustedProxies)
+	pr.peer = peerAddr(in)
+	pr.client = clientAddr(in, pr.peer, p.TrustedProxies)
 	pr.Out = outboundRequest(in)
 	pr.upgrade = upgradeType(in.Header)
 	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
@@ -287,8 +289,16 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	return pr
 }
 
+// releaseProxyRequest recycles pr, unless a transport goroutine may still
+// read the request body through it (an upstream that answered before
+// taking the whole body): then it is left to the garbage collector.
 func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
-	*pr = ProxyRequest{tried: pr.tried[:0]}
+	if pr.body.rc != nil && !pr.body.finished() {
+		return
+	}
+	tried := pr.tried[:0]
+	*pr = ProxyRequest{}
+	pr.tried = tried
 	proxyRequestPool.Put(pr)
 }
 

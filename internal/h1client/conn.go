@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ type conn struct {
 	client    *Client
 	pool      *hostPool
 	nc        net.Conn
+	probe     *prober
 	lr        limitReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -175,13 +177,17 @@ func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
 	if !validMethod(req.Method) {
 		return fmt.Errorf("%w: method %q", errInvalidHeader, req.Method)
 	}
-	uri := req.URL.RequestURI()
-	if strings.ContainsAny(uri, " \t\r\n") {
-		return fmt.Errorf("%w: request target %q", errInvalidHeader, uri)
+	path, query := requestTarget(req.URL)
+	if strings.ContainsAny(path, " \t\r\n") || strings.ContainsAny(query, " \t\r\n") {
+		return fmt.Errorf("%w: request target %q", errInvalidHeader, path+query)
 	}
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
-	bw.WriteString(uri)
+	bw.WriteString(path)
+	if query != "" {
+		bw.WriteByte('?')
+		bw.WriteString(query)
+	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
@@ -235,6 +241,23 @@ func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
 	}
 	_, err := bw.WriteString("\r\n")
 	return err
+}
+
+// requestTarget returns the origin-form request target of u in two
+// parts, without allocating in the common case (url.URL.RequestURI
+// concatenates).
+func requestTarget(u *url.URL) (path, query string) {
+	if u.Opaque != "" {
+		return u.RequestURI(), ""
+	}
+	path = u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	if u.ForceQuery && u.RawQuery == "" {
+		return path + "?", ""
+	}
+	return path, u.RawQuery
 }
 
 func validMethod(m string) bool {
