@@ -108,4 +108,3 @@ func BenchmarkChunkedBody(b *testing.B) {
 		pc.acquireBuffers()
 	}
 }
-
