@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/sluiceproxy/sluice/internal/wsframe"
 	"golang.org/x/net/http/httpguts"
@@ -151,8 +150,8 @@ func checkSwitch(pr *ProxyRequest, res *http.Response) error {
 		}
 		want, _ := parseExtensions(pr.Out.Header["Sec-Websocket-Extensions"])
 		for _, e := range got {
-			if !hasExtension(want, string(e.Name)) {
-				return fmt.Errorf("%w: extension %q was not offered", errBadResponse, e.Name)
+			if !hasExtension(want, e.name) {
+				return fmt.Errorf("%w: extension %q was not offered", errBadResponse, e.name)
 			}
 		}
 	}
@@ -173,20 +172,82 @@ func offered(vv []string, token string) bool {
 	return false
 }
 
-func parseExtensions(vv []string) ([]httphead.Option, bool) {
-	var opts []httphead.Option
-	for _, v := range vv {
-		var ok bool
-		if opts, ok = httphead.ParseOptions([]byte(v), opts); !ok {
-			return nil, false
-		}
-	}
-	return opts, true
+// extension is one element of Sec-WebSocket-Extensions (RFC 6455 §9.1):
+// a name and its parameters, values unquoted ("" for a parameter without
+// value).
+type extension struct {
+	name   string
+	params [][2]string
 }
 
-func hasExtension(opts []httphead.Option, name string) bool {
-	for _, o := range opts {
-		if strings.EqualFold(string(o.Name), name) {
+// parseExtensions parses Sec-WebSocket-Extensions values. It reports false
+// for a malformed header.
+func parseExtensions(vv []string) ([]extension, bool) {
+	var exts []extension
+	for _, v := range vv {
+		for _, elem := range splitQuoted(v, ',') {
+			parts := splitQuoted(elem, ';')
+			name := strings.TrimSpace(parts[0])
+			if name == "" {
+				if len(parts) == 1 && strings.TrimSpace(elem) == "" {
+					continue // empty list element, allowed by RFC 9110 §5.6.1
+				}
+				return nil, false
+			}
+			if !validToken(name) {
+				return nil, false
+			}
+			e := extension{name: name}
+			for _, p := range parts[1:] {
+				k, val, _ := strings.Cut(p, "=")
+				k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+				if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+					val = val[1 : len(val)-1]
+				}
+				if !validToken(k) {
+					return nil, false
+				}
+				e.params = append(e.params, [2]string{strings.ToLower(k), val})
+			}
+			exts = append(exts, e)
+		}
+	}
+	return exts, true
+}
+
+// splitQuoted splits s at sep outside double quotes.
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			quoted = !quoted
+		case c == '\\' && quoted:
+			i++
+		case c == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasExtension(exts []extension, name string) bool {
+	for _, e := range exts {
+		if strings.EqualFold(e.name, name) {
 			return true
 		}
 	}
@@ -298,9 +359,9 @@ func (t *tunnel) run() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.pump(0, t.client, t.upstream, t.upstreamConnOrNil(), true)
+		t.pump(0, t.client, t.upstream, t.client, true)
 	}()
-	t.pump(1, t.upstream, t.client, t.client, false)
+	t.pump(1, t.upstream, t.client, t.upstreamConnOrNil(), false)
 	<-done
 	t.kill()
 }
