@@ -318,6 +318,9 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 	}
 	p.conns.add(t)
 	defer p.conns.remove(t)
+	if p.shutdown.Load() { // Shutdown started after the 101 was sent
+		t.shutdown(CloseGoingAway, "proxy shutting down")
+	}
 	t.run()
 	return nil
 }

@@ -214,6 +214,9 @@ func (ic *WebSocketInterceptor) Intercept(w http.ResponseWriter, pr *ProxyReques
 	p := pr.proxy
 	p.conns.add(s)
 	defer p.conns.remove(s)
+	if p.shutdown.Load() {
+		s.shutdown(CloseGoingAway, "proxy shutting down")
+	}
 	s.run()
 	return nil
 }
