@@ -233,3 +233,12 @@ func (p *rawPeer) send(t *testing.T, b []byte) {
 func closePayload(code uint16, reason string) []byte {
 	return wsframe.CloseBody(code, reason)
 }
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
