@@ -64,6 +64,12 @@ func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
 	if pr.upgrade != "" {
 		return pr.proxy.serveUpgrade(w, pr)
 	}
+	if pr.Out.Body != nil {
+		// Let the upstream's response stream while the request body is
+		// still arriving (HTTP/1.1 full duplex); without it net/http
+		// would discard the unread request body before the first write.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	res, err := pr.RoundTrip()
 	if err != nil {
 		return err
@@ -140,7 +146,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			}
 			return res, nil
 		}
-		if pr.In.Context().Err() != nil {
+		switch {
+		case pr.body.err != nil:
+			err = clientBodyError(pr.body.err)
+		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if obs != nil {
@@ -371,6 +380,7 @@ type requestBody struct {
 	rc  io.ReadCloser
 	n   int64
 	eof bool
+	err error // the first read error other than io.EOF
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -378,8 +388,25 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
+	} else if err != nil && b.err == nil {
+		b.err = err
 	}
 	return n, err
+}
+
+// clientBodyError classifies a failure to read the inbound request body:
+// the client went away (499), sent too much (413) or sent a malformed
+// body, e.g. broken chunked framing (400).
+func clientBodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("reading request body: %w", err)}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: reading request body: %w", errClientGone, err)
+	}
+	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
 }
 
 func (b *requestBody) Close() error { return nil }
