@@ -317,9 +317,10 @@ type WebSocketSession struct {
 	lastActive atomic.Int64
 	pingSeq    atomic.Uint64
 
-	mu     sync.Mutex // guards timers, dead
-	timers []*time.Timer
-	dead   bool
+	mu       sync.Mutex // guards timers, dead
+	timers   []*time.Timer
+	dead     bool
+	inflight sync.WaitGroup // timer callbacks running
 }
 
 // Request returns the request that opened the session. The session ends
@@ -479,7 +480,12 @@ func (ic *WebSocketInterceptor) newSession(pr *ProxyRequest, client net.Conn, br
 }
 
 func (s *WebSocketSession) run() {
-	defer s.kill()
+	defer func() {
+		s.kill()
+		// The request is released when Intercept returns: wait for the
+		// timer callbacks that may still read it.
+		s.inflight.Wait()
+	}()
 	s.touch()
 	if s.idle > 0 {
 		s.every(s.idle, s.checkIdle)
@@ -514,7 +520,24 @@ func (s *WebSocketSession) after(d time.Duration, f func()) {
 	if s.dead {
 		return
 	}
-	s.timers = append(s.timers, time.AfterFunc(d, f))
+	s.timers = append(s.timers, time.AfterFunc(d, func() {
+		if s.enter() {
+			defer s.inflight.Done()
+			f()
+		}
+	}))
+}
+
+// enter registers a running timer callback; it reports false once the
+// session is dead.
+func (s *WebSocketSession) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
 }
 
 // every runs f every d (f returning false stops it) until the session
@@ -524,6 +547,10 @@ func (s *WebSocketSession) every(d time.Duration, f func() time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t = time.AfterFunc(d, func() {
+		if !s.enter() {
+			return
+		}
+		defer s.inflight.Done()
 		next := f()
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -585,6 +612,9 @@ func (s *WebSocketSession) closeAll(code uint16, reason string) {
 	if !s.closing.CompareAndSwap(false, true) {
 		return
 	}
+	// The backstop first: a peer that does not read may block the
+	// writes below until the connections are closed.
+	s.after(closeGrace+100*time.Millisecond, s.kill)
 	body := wsframe.CloseBody(code, reason)
 	end := time.Now().Add(closeGrace)
 	for _, pe := range [2]*wsPeer{s.client, s.upstream} {
@@ -593,7 +623,6 @@ func (s *WebSocketSession) closeAll(code uint16, reason string) {
 			_ = pe.conn.SetReadDeadline(end)
 		}
 	}
-	s.after(closeGrace+100*time.Millisecond, s.kill)
 }
 
 func (s *WebSocketSession) shutdown(code uint16, reason string) {
