@@ -116,6 +116,9 @@ func (pr *ProxyRequest) roundTripUpgrade(w http.ResponseWriter) (*upstreamConn, 
 		rwc.Close()
 		return nil, err
 	}
+	if nc, ok := rwc.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn() // sluice's engine; http.Transport reports GotConn
+	}
 	return &upstreamConn{res: res, rwc: rwc, conn: conn}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,43 +58,59 @@ func newRawUpstream(t *testing.T) *rawUpstream {
 	}
 	u := &rawUpstream{t: t, ln: ln, conns: make(chan *rawPeer, 16), respond: validSwitch}
 	u.URL = &url.URL{Scheme: "http", Host: ln.Addr().String()}
-	done := make(chan struct{})
+	var mu sync.Mutex
+	var open []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			br := bufio.NewReader(c)
-			_ = c.SetReadDeadline(time.Now().Add(testDeadline))
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			_ = c.SetReadDeadline(time.Time{})
-			resp := []byte(u.respond(req))
-			if _, err := c.Write(append(resp, u.extra...)); err != nil {
-				c.Close()
-				continue
-			}
-			u.conns <- &rawPeer{Conn: c, br: br, req: req}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				u.serve(c)
+			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
-		for {
-			select {
-			case c := <-u.conns:
-				c.Close()
-			default:
-				return
-			}
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
 		}
+		mu.Unlock()
+		wg.Wait()
 	})
 	return u
+}
+
+// serve answers the requests of one connection until one is switched,
+// then hands the connection to the test.
+func (u *rawUpstream) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			c.Close()
+			return
+		}
+		resp := []byte(u.respond(req))
+		if _, err := c.Write(append(resp, u.extra...)); err != nil {
+			c.Close()
+			return
+		}
+		if bytes.HasPrefix(resp, []byte("HTTP/1.1 101")) {
+			u.conns <- &rawPeer{Conn: c, br: br, req: req}
+			return
+		}
+	}
 }
 
 func (u *rawUpstream) accept() *rawPeer {

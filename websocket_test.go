@@ -40,7 +40,9 @@ func TestWebSocketUpgradeDetection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, up, srv := transparentSetup(t)
+			reqs := make(chan *http.Request, 1)
 			up.respond = func(req *http.Request) string {
+				reqs <- req
 				if upgradeType(req.Header) == "" {
 					return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 				}
@@ -52,15 +54,15 @@ func TestWebSocketUpgradeDetection(t *testing.T) {
 			if got != tt.upgrade {
 				t.Fatalf("status %d, want upgrade=%v", res.StatusCode, tt.upgrade)
 			}
-			u := up.accept()
+			req := <-reqs
 			if tt.upgrade {
-				want := http.Header{"Connection": {"Upgrade"}, "Upgrade": {u.req.Header.Get("Upgrade")}}
-				gotH := http.Header{"Connection": u.req.Header["Connection"], "Upgrade": u.req.Header["Upgrade"]}
+				want := http.Header{"Connection": {"Upgrade"}, "Upgrade": {req.Header.Get("Upgrade")}}
+				gotH := http.Header{"Connection": req.Header["Connection"], "Upgrade": req.Header["Upgrade"]}
 				if diff := cmp.Diff(want, gotH); diff != "" {
 					t.Errorf("upstream request headers (-want +got):\n%s", diff)
 				}
-			} else if len(u.req.Header["Upgrade"]) != 0 || len(u.req.Header["Http2-Settings"]) != 0 {
-				t.Errorf("upgrade headers leaked upstream: %v", u.req.Header)
+			} else if len(req.Header["Upgrade"]) != 0 || len(req.Header["Http2-Settings"]) != 0 {
+				t.Errorf("upgrade headers leaked upstream: %v", req.Header)
 			}
 		})
 	}
