@@ -333,9 +333,11 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 // so that it can end the connection with a valid close frame.
 //
 // Cost of an idle tunnel: two goroutines (the handler's and one more),
-// each blocked in Read on a 512-byte buffer of the tunnel; the 32 KiB
-// pooled copy buffers are taken only while data flows. See
-// docs/websockets.md for measured figures.
+// each blocked in Read on a 512-byte buffer of the tunnel. A direction
+// takes a pooled 32 KiB buffer when a read fills the small one and keeps
+// it while reads stay larger than 512 bytes (one read per message, not
+// two); a tunnel that went idle right after large reads holds it until
+// its next small read. See docs/websockets.md for measured figures.
 type tunnel struct {
 	client   net.Conn
 	upstream *upstreamConn
@@ -481,7 +483,9 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 			case n == len(buf) && big == nil:
 				big = copyBufferPool.Get().(*[]byte)
 				buf = *big
-			case n < len(buf) && big != nil:
+			case n <= len(small) && big != nil:
+				// Traffic is back to small reads: give the big buffer
+				// back, so that an idle tunnel holds none.
 				copyBufferPool.Put(big)
 				big, buf = nil, small
 			}
