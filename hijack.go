@@ -489,6 +489,9 @@ func (u *upload) form(boundary string) error {
 			vals := f.values()
 			gen := make([]formscan.Field, 0, len(vals))
 			for k, v := range vals {
+				if v == "" {
+					continue
+				}
 				gen = append(gen, formscan.Field{Name: ff.Field + "." + descriptionKeys[k], Value: []byte(v), Generated: true})
 			}
 			return gen, nil
