@@ -125,8 +125,9 @@ var (
 // deleted only if the request certainly did not reach it (no connection
 // could be made).
 //
-// A request without a body is forwarded untouched. A Hijack must not be
-// copied after first use.
+// A request other than POST, PUT or PATCH without a body is forwarded
+// untouched (so a route may capture downloads too); an empty POST, PUT or
+// PATCH stores an empty object.
 type Hijack struct {
 	// Preauthorizer says where the body may go. Required.
 	Preauthorizer Preauthorizer
@@ -297,7 +298,12 @@ func (f *UploadedFile) values() []string {
 func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 	stripSluiceHeaders(pr.Out.Header)
 	if pr.Out.Body == nil || pr.Out.Body == http.NoBody {
-		return pr.Forward(w)
+		switch pr.In.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch:
+			pr.Out.Body = http.NoBody // an empty file
+		default:
+			return pr.Forward(w)
+		}
 	}
 	if h.Preauthorizer == nil || len(h.SigningKey) == 0 {
 		return &Error{Status: http.StatusInternalServerError, Err: errors.New("sluice: Hijack needs a Preauthorizer and a SigningKey")}

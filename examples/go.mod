@@ -6,6 +6,7 @@ require (
 	github.com/aws/aws-sdk-go-v2 v1.45.1
 	github.com/aws/aws-sdk-go-v2/credentials v1.20.1
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.109.1
+	github.com/google/go-cmp v0.7.0
 	github.com/sluiceproxy/sluice v0.0.0
 )
 

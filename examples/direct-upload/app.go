@@ -33,8 +33,9 @@ type storeConfig struct {
 
 // newS3Client returns an SDK client for the store, path-style (as
 // S3-compatible servers on a plain host:port need).
-func newS3Client(c storeConfig) *s3.Client {
+func newS3Client(c storeConfig, hc *http.Client) *s3.Client {
 	return s3.New(s3.Options{
+		HTTPClient:   hc,
 		Region:       c.Region,
 		Credentials:  credentials.NewStaticCredentialsProvider(c.AccessKey, c.SecretKey, ""),
 		BaseEndpoint: aws.String(c.Endpoint),
@@ -69,6 +70,7 @@ type appConfig struct {
 // describes to it, never seeing their bytes.
 type app struct {
 	cfg     appConfig
+	hc      *http.Client // the SDK's and the app's own requests to the store
 	s3      *s3.Client
 	presign *s3.PresignClient
 	signer  *v4.Signer
@@ -78,6 +80,10 @@ type app struct {
 	objects []recorded
 	bodies  int64 // bytes of request bodies the app received on upload routes
 	uploads int   // upload requests that reached the app
+
+	// authorized, if not nil, gets a value after each pre-authorization
+	// was answered (tests synchronize on it).
+	authorized chan struct{}
 }
 
 // recorded is an object the application accepted.
@@ -89,8 +95,9 @@ type recorded struct {
 }
 
 func newApp(cfg appConfig, log *slog.Logger) *app {
-	c := newS3Client(cfg.Store)
-	return &app{cfg: cfg, s3: c, presign: s3.NewPresignClient(c, s3.WithPresignExpires(cfg.Expires)),
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+	c := newS3Client(cfg.Store, hc)
+	return &app{cfg: cfg, hc: hc, s3: c, presign: s3.NewPresignClient(c, s3.WithPresignExpires(cfg.Expires)),
 		signer: v4.NewSigner(), log: log}
 }
 
@@ -178,6 +185,12 @@ func (a *app) authorize(w http.ResponseWriter, r *http.Request) {
 	a.log.Debug("pre-authorized", "method", method, "path", path, "objects", n, "length", length)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(plan)
+	if a.authorized != nil {
+		select {
+		case a.authorized <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // planObject presigns one object of a plan.
@@ -209,18 +222,16 @@ func (a *app) planObject(ctx context.Context, length int64) (sluice.RemoteObject
 	}
 	m := &sluice.MultipartUpload{PartSize: a.cfg.PartSize}
 	obj.Multipart = m
-	var partOpts []func(*s3.PresignOptions)
+	partPresign := a.presign
 	if pc := a.cfg.PartCredentials; pc != nil {
-		partOpts = append(partOpts, func(o *s3.PresignOptions) {
-			o.ClientOptions = append(o.ClientOptions, func(o *s3.Options) {
-				o.Credentials = credentials.NewStaticCredentialsProvider(pc.AccessKeyID, pc.SecretAccessKey, "")
-			})
-		})
+		sc := a.cfg.Store
+		sc.AccessKey, sc.SecretKey = pc.AccessKeyID, pc.SecretAccessKey
+		partPresign = s3.NewPresignClient(newS3Client(sc, a.hc), s3.WithPresignExpires(a.cfg.Expires))
 	}
 	for i := range parts {
 		pn := int32(i + 1)
-		p, err := a.presign.PresignUploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: &key,
-			UploadId: created.UploadId, PartNumber: &pn}, partOpts...)
+		p, err := partPresign.PresignUploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: &key,
+			UploadId: created.UploadId, PartNumber: &pn})
 		if err != nil {
 			return obj, err
 		}
@@ -267,7 +278,7 @@ func (a *app) abandon(ctx context.Context, o sluice.RemoteObject) {
 	if err != nil {
 		return
 	}
-	if res, err := http.DefaultClient.Do(req); err == nil {
+	if res, err := a.hc.Do(req); err == nil {
 		res.Body.Close()
 	}
 }

@@ -95,7 +95,7 @@ func run(o options) error {
 	}
 	cfg := appConfig{Store: o.store, SigningKey: key, PartSize: o.partSize, MaxSize: o.maxSize,
 		FormFiles: o.formFiles, Expires: time.Hour, Hashes: splitList(o.hashes)}
-	d, err := start(ctx, cfg, o.listen, log)
+	d, err := start(ctx, cfg, o.listen, log, nil)
 	if err != nil {
 		return err
 	}
@@ -116,8 +116,9 @@ type deployment struct {
 }
 
 // start creates the bucket, starts the demo application and the proxy in
-// front of it, listening on listen.
-func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger) (*deployment, error) {
+// front of it, listening on listen. If wrap is not nil, the proxy is
+// served through it, and the app is configured by it.
+func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger, wrap func(*app, http.Handler) http.Handler) (*deployment, error) {
 	a := newApp(cfg, log)
 	if err := ensureBucket(ctx, a.s3, cfg.Store.Bucket); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", cfg.Store.Bucket, err)
@@ -137,7 +138,11 @@ func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger) 
 		return nil, err
 	}
 	d.addr = ln.Addr().String()
-	d.srv = &http.Server{Handler: d.proxy, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = d.proxy
+	if wrap != nil {
+		h = wrap(a, h)
+	}
+	d.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go d.srv.Serve(ln)
 	return d, nil
 }
@@ -166,7 +171,9 @@ func (d *deployment) shutdown() error {
 	defer cancel()
 	err := d.srv.Shutdown(ctx)
 	d.proxy.CloseIdleConnections()
-	return errors.Join(err, d.appSrv.Shutdown(ctx))
+	err = errors.Join(err, d.appSrv.Shutdown(ctx))
+	d.app.hc.CloseIdleConnections()
+	return err
 }
 
 // versitygw is a versitygw process serving a temporary directory.
