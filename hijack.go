@@ -368,7 +368,7 @@ type upload struct {
 	client objstore.Client
 	limit  int64
 	hashes []string
-	buf    *spool.Buffer
+	bufs   []*spool.Buffer
 
 	used      int    // objects of the plan used so far
 	completed []bool // per object: multipart completed
@@ -562,7 +562,10 @@ func cutLast(s, sep string) (before, after string, found bool) {
 // the client is gone.
 func (u *upload) store(i int, src, client *sourceReader, size int64, name, contentType string) (UploadedFile, error) {
 	start := time.Now()
-	ctx := u.pr.Context()
+	// Store requests are not canceled when the client goes away: a read
+	// error stops the upload, and the cleanup must find no request of
+	// ours still in flight. The transport's timeouts bound them.
+	ctx := context.WithoutCancel(u.pr.Context())
 	obj := &u.plan.Objects[i]
 	f := UploadedFile{Name: name, ContentType: contentType, RemoteID: obj.ID, RemoteURL: obj.URL}
 	if size > u.limit {
@@ -588,13 +591,13 @@ func (u *upload) store(i int, src, client *sourceReader, size int64, name, conte
 				Err: fmt.Errorf("%w: declared length %d needs more than the %d presigned parts", ErrUploadTooLarge, size, len(mp.PartURLs))}
 		}
 		u.stored[i] = true
-		_, err = m.Upload(ctx, &u.client, r, u.spool(mp.PartSize))
+		_, err = m.Upload(ctx, &u.client, r, u.spools(mp.PartSize, 2))
 		u.completed[i] = err == nil
 		if f.RemoteURL == "" {
 			f.RemoteURL = objstore.ObjectURL(mp.CompleteURL)
 		}
 	default: // unknown length and a PUT URL only: spool the whole body
-		buf := u.spool(u.limit)
+		buf := u.spools(u.limit, 1)[0]
 		if _, err = buf.ReadFrom(r); err == nil {
 			u.stored[i] = true
 			_, err = u.client.Put(ctx, "put", obj.PutURL, buf.Reader(), buf.Len())
@@ -639,20 +642,21 @@ func clientGone(readErr, err error) error {
 	return fmt.Errorf("%w: %w", errClientGone, err)
 }
 
-// spool returns the request's part buffer, holding at most n bytes (or
-// MemoryBuffer) in memory.
-func (u *upload) spool(n int64) *spool.Buffer {
-	if u.buf == nil {
-		mem := u.h.MemoryBuffer
-		switch {
-		case mem == 0:
-			mem = DefaultUploadMemory
-		case mem < 0:
-			mem = 0
-		}
-		u.buf = spool.New(int(min(int64(mem), n)), u.h.TempDir)
+// spools returns n part buffers, each holding at most size bytes (or
+// MemoryBuffer) in memory. Buffers are made once per request and reused
+// by its objects.
+func (u *upload) spools(size int64, n int) []*spool.Buffer {
+	mem := u.h.MemoryBuffer
+	switch {
+	case mem == 0:
+		mem = DefaultUploadMemory
+	case mem < 0:
+		mem = 0
 	}
-	return u.buf
+	for len(u.bufs) < n {
+		u.bufs = append(u.bufs, spool.New(int(min(int64(mem), size)), u.h.TempDir))
+	}
+	return u.bufs[:n]
 }
 
 // forward sends the rewritten request upstream with its signature, and
@@ -697,8 +701,8 @@ func (u *upload) forward(w http.ResponseWriter) error {
 // application, removes what the request left in the store. Multipart
 // uploads not completed are aborted in every case.
 func (u *upload) close() {
-	if u.buf != nil {
-		_ = u.buf.Close()
+	for _, b := range u.bufs {
+		_ = b.Close()
 	}
 	if u.plan == nil || u.completed == nil {
 		return

@@ -51,11 +51,15 @@ func newS3Client(c storeConfig, hc *http.Client) *s3.Client {
 type appConfig struct {
 	Store      storeConfig
 	SigningKey []byte
-	PartSize   int64         // multipart part size
-	MaxSize    int64         // per object
-	FormFiles  int           // objects pre-authorized for a form upload
-	Expires    time.Duration // presigned URL validity
-	Hashes     []string
+	PartSize   int64 // multipart part size
+	// SinglePutMax is the largest declared length sent as one PUT (S3
+	// allows 5 GiB); longer or unknown lengths get a multipart upload.
+	// If zero, PartSize.
+	SinglePutMax int64
+	MaxSize      int64         // per object
+	FormFiles    int           // objects pre-authorized for a form upload
+	Expires      time.Duration // presigned URL validity
+	Hashes       []string
 	// PartCredentials, if set, presign the part URLs with other
 	// credentials (tests use wrong ones to make the store refuse).
 	PartCredentials *aws.Credentials
@@ -203,7 +207,11 @@ func (a *app) planObject(ctx context.Context, length int64) (sluice.RemoteObject
 		return obj, err
 	}
 	obj.DeleteURL = del.URL
-	if length >= 0 && length <= a.cfg.PartSize {
+	single := a.cfg.SinglePutMax
+	if single == 0 {
+		single = a.cfg.PartSize
+	}
+	if length >= 0 && length <= single {
 		put, err := a.presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key})
 		if err != nil {
 			return obj, err

@@ -94,7 +94,8 @@ func run(o options) error {
 		rand.Read(key)
 	}
 	cfg := appConfig{Store: o.store, SigningKey: key, PartSize: o.partSize, MaxSize: o.maxSize,
-		FormFiles: o.formFiles, Expires: time.Hour, Hashes: splitList(o.hashes)}
+		SinglePutMax: min(o.maxSize, 5<<30),
+		FormFiles:    o.formFiles, Expires: time.Hour, Hashes: splitList(o.hashes)}
 	d, err := start(ctx, cfg, o.listen, log, nil)
 	if err != nil {
 		return err

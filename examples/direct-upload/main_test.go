@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,7 +89,10 @@ func newEnv(t testing.TB, mod func(*appConfig)) *env {
 
 type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 type statusWriter struct {
 	http.ResponseWriter
@@ -562,5 +564,3 @@ func (z *zeroReader) Read(p []byte) (int, error) {
 	z.n -= m
 	return int(m), nil
 }
-
-var uploadedBytes atomic.Int64

@@ -244,41 +244,90 @@ func (m *Multipart) MaxSize() int64 {
 	return m.PartSize * int64(len(m.PartURLs))
 }
 
-// Upload reads r to its end, sends it part by part (each part spooled in
-// buf, so that it goes with a Content-Length) and completes the upload.
-// It returns the number of bytes read from r. It does not abort on
-// failure: the caller decides (and must, to leave no open upload).
-// An error from r is returned wrapped as a *ReadError.
-func (m *Multipart) Upload(ctx context.Context, c *Client, r io.Reader, buf *spool.Buffer) (int64, error) {
+// Upload reads r to its end, sends it part by part and completes the
+// upload. It returns the number of bytes read from r. Each part is spooled
+// in one of bufs, so that it goes with a Content-Length; with two buffers
+// or more, the next part is read while the previous one is sent (at most
+// one part in flight). It does not abort on failure: the caller decides
+// (and must, to leave no open upload). An error from r is returned
+// wrapped as a *ReadError.
+//
+// Upload returns only when no request of its own is in flight: after a
+// failure it waits for the part being sent rather than cancel it, since a
+// canceled part may still be stored by the server after an abort that
+// followed, leaving the upload open (the S3 API reference warns of this
+// for AbortMultipartUpload).
+func (m *Multipart) Upload(ctx context.Context, c *Client, r io.Reader, bufs []*spool.Buffer) (int64, error) {
+	type result struct {
+		part Part
+		err  error
+	}
+	results := make(chan result, 1)
+	inflight := false
+	wait := func() error {
+		if !inflight {
+			return nil
+		}
+		inflight = false
+		res := <-results
+		return res.err
+	}
 	var parts []Part
+	collect := func() error {
+		if !inflight {
+			return nil
+		}
+		inflight = false
+		res := <-results
+		if res.err == nil {
+			parts = append(parts, res.part)
+		}
+		return res.err
+	}
+	fail := func(err error) error {
+		_ = wait()
+		return err
+	}
 	var total int64
 	for i := 0; ; i++ {
+		buf := bufs[i%len(bufs)]
+		if len(bufs) == 1 {
+			if err := collect(); err != nil {
+				return total, err
+			}
+		}
 		if err := buf.Reset(); err != nil {
-			return total, err
+			return total, fail(err)
 		}
 		n, err := buf.ReadFrom(io.LimitReader(r, m.PartSize))
 		total += n
 		if err != nil {
-			return total, &ReadError{Err: err}
+			return total, fail(&ReadError{Err: err})
 		}
 		if n == 0 && i > 0 {
 			break
 		}
 		if i >= len(m.PartURLs) {
-			return total, ErrTooManyParts
+			return total, fail(ErrTooManyParts)
 		}
-		op := "upload part " + strconv.Itoa(i+1)
-		etag, err := c.Put(ctx, op, m.PartURLs[i], buf.Reader(), n)
-		if err != nil {
+		if err := collect(); err != nil {
 			return total, err
 		}
-		if etag == "" {
-			return total, &StatusError{Op: op, Status: http.StatusOK, Message: "no ETag in the answer"}
-		}
-		parts = append(parts, Part{PartNumber: i + 1, ETag: etag})
+		inflight = true
+		go func(i int, body io.Reader, n int64) {
+			op := "upload part " + strconv.Itoa(i+1)
+			etag, err := c.Put(ctx, op, m.PartURLs[i], body, n)
+			if err == nil && etag == "" {
+				err = &StatusError{Op: op, Status: http.StatusOK, Message: "no ETag in the answer"}
+			}
+			results <- result{Part{PartNumber: i + 1, ETag: etag}, err}
+		}(i, buf.Reader(), n)
 		if n < m.PartSize {
 			break
 		}
+	}
+	if err := collect(); err != nil {
+		return total, err
 	}
 	return total, c.Complete(ctx, m.CompleteURL, parts)
 }

@@ -84,9 +84,11 @@ func TestMultipartUpload(t *testing.T) {
 				m.PartURLs = append(m.PartURLs, fmt.Sprintf("%s/%d", srv.URL, i+1))
 			}
 			data := strings.Repeat("x", tt.size)
-			buf := spool.New(2, t.TempDir()) // spills: part size > memory
-			defer buf.Close()
-			n, err := m.Upload(context.Background(), &Client{}, strings.NewReader(data), buf)
+			// Spills: part size > memory. Pipelined: two buffers.
+			bufs := []*spool.Buffer{spool.New(2, t.TempDir()), spool.New(2, t.TempDir())}
+			defer bufs[0].Close()
+			defer bufs[1].Close()
+			n, err := m.Upload(context.Background(), &Client{}, strings.NewReader(data), bufs)
 			var se *StatusError
 			switch {
 			case tt.wantErr == nil && err != nil:
