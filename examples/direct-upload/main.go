@@ -63,7 +63,7 @@ func main() {
 	flag.StringVar(&o.store.SecretKey, "s3-secret-key", os.Getenv("AWS_SECRET_ACCESS_KEY"), "S3 secret key (default $AWS_SECRET_ACCESS_KEY)")
 	flag.StringVar(&o.store.Bucket, "bucket", "sluice-uploads", "bucket for the uploads (created if missing)")
 	flag.StringVar(&o.signingKey, "signing-key", os.Getenv("SLUICE_SIGNING_KEY"), "HS256 key shared by proxy and application (default $SLUICE_SIGNING_KEY, else random)")
-	flag.Int64Var(&o.partSize, "part-size", 16<<20, "multipart part size in bytes (S3 minimum 5 MiB)")
+	flag.Int64Var(&o.partSize, "part-size", 8<<20, "multipart part size in bytes (S3 minimum 5 MiB; up to 8 MiB, parts stay in memory)")
 	flag.Int64Var(&o.maxSize, "max-size", 5<<30, "maximum size of one uploaded object in bytes")
 	flag.IntVar(&o.formFiles, "form-files", 4, "files pre-authorized per form upload")
 	flag.StringVar(&o.hashes, "hashes", "md5,sha256", "digests computed while streaming (md5,sha1,sha256,sha512)")
