@@ -25,7 +25,7 @@ var long = flag.Bool("long", false, "run the 5 GiB upload test")
 // peak resident memory of the whole test process (client, application
 // and proxy) stays under 64 MiB.
 //
-//	go test -run TestLongUpload5GiB -long -v ./examples/direct-upload
+//	go test -run TestLongUpload5GiB -v ./examples/direct-upload -long
 func TestLongUpload5GiB(t *testing.T) {
 	if !*long {
 		t.Skip("5 GiB upload: run with -long")

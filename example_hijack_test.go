@@ -1,0 +1,127 @@
+package sluice_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// bucket is a stand-in for object storage in the examples: it keeps what
+// is PUT to it and serves it back with ranges. Real deployments use S3 and
+// presigned URLs; see examples/direct-upload.
+type bucket struct {
+	mu      sync.Mutex
+	objects map[string][]byte
+}
+
+func (b *bucket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch r.Method {
+	case http.MethodPut:
+		data, _ := io.ReadAll(r.Body)
+		b.objects[r.URL.Path] = data
+		w.Header().Set("ETag", `"1"`)
+	case http.MethodGet:
+		data, ok := b.objects[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(data)))
+	}
+}
+
+// The application pre-authorizes uploads (here with a Go func; usually
+// with PreauthorizeUpstream, an HTTP subrequest to the application) and
+// receives the request without the body, with a signed description of
+// the stored object.
+func ExampleHijack() {
+	key := []byte("a secret shared by proxy and application")
+	store := httptest.NewServer(&bucket{objects: map[string][]byte{}})
+	defer store.Close()
+
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, err := sluice.VerifyUpload(r, key)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		f := claims.Files[0]
+		fmt.Printf("app: %s %s, body %d bytes\n", r.Method, r.URL.Path, r.ContentLength)
+		fmt.Printf("app: stored %s (%d bytes) as %s, sha256 %s\n", f.Name, f.Size, f.RemoteID, f.SHA256[:16])
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer app.Close()
+
+	target, _ := url.Parse(app.URL)
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	defer p.CloseIdleConnections()
+	p.Handle("PUT /files/{name}", &sluice.Hijack{
+		SigningKey: key,
+		Hashes:     []string{"sha256"},
+		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*sluice.UploadPlan, error) {
+			id := "uploads/" + pr.In.PathValue("name")
+			return &sluice.UploadPlan{MaxSize: 1 << 20, Objects: []sluice.RemoteObject{
+				{ID: id, PutURL: store.URL + "/" + id}, // a presigned URL in real life
+			}}, nil
+		}),
+	})
+	proxy := httptest.NewServer(p)
+	defer proxy.Close()
+
+	req, _ := http.NewRequest(http.MethodPut, proxy.URL+"/files/report.txt", strings.NewReader("hello world"))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	res.Body.Close()
+	fmt.Println("client:", res.Status)
+	// Output:
+	// app: PUT /files/report.txt, body 0 bytes
+	// app: stored report.txt (11 bytes) as uploads/report.txt, sha256 b94d27b9934d3e08
+	// client: 201 Created
+}
+
+// The application answers a download with the URL of the object (a
+// presigned GET URL in real life); the proxy streams the object, and
+// range requests work.
+func ExampleSendURL() {
+	store := httptest.NewServer(&bucket{objects: map[string][]byte{"/docs/a.txt": []byte("hello world")}})
+	defer store.Close()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(sluice.HeaderSendURL, store.URL+"/docs"+r.URL.Path)
+		w.Header().Set("Content-Disposition", `attachment; filename="a.txt"`)
+	}))
+	defer app.Close()
+
+	target, _ := url.Parse(app.URL)
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	defer p.CloseIdleConnections()
+	p.Handle("GET /{file}", &sluice.SendURL{})
+	proxy := httptest.NewServer(p)
+	defer proxy.Close()
+
+	req, _ := http.NewRequest(http.MethodGet, proxy.URL+"/a.txt", nil)
+	req.Header.Set("Range", "bytes=6-")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	fmt.Println(res.Status, res.Header.Get("Content-Range"), res.Header.Get("Content-Disposition"))
+	fmt.Printf("%q\n", body)
+	// Output:
+	// 206 Partial Content bytes 6-10/11 attachment; filename="a.txt"
+	// "world"
+}
