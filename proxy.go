@@ -57,8 +57,11 @@ type Proxy struct {
 	Fallback http.Handler
 
 	// Transport carries requests to the upstreams.
-	// If nil, the Proxy uses its own transport, built from the timeout and
-	// pool fields below, with HTTP/1.1 to plain and TLS upstreams.
+	// If nil, the Proxy uses its own engine, built from the timeout and
+	// pool fields below: sluice's HTTP/1.1 client for http:// upstreams
+	// (the fast path: no idle goroutines, splice for large bodies) and an
+	// http.Transport for https://. Set an *http.Transport here to use the
+	// standard library for everything (e.g. for HTTP/2 upstreams).
 	Transport http.RoundTripper
 
 	// DialTimeout bounds connecting to an upstream.
@@ -155,6 +158,7 @@ type ProxyRequest struct {
 	w            *responseWriter // the client's writer
 	rw           responseWriter
 	body         requestBody
+	hooks        exchangeHooks
 	wroteHeaders bool
 }
 
@@ -204,6 +208,9 @@ func (pr *ProxyRequest) SetURL(target *url.URL) {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	if err := checkRequest(r); err != nil {
+		// Whatever follows a refused request on this connection cannot be
+		// trusted to be framed as the client meant: close it.
+		w.Header().Set("Connection", "close")
 		p.fail(w, r, nil, err)
 		return
 	}
@@ -235,7 +242,7 @@ func (p *Proxy) init() {
 		if p.Transport != nil {
 			p.transport = p.Transport
 		} else {
-			p.transport = p.newTransport()
+			p.transport = p.newEngine()
 		}
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h1client"
 )
 
 // Result describes how one attempt to reach an upstream ended; see
@@ -64,6 +66,12 @@ func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
 	if pr.upgrade != "" {
 		return pr.proxy.serveUpgrade(w, pr)
 	}
+	if pr.Out.Body != nil {
+		// Let the upstream's response stream while the request body is
+		// still arriving (HTTP/1.1 full duplex); without it net/http
+		// would discard the unread request body before the first write.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	res, err := pr.RoundTrip()
 	if err != nil {
 		return err
@@ -113,12 +121,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
-	trace := &httptrace.ClientTrace{
-		Got100Continue: pr.got100Continue,
-		Got1xxResponse: pr.got1xxResponse,
-		WroteHeaders:   func() { pr.wroteHeaders = true },
-	}
-	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
+	eng, _ := p.transport.(*engine)
+	traced := false
 	first := time.Now()
 	for {
 		*pr.Out.URL = orig
@@ -131,7 +135,18 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			return nil, err
 		}
 		start := time.Now()
-		res, err := p.transport.RoundTrip(pr.Out)
+		var res *http.Response
+		var err error
+		if eng != nil && pr.Out.URL.Scheme == "http" {
+			pr.hooks.pr = pr
+			res, err = eng.h1.Do(pr.Out, &pr.hooks)
+		} else {
+			if !traced {
+				pr.traceRequest()
+				traced = true
+			}
+			res, err = p.transport.RoundTrip(pr.Out)
+		}
 		obs, _ := director.(Observer)
 		if err == nil {
 			if obs != nil {
@@ -140,7 +155,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			}
 			return res, nil
 		}
-		if pr.In.Context().Err() != nil {
+		switch {
+		case pr.body.err != nil:
+			err = clientBodyError(pr.body.err)
+		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if obs != nil {
@@ -176,6 +194,32 @@ func isIdempotent(method string) bool {
 		return true
 	}
 	return false
+}
+
+// traceRequest attaches an httptrace.ClientTrace to the outbound request
+// so that a RoundTripper other than sluice's engine reports 1xx
+// responses and the writing of the request head.
+func (pr *ProxyRequest) traceRequest() {
+	trace := &httptrace.ClientTrace{
+		Got100Continue: pr.got100Continue,
+		Got1xxResponse: pr.got1xxResponse,
+		WroteHeaders:   func() { pr.wroteHeaders = true },
+	}
+	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
+}
+
+// exchangeHooks receives the events of sluice's own engine for one
+// request without allocating a trace.
+type exchangeHooks struct{ pr *ProxyRequest }
+
+func (h *exchangeHooks) WroteHeaders() { h.pr.wroteHeaders = true }
+
+func (h *exchangeHooks) Got1xx(code int, header http.Header) {
+	if code == http.StatusContinue {
+		h.pr.got100Continue()
+		return
+	}
+	_ = h.pr.got1xxResponse(code, textproto.MIMEHeader(header))
 }
 
 // got100Continue relays the upstream's 100 Continue to the client. It runs
@@ -283,6 +327,14 @@ func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) 
 		defer fw.stop()
 		dst = fw
 	}
+	if wt, ok := res.Body.(io.WriterTo); ok && interval == 0 {
+		// The engine's bodies of known length move socket to socket
+		// (splice) through the server's ReadFrom.
+		if _, err := wt.WriteTo(dst); err != nil {
+			return fmt.Errorf("streaming response body: %w", err)
+		}
+		return nil
+	}
 	bp := copyBufferPool.Get().(*[]byte)
 	defer copyBufferPool.Put(bp)
 	err := copyBody(dst, res.Body, *bp)
@@ -371,6 +423,7 @@ type requestBody struct {
 	rc  io.ReadCloser
 	n   int64
 	eof bool
+	err error // the first read error other than io.EOF
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -378,8 +431,25 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
+	} else if err != nil && b.err == nil {
+		b.err = err
 	}
 	return n, err
+}
+
+// clientBodyError classifies a failure to read the inbound request body:
+// the client went away (499), sent too much (413) or sent a malformed
+// body, e.g. broken chunked framing (400).
+func clientBodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("reading request body: %w", err)}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: reading request body: %w", errClientGone, err)
+	}
+	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
 }
 
 func (b *requestBody) Close() error { return nil }
@@ -397,6 +467,23 @@ type observedBody struct {
 func (b *observedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
+		b.res.Err = err
+	}
+	return n, err
+}
+
+// WriteTo keeps the engine's zero-copy path when the body has one.
+func (b *observedBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	var err error
+	if wt, ok := b.rc.(io.WriterTo); ok {
+		n, err = wt.WriteTo(w)
+	} else {
+		bp := copyBufferPool.Get().(*[]byte)
+		defer copyBufferPool.Put(bp)
+		n, err = io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b.rc}, *bp)
+	}
+	if err != nil {
 		b.res.Err = err
 	}
 	return n, err
@@ -444,6 +531,41 @@ func cloneURL(u *url.URL) *url.URL {
 	return u2
 }
 
+// engine is the default transport: sluice's own HTTP/1.1 client for
+// http:// upstreams (pooled connections that hold no goroutine or buffer
+// while idle, no per-request trace, splice for bodies of known length),
+// and an http.Transport with the same limits for https://.
+type engine struct {
+	h1  *h1client.Client
+	std *http.Transport
+}
+
+func (e *engine) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		return e.h1.RoundTrip(req)
+	}
+	return e.std.RoundTrip(req)
+}
+
+func (e *engine) CloseIdleConnections() {
+	e.h1.CloseIdleConnections()
+	e.std.CloseIdleConnections()
+}
+
+func (p *Proxy) newEngine() *engine {
+	std := p.newTransport()
+	return &engine{
+		h1: &h1client.Client{
+			DialTimeout:           std.TLSHandshakeTimeout,
+			ResponseHeaderTimeout: std.ResponseHeaderTimeout,
+			IdleConnTimeout:       std.IdleConnTimeout,
+			MaxIdleConnsPerHost:   std.MaxIdleConnsPerHost,
+			ExpectContinueTimeout: std.ExpectContinueTimeout,
+		},
+		std: std,
+	}
+}
+
 // newTransport builds the default transport: HTTP/1.1, pooled
 // connections, the Proxy's timeouts, no compression negotiation of its own
 // (the client's Accept-Encoding passes through untouched), no proxy from
@@ -478,7 +600,5 @@ func (p *Proxy) newTransport() *http.Transport {
 		ExpectContinueTimeout: DefaultExpectContinueTimeout,
 		TLSHandshakeTimeout:   dial,
 		DisableCompression:    true,
-		WriteBufferSize:       copyBufferSize,
-		ReadBufferSize:        copyBufferSize,
 	}
 }
