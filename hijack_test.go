@@ -1,8 +1,10 @@
 package sluice
 
 import (
+	"bufio"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -284,4 +286,30 @@ func FuzzVerifyUpload(f *testing.F) {
 			t.Fatalf("accepted claims %+v", c)
 		}
 	})
+}
+
+// TestHijackRefusalBeforeContinue: a client that asked for
+// "Expect: 100-continue" gets the refusal without a 100, so it never
+// sends the body.
+func TestHijackRefusalBeforeContinue(t *testing.T) {
+	leaktest.Check(t)
+	h := &Hijack{SigningKey: testKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+		return nil, &Refusal{Status: http.StatusForbidden, Body: []byte("no uploads today")}
+	})}
+	proxy := hijackProxy(t, h, http.NotFoundHandler())
+	c, err := net.Dial("tcp", strings.TrimPrefix(proxy, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "PUT /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusForbidden || string(body) != "no uploads today" {
+		t.Fatalf("got %d %q, want 403 without 100 Continue first", res.StatusCode, body)
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -563,4 +565,45 @@ func (z *zeroReader) Read(p []byte) (int, error) {
 	clear(p[:m])
 	z.n -= m
 	return int(m), nil
+}
+
+// TestUpstreamUnreachableDeletesObject stores an object and then fails
+// to reach the application: the object must be deleted, since nobody
+// will ever know about it.
+func TestUpstreamUnreachableDeletesObject(t *testing.T) {
+	leaktest.Check(t)
+	e := newEnv(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	ln.Close() // connections to it are refused
+	p := &sluice.Proxy{Director: sluice.SingleHost(dead, false), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	defer p.CloseIdleConnections()
+	p.Handle("PUT /files/{name}", &sluice.Hijack{
+		SigningKey: e.cfg.SigningKey,
+		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*sluice.UploadPlan, error) {
+			obj, err := e.d.app.planObject(pr.Context(), pr.In.ContentLength)
+			return &sluice.UploadPlan{Objects: []sluice.RemoteObject{obj}}, err
+		}),
+	})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for _, chunk := range []bool{false, true} { // single PUT, multipart
+		var body io.Reader = bytes.NewReader(randomBytes(3*mib, 5))
+		if chunk {
+			body = bytes.NewReader(randomBytes(6*mib, 5))
+			body = chunked{body}
+		}
+		res, err := e.hc.Do(mustRequest(http.MethodPut, srv.URL+"/files/x", body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway {
+			t.Fatalf("chunked %v: status %d, want 502", chunk, res.StatusCode)
+		}
+		e.assertClean()
+	}
 }
