@@ -2,6 +2,7 @@ package sluice
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -312,4 +313,33 @@ func TestHijackRefusalBeforeContinue(t *testing.T) {
 	if res.StatusCode != http.StatusForbidden || string(body) != "no uploads today" {
 		t.Fatalf("got %d %q, want 403 without 100 Continue first", res.StatusCode, body)
 	}
+}
+
+// FuzzUploadPlan feeds pre-authorization answers (JSON from the
+// application) to the plan check: it must never panic, and a plan it
+// accepts must be usable.
+func FuzzUploadPlan(f *testing.F) {
+	f.Add([]byte(`{"objects":[{"id":"a","put_url":"http://s/a"}],"max_size":10,"hashes":["md5"]}`))
+	f.Add([]byte(`{"objects":[{"id":"a","multipart":{"part_size":5,"part_urls":["http://s/1"],"complete_url":"http://s/c","abort_url":"http://s/x"}}]}`))
+	f.Add([]byte(`{"objects":[]}`))
+	f.Add([]byte(`{"objects":[{"put_url":"ftp://x"}],"hashes":["crc"]}`))
+	p := &Proxy{}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var plan UploadPlan
+		if json.Unmarshal(data, &plan) != nil {
+			return
+		}
+		u := &upload{h: &Hijack{}, pr: &ProxyRequest{proxy: p}, plan: &plan}
+		if u.check() != nil {
+			return
+		}
+		if u.limit <= 0 || len(plan.Objects) == 0 {
+			t.Fatalf("accepted plan with limit %d and %d objects", u.limit, len(plan.Objects))
+		}
+		for _, o := range plan.Objects {
+			if o.PutURL == "" && (o.Multipart == nil || o.Multipart.PartSize <= 0 || len(o.Multipart.PartURLs) == 0) {
+				t.Fatalf("accepted unusable object %+v", o)
+			}
+		}
+	})
 }

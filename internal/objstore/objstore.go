@@ -214,6 +214,9 @@ func drain(rc io.ReadCloser) {
 	rc.Close()
 }
 
+// MaxPartSize is S3's limit on the size of one part (and of a single PUT).
+const MaxPartSize = 5 << 30
+
 // Multipart is a presigned S3 multipart upload.
 type Multipart struct {
 	PartSize    int64
@@ -227,6 +230,8 @@ func (m *Multipart) Check() error {
 	switch {
 	case m.PartSize <= 0:
 		return errors.New("objstore: multipart: part size must be positive")
+	case m.PartSize > MaxPartSize:
+		return errors.New("objstore: multipart: part size over 5 GiB")
 	case len(m.PartURLs) == 0:
 		return errors.New("objstore: multipart: no part URLs")
 	case len(m.PartURLs) > 10000:
