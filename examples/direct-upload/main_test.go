@@ -607,3 +607,31 @@ func TestUpstreamUnreachableDeletesObject(t *testing.T) {
 		e.assertClean()
 	}
 }
+
+func TestStartVersitygw(t *testing.T) {
+	leaktest.Check(t)
+	realserver.StartS3(t) // skips (or fails in CI) when versitygw is not installed
+	g, err := startVersitygw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.stop()
+	res, err := http.Get(g.endpoint + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden && res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("unsigned GET /: status %d, want an S3 refusal", res.StatusCode)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestStartVersitygwMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	_, err := startVersitygw()
+	if err == nil || !strings.Contains(err.Error(), versitygwInstall) {
+		t.Fatalf("startVersitygw without versitygw: %v, want the install command", err)
+	}
+}
