@@ -1,6 +1,7 @@
 package sluice_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -124,4 +125,69 @@ func ExampleSendURL() {
 	// Output:
 	// 206 Partial Content bytes 6-10/11 attachment; filename="a.txt"
 	// "world"
+}
+
+// The pre-authorization is usually a subrequest to the application
+// itself: the same method and path with "/authorize" appended, no body,
+// the declared length in Sluice-Upload-Length, and a token proving it
+// comes from the proxy. Any answer but 200 is relayed to the client.
+func ExamplePreauthorizeUpstream() {
+	key := []byte("a secret shared by proxy and application")
+	store := httptest.NewServer(&bucket{objects: map[string][]byte{}})
+	defer store.Close()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /avatars/{user}/authorize", func(w http.ResponseWriter, r *http.Request) {
+		method, path, err := sluice.VerifyPreauthorize(r, key)
+		if err != nil {
+			http.Error(w, "not from the proxy", http.StatusForbidden)
+			return
+		}
+		fmt.Println("app: authorize", method, path, "length", r.Header.Get(sluice.HeaderUploadLength))
+		if r.PathValue("user") != "ann" {
+			http.Error(w, "not your avatar", http.StatusForbidden)
+			return
+		}
+		json.NewEncoder(w).Encode(sluice.UploadPlan{MaxSize: 1 << 20, Objects: []sluice.RemoteObject{
+			{ID: "avatars/ann", PutURL: store.URL + "/avatars/ann"},
+		}})
+	})
+	mux.HandleFunc("PUT /avatars/{user}", func(w http.ResponseWriter, r *http.Request) {
+		claims, err := sluice.VerifyUpload(r, key)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		fmt.Println("app: recorded", claims.Files[0].RemoteID, claims.Files[0].Size, "bytes")
+	})
+	app := httptest.NewServer(mux)
+	defer app.Close()
+
+	target, _ := url.Parse(app.URL)
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	defer p.CloseIdleConnections()
+	p.Handle("PUT /avatars/{user}", &sluice.Hijack{
+		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", key),
+		SigningKey:    key,
+	})
+	proxy := httptest.NewServer(p)
+	defer proxy.Close()
+
+	for _, user := range []string{"ann", "bob"} {
+		req, _ := http.NewRequest(http.MethodPut, proxy.URL+"/avatars/"+user, strings.NewReader("PNG..."))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		fmt.Println(strings.TrimSpace("client: " + res.Status + " " + strings.TrimSpace(string(body))))
+	}
+	// Output:
+	// app: authorize PUT /avatars/ann length 6
+	// app: recorded avatars/ann 6 bytes
+	// client: 200 OK
+	// app: authorize PUT /avatars/bob length 6
+	// client: 403 Forbidden not your avatar
 }
