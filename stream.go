@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,8 +115,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		attempts = 2
 	}
 
-	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
-		pr.body = requestBody{rc: pr.Out.Body}
+	if pr.Out.Body != nil && pr.Out.Body != http.NoBody && pr.Out.Body != &pr.body {
+		pr.body.rc = pr.Out.Body
 		pr.Out.Body = &pr.body
 	}
 	orig := *pr.Out.URL
@@ -155,9 +155,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			}
 			return res, nil
 		}
+		_, _, bodyErr := pr.body.state()
 		switch {
-		case pr.body.err != nil:
-			err = clientBodyError(pr.body.err)
+		case bodyErr != nil:
+			err = clientBodyError(bodyErr)
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
@@ -175,7 +176,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 
 // retryable reports whether the failed attempt may be made again.
 func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
-	if errors.Is(err, errClientGone) || pr.body.n > 0 || pr.body.eof {
+	if n, eof, _ := pr.body.state(); errors.Is(err, errClientGone) || n > 0 || eof {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
@@ -250,13 +251,21 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 }
 
 // WriteResponse writes an upstream response to w: hop-by-hop headers are
-// removed, the headers of ProxyRequest.ResponseHeader are added, and the
-// body is streamed with the Proxy's flush policy, followed by the
-// trailers. The body is not closed.
+// removed, the headers of ProxyRequest.ResponseHeader are added, the
+// ProxyRequest's BodyFilter (if any) is applied, and the body is streamed
+// with the Proxy's flush policy, followed by the trailers. The body is not
+// closed.
 func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response) error {
 	sanitizeResponseHeader(res.Header, "")
+	if pr.BodyFilter != nil {
+		if err := pr.filterResponse(res); err != nil {
+			return err
+		}
+	}
 	h := w.Header()
-	copyHeader(h, res.Header)
+	for k, vv := range res.Header {
+		h[k] = vv // res is consumed here: its value slices can be shared
+	}
 	mergeHeader(h, pr.respHeader)
 	if pr.proxy.Via != "" {
 		addVia(h, res.ProtoMajor, res.ProtoMinor, pr.proxy.Via)
@@ -306,10 +315,21 @@ func (pr *ProxyRequest) flushInterval(res *http.Response) time.Duration {
 	if res.ContentLength == -1 {
 		return -1
 	}
-	if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
+	if isEventStream(res.Header.Get("Content-Type")) {
 		return -1
 	}
 	return pr.proxy.FlushInterval
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream,
+// whatever its parameters and case, without allocating.
+func isEventStream(ct string) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	rest := strings.TrimLeft(ct[len(es):], " \t")
+	return rest == "" || rest[0] == ';'
 }
 
 const copyBufferSize = 32 << 10
@@ -321,9 +341,8 @@ var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSiz
 func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) error {
 	interval := pr.flushInterval(res)
 	dst := io.Writer(w)
-	rc := http.NewResponseController(w)
 	if interval != 0 {
-		fw := &flushWriter{w: w, rc: rc, latency: interval}
+		fw := &flushWriter{w: w, rc: http.NewResponseController(w), latency: interval}
 		defer fw.stop()
 		dst = fw
 	}
@@ -339,7 +358,7 @@ func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) 
 	defer copyBufferPool.Put(bp)
 	err := copyBody(dst, res.Body, *bp)
 	if err == nil && interval == 0 && res.ContentLength < 0 {
-		err = rc.Flush()
+		err = http.NewResponseController(w).Flush()
 	}
 	return err
 }
@@ -419,8 +438,12 @@ func (f *flushWriter) stop() {
 // requestBody wraps the outbound request body: it counts what the
 // transport read (to know whether a retry is safe) and keeps the
 // transport from closing the inbound body, which belongs to the server.
+//
+// The transport reads it from its own goroutine while the handler's
+// goroutine looks at the counters, hence the lock.
 type requestBody struct {
 	rc  io.ReadCloser
+	mu  sync.Mutex
 	n   int64
 	eof bool
 	err error // the first read error other than io.EOF
@@ -428,13 +451,29 @@ type requestBody struct {
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
+	b.mu.Lock()
 	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil && b.err == nil {
 		b.err = err
 	}
+	b.mu.Unlock()
 	return n, err
+}
+
+// state returns what was read so far.
+func (b *requestBody) state() (n int64, eof bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n, b.eof, b.err
+}
+
+// finished reports whether the transport is done reading: after EOF or
+// an error it never calls Read again.
+func (b *requestBody) finished() bool {
+	_, eof, err := b.state()
+	return eof || err != nil
 }
 
 // clientBodyError classifies a failure to read the inbound request body:
