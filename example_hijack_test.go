@@ -92,41 +92,6 @@ func ExampleHijack() {
 	// client: 201 Created
 }
 
-// The application answers a download with the URL of the object (a
-// presigned GET URL in real life); the proxy streams the object, and
-// range requests work.
-func ExampleSendURL() {
-	store := httptest.NewServer(&bucket{objects: map[string][]byte{"/docs/a.txt": []byte("hello world")}})
-	defer store.Close()
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(sluice.HeaderSendURL, store.URL+"/docs"+r.URL.Path)
-		w.Header().Set("Content-Disposition", `attachment; filename="a.txt"`)
-	}))
-	defer app.Close()
-
-	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
-	defer p.CloseIdleConnections()
-	p.Handle("GET /{file}", &sluice.SendURL{})
-	proxy := httptest.NewServer(p)
-	defer proxy.Close()
-
-	req, _ := http.NewRequest(http.MethodGet, proxy.URL+"/a.txt", nil)
-	req.Header.Set("Range", "bytes=6-")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	fmt.Println(res.Status, res.Header.Get("Content-Range"), res.Header.Get("Content-Disposition"))
-	fmt.Printf("%q\n", body)
-	// Output:
-	// 206 Partial Content bytes 6-10/11 attachment; filename="a.txt"
-	// "world"
-}
-
 // The pre-authorization is usually a subrequest to the application
 // itself: the same method and path with "/authorize" appended, no body,
 // the declared length in Sluice-Upload-Length, and a token proving it

@@ -359,7 +359,7 @@ func (a *app) download(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set(sluice.HeaderSendURL, get.URL)
+	w.Header().Set(sluice.DefaultSendfileHeader, get.URL)
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", rec.File.Name))
 	w.WriteHeader(http.StatusOK)
 }

@@ -161,8 +161,8 @@ func newProxy(app *url.URL, cfg appConfig, log *slog.Logger) *sluice.Proxy {
 	p.Handle(routeRawUpload, hijack)
 	p.Handle(routeFormUpload, hijack)
 	store, _ := url.Parse(cfg.Store.Endpoint)
-	p.Handle(routeDownload, &sluice.SendURL{
-		Allow: func(u *url.URL) bool { return u.Host == store.Host },
+	p.Handle(routeDownload, &sluice.Sendfile{
+		AllowURL: func(u *url.URL) bool { return u.Host == store.Host },
 	})
 	return p
 }

@@ -292,8 +292,8 @@ func TestRawUpload(t *testing.T) {
 			if res.StatusCode != http.StatusPartialContent || !bytes.Equal(part, data[lo:hi+1]) {
 				t.Fatalf("range download: status %d, %d bytes (want 206, %d)", res.StatusCode, len(part), hi-lo+1)
 			}
-			if res.Header.Get(sluice.HeaderSendURL) != "" {
-				t.Fatal("the send-url header reached the client")
+			if res.Header.Get(sluice.DefaultSendfileHeader) != "" {
+				t.Fatal("the sendfile header reached the client")
 			}
 			if cd := res.Header.Get("Content-Disposition"); !strings.Contains(cd, name) {
 				t.Fatalf("application header lost: Content-Disposition %q", cd)
