@@ -47,6 +47,8 @@ type conn struct {
 	noReuse   bool
 	bodyBytes int64 // request body bytes consumed, written by the body writer
 	bodyMu    sync.Mutex
+	chunkHdr  [20]byte  // scratch for chunk sizes
+	iov       [3][]byte // scratch for writev
 }
 
 func (pc *conn) acquireBuffers() {
@@ -318,7 +320,7 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 	buf := *bp
 	chunked := req.ContentLength <= 0
 	remaining := req.ContentLength
-	var num [20]byte
+	trailer := req.Trailer // filled by the server when the body ends
 	for {
 		p := buf
 		if !chunked && remaining < int64(len(p)) {
@@ -335,18 +337,10 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 			pc.bodyMu.Lock()
 			pc.bodyBytes += int64(n)
 			pc.bodyMu.Unlock()
-			if chunked {
-				bw.Write(strconv.AppendInt(num[:0], int64(n), 16))
-				bw.WriteString("\r\n")
-			}
-			bw.Write(p[:n])
-			if chunked {
-				bw.WriteString("\r\n")
-			}
-			remaining -= int64(n)
-			if err := bw.Flush(); err != nil {
+			if err := pc.writeBodyChunk(p[:n], chunked); err != nil {
 				return err
 			}
+			remaining -= int64(n)
 		}
 		if rerr == io.EOF {
 			break
@@ -355,6 +349,7 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 			return fmt.Errorf("reading request body: %w", rerr)
 		}
 	}
+	req = nil // from here on only the trailer snapshot is used
 	if !chunked {
 		if remaining > 0 {
 			return fmt.Errorf("request body shorter than its Content-Length by %d bytes", remaining)
@@ -362,7 +357,7 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 		return bw.Flush()
 	}
 	bw.WriteString("0\r\n")
-	for k, vv := range req.Trailer {
+	for k, vv := range trailer {
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
 				return fmt.Errorf("%w: trailer %s", errInvalidHeader, k)
@@ -375,6 +370,40 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 	}
 	bw.WriteString("\r\n")
 	return bw.Flush()
+}
+
+var crlf = []byte("\r\n")
+
+// writeBodyChunk sends one piece of request body at once: data that fits
+// behind what is buffered (the request head) goes out with it in one
+// write; otherwise the piece is written straight to the socket, with its
+// chunk framing in the same writev(2), never copied through the buffer.
+func (pc *conn) writeBodyChunk(data []byte, chunked bool) error {
+	bw := pc.bw
+	if bw.Buffered() > 0 && bw.Available() >= len(data)+24 {
+		if chunked {
+			bw.Write(strconv.AppendInt(pc.chunkHdr[:0], int64(len(data)), 16))
+			bw.Write(crlf)
+		}
+		bw.Write(data)
+		if chunked {
+			bw.Write(crlf)
+		}
+		return bw.Flush()
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if !chunked {
+		_, err := pc.nc.Write(data)
+		return err
+	}
+	hdr := append(strconv.AppendInt(pc.chunkHdr[:0], int64(len(data)), 16), '\r', '\n')
+	pc.iov = [3][]byte{hdr, data, crlf}
+	bufs := net.Buffers(pc.iov[:])
+	_, err := bufs.WriteTo(pc.nc)
+	pc.iov = [3][]byte{}
+	return err
 }
 
 const max1xxResponses = 10
