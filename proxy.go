@@ -156,6 +156,7 @@ type ProxyRequest struct {
 	rw           responseWriter
 	body         requestBody
 	wroteHeaders bool
+	sent1xx      bool // a 1xx response reached the client: no retry
 }
 
 // Proxy returns the Proxy handling the request.

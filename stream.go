@@ -30,10 +30,13 @@ type Result struct {
 }
 
 // RetryPolicy says which failed attempts are tried again. A retry is only
-// ever made when it is safe: no byte of the response reached the client,
-// and either nothing of the request reached the upstream (the connection
-// could not be made, or the request was not written) or the method is
-// idempotent (RFC 9110 §9.2.2) and the request has no body.
+// ever made when it is safe: no byte of the response (not even a 1xx
+// interim response) reached the client, and either nothing of the request
+// reached the upstream (the connection could not be made, or the request
+// was not written) or the method is idempotent (RFC 9110 §9.2.2) and the
+// request has no body or a body that could be kept for replay (see
+// ReplayLimit). A request that is not idempotent and whose body was
+// started is never sent twice.
 type RetryPolicy struct {
 	// Attempts is the maximum number of attempts, the first included.
 	// If zero, 2.
@@ -43,12 +46,24 @@ type RetryPolicy struct {
 	// attempt is started. If zero, there is no bound but Attempts.
 	Duration time.Duration
 
-	// Idempotent allows retrying idempotent requests without a body after
-	// a failure that may have reached the upstream (a reset connection, a
-	// response header timeout). If false, only requests that certainly did
-	// not reach the upstream are retried.
+	// Idempotent allows retrying idempotent requests after a failure that
+	// may have reached the upstream (a reset connection, a response header
+	// timeout). If false, only requests that certainly did not reach the
+	// upstream are retried.
 	Idempotent bool
+
+	// ReplayLimit bounds the request body kept in memory so that an
+	// idempotent request with a body can be sent again when Idempotent
+	// is set. The body is kept as the transport reads it; a request whose
+	// body grows past the limit is no longer retried once its body was
+	// started. If zero, DefaultReplayLimit; if negative, bodies are never
+	// kept.
+	ReplayLimit int64
 }
+
+// DefaultReplayLimit is the request body size kept for replay when
+// RetryPolicy.ReplayLimit is zero.
+const DefaultReplayLimit = 64 << 10
 
 var defaultRetry = RetryPolicy{Attempts: 2}
 
@@ -109,6 +124,17 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 
 	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
 		pr.body = requestBody{rc: pr.Out.Body}
+		if attempts > 1 && policy.Idempotent && isIdempotent(pr.Out.Method) {
+			pr.body.limit = policy.ReplayLimit
+			if pr.body.limit == 0 {
+				pr.body.limit = DefaultReplayLimit
+			}
+			if cl := pr.Out.ContentLength; cl > pr.body.limit {
+				pr.body.limit = 0 // known too large: never kept
+			} else if cl > 0 {
+				pr.body.kept = make([]byte, 0, cl)
+			}
+		}
 		pr.Out.Body = &pr.body
 	}
 	orig := *pr.Out.URL
@@ -124,6 +150,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		*pr.Out.URL = orig
 		pr.Out.Host = origHost
 		pr.wroteHeaders = false
+		pr.body.rewind()
 		if err := director.Direct(pr); err != nil {
 			return nil, err
 		}
@@ -135,8 +162,13 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		obs, _ := director.(Observer)
 		if err == nil {
 			if obs != nil {
-				res.Body = &observedBody{rc: res.Body, obs: obs, pr: pr,
+				ob := &observedBody{rc: res.Body, obs: obs, pr: pr,
 					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
+				res.Body = ob
+				// A 101 body is the upgraded connection: keep it writable.
+				if w, ok := ob.rc.(io.Writer); ok && res.StatusCode == http.StatusSwitchingProtocols {
+					res.Body = &observedConn{observedBody: ob, w: w}
+				}
 			}
 			return res, nil
 		}
@@ -157,16 +189,20 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 
 // retryable reports whether the failed attempt may be made again.
 func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
-	if errors.Is(err, errClientGone) || pr.body.n > 0 || pr.body.eof {
+	if errors.Is(err, errClientGone) || pr.sent1xx {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
 		return false
 	}
-	if isConnectError(err) || !pr.wroteHeaders {
+	bodyStarted := pr.body.n > 0 || pr.body.eof
+	if !bodyStarted && (isConnectError(err) || !pr.wroteHeaders) {
 		return true
 	}
-	return policy.Idempotent && pr.Out.Body == nil && isIdempotent(pr.Out.Method)
+	if !policy.Idempotent || !isIdempotent(pr.Out.Method) {
+		return false
+	}
+	return pr.Out.Body == nil || !bodyStarted || pr.body.replayable()
 }
 
 func isIdempotent(method string) bool {
@@ -184,6 +220,7 @@ func isIdempotent(method string) bool {
 // client sees 100 only if the upstream sent it.
 func (pr *ProxyRequest) got100Continue() {
 	if pr.w != nil && !pr.w.started() {
+		pr.sent1xx = true
 		pr.w.WriteHeader(http.StatusContinue)
 	}
 }
@@ -199,6 +236,7 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 	copyHeader(saved, h)
 	removeHopByHop(http.Header(header))
 	copyHeader(h, http.Header(header))
+	pr.sent1xx = true
 	pr.w.WriteHeader(code)
 	clear(h)
 	copyHeader(h, saved)
@@ -367,20 +405,52 @@ func (f *flushWriter) stop() {
 // requestBody wraps the outbound request body: it counts what the
 // transport read (to know whether a retry is safe) and keeps the
 // transport from closing the inbound body, which belongs to the server.
+// With a limit, it also keeps what was read, up to limit bytes, so that a
+// retry can send the body again: the kept bytes first, then the rest of
+// the inbound body. The transport does not read the body after RoundTrip
+// returned an error (it waits for its write loop), so a retry never races
+// with the previous attempt.
 type requestBody struct {
 	rc  io.ReadCloser
-	n   int64
+	n   int64 // bytes read from rc
 	eof bool
+
+	limit int64  // bytes kept for replay; 0: none
+	kept  []byte // the first n bytes of rc while n <= limit
+	over  bool   // more than limit bytes were read: no replay
+	pos   int    // read position in kept of the current attempt
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.pos < len(b.kept) {
+		n := copy(p, b.kept[b.pos:])
+		b.pos += n
+		return n, nil
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
 	n, err := b.rc.Read(p)
 	b.n += int64(n)
+	if b.limit > 0 && !b.over && n > 0 {
+		if b.n > b.limit {
+			b.over, b.kept = true, nil
+		} else {
+			b.kept = append(b.kept, p[:n]...)
+		}
+		b.pos = len(b.kept)
+	}
 	if err == io.EOF {
 		b.eof = true
 	}
 	return n, err
 }
+
+// replayable reports whether everything read so far can be sent again.
+func (b *requestBody) replayable() bool { return b.limit > 0 && !b.over }
+
+// rewind makes the next attempt read the body from its start.
+func (b *requestBody) rewind() { b.pos = 0 }
 
 func (b *requestBody) Close() error { return nil }
 
@@ -401,6 +471,15 @@ func (b *observedBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// observedConn is an observedBody for a 101 response, whose body is the
+// upgraded connection that the tunnel writes to.
+type observedConn struct {
+	*observedBody
+	w io.Writer
+}
+
+func (c *observedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 func (b *observedBody) Close() error {
 	err := b.rc.Close()
