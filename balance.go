@@ -429,10 +429,14 @@ func (p *Pool) Observe(pr *ProxyRequest, res Result) {
 }
 
 // failed reports whether an attempt counts against its target. A client
-// that went away is not the target's fault.
+// that went away or sent a bad body is not the target's fault.
 func (p *Pool) failed(res Result) bool {
 	if res.Err != nil {
-		return !errors.Is(res.Err, context.Canceled) && StatusFor(res.Err) != StatusClientClosedRequest
+		if errors.Is(res.Err, context.Canceled) {
+			return false
+		}
+		s := StatusFor(res.Err)
+		return s == http.StatusBadGateway || s == http.StatusGatewayTimeout
 	}
 	return p.passive().ServerErrors && res.Status >= 500 && res.Status <= 599
 }

@@ -205,6 +205,9 @@ func (pr *ProxyRequest) SetURL(target *url.URL) {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	if err := checkRequest(r); err != nil {
+		// Whatever follows a refused request on this connection cannot be
+		// trusted to be framed as the client meant: close it.
+		w.Header().Set("Connection", "close")
 		p.fail(w, r, nil, err)
 		return
 	}

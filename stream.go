@@ -79,6 +79,12 @@ func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
 	if pr.upgrade != "" {
 		return pr.proxy.serveUpgrade(w, pr)
 	}
+	if pr.Out.Body != nil {
+		// Let the upstream's response stream while the request body is
+		// still arriving (HTTP/1.1 full duplex); without it net/http
+		// would discard the unread request body before the first write.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	res, err := pr.RoundTrip()
 	if err != nil {
 		return err
@@ -172,7 +178,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			}
 			return res, nil
 		}
-		if pr.In.Context().Err() != nil {
+		switch {
+		case pr.body.err != nil:
+			err = clientBodyError(pr.body.err)
+		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if obs != nil {
@@ -189,7 +198,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 
 // retryable reports whether the failed attempt may be made again.
 func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
-	if errors.Is(err, errClientGone) || pr.sent1xx {
+	if errors.Is(err, errClientGone) || pr.sent1xx || pr.body.err != nil {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
@@ -414,6 +423,7 @@ type requestBody struct {
 	rc  io.ReadCloser
 	n   int64 // bytes read from rc
 	eof bool
+	err error // the first read error other than io.EOF
 
 	limit int64  // bytes kept for replay; 0: none
 	kept  []byte // the first n bytes of rc while n <= limit
@@ -442,6 +452,8 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	}
 	if err == io.EOF {
 		b.eof = true
+	} else if err != nil && b.err == nil {
+		b.err = err
 	}
 	return n, err
 }
@@ -451,6 +463,21 @@ func (b *requestBody) replayable() bool { return b.limit > 0 && !b.over }
 
 // rewind makes the next attempt read the body from its start.
 func (b *requestBody) rewind() { b.pos = 0 }
+
+// clientBodyError classifies a failure to read the inbound request body:
+// the client went away (499), sent too much (413) or sent a malformed
+// body, e.g. broken chunked framing (400).
+func clientBodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("reading request body: %w", err)}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: reading request body: %w", errClientGone, err)
+	}
+	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
+}
 
 func (b *requestBody) Close() error { return nil }
 
