@@ -75,12 +75,13 @@ type Pool struct {
 	Logger *slog.Logger
 
 	initOnce sync.Once
+	pol      Policy
 	reg      Registry
 	epoch    time.Time
 	marks    chan downMark
 
 	mu    sync.Mutex           // serializes changes of ups and state
-	ups   map[string]*Upstream // by ID: members and draining ex-members
+	ups   map[string]*Upstream // by host: members and draining ex-members
 	state atomic.Pointer[poolState]
 }
 
@@ -137,19 +138,30 @@ func (m *Member) normalize() (*url.URL, error) {
 
 // Upstream is one target of a Pool as its Policy sees it. It is safe for
 // concurrent use; its counters are updated atomically.
+//
+// A Pool has at most one member per host:port (Result.Upstream names
+// attempts by host), and the counters and health of a host survive a
+// change of the member's ID, path or weight.
 type Upstream struct {
 	id     string
 	url    *url.URL
 	host   string // url.Host, as in Result.Upstream
 	weight int
+	member bool // guarded by Pool.mu
 
+	*hostState
+}
+
+// hostState is the part of an Upstream shared by every version of the
+// member for one host, so that attempts directed by an older snapshot
+// are counted where newer ones are.
+type hostState struct {
 	inflight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
 	latency  atomic.Int64 // sum of observed attempt durations, ns
 	observed atomic.Uint64
 
-	member       bool        // guarded by Pool.mu
 	activeDown   atomic.Bool // set by active checks
 	sharedDown   atomic.Bool // a down mark in the Registry
 	passiveUntil atomic.Int64
@@ -209,6 +221,10 @@ type poolState struct {
 
 func (p *Pool) init() {
 	p.initOnce.Do(func() {
+		p.pol = p.Policy
+		if p.pol == nil {
+			p.pol = RoundRobin()
+		}
 		p.reg = p.Registry
 		if p.reg == nil {
 			p.reg = &MemoryRegistry{}
@@ -230,14 +246,7 @@ func (p *Pool) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (p *Pool) policy() Policy {
-	if p.Policy != nil {
-		return p.Policy
-	}
-	return defaultPolicy
-}
-
-var defaultPolicy = RoundRobin()
+func (p *Pool) policy() Policy { return p.pol }
 
 // Add adds m to the pool, or refreshes it if a member with its ID exists.
 // A positive ttl makes the membership expire unless Add is called again
@@ -275,32 +284,42 @@ func (p *Pool) Sync(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seen := make(map[string]bool, len(ms))
+	seen := make(map[string]string, len(ms)) // host -> ID
 	for _, m := range ms {
 		u, err := m.normalize()
 		if err != nil {
 			p.logger().Warn("sluice: pool: ignoring invalid member", "id", m.ID, "err", err)
 			continue
 		}
-		if seen[m.ID] {
+		if other, dup := seen[u.Host]; dup {
+			if other != m.ID {
+				p.logger().Warn("sluice: pool: ignoring member for a host already in the pool", "id", m.ID, "host", u.Host, "member", other)
+			}
 			continue
 		}
-		seen[m.ID] = true
-		cur := p.ups[m.ID]
-		if cur == nil || cur.url.String() != u.String() || cur.weight != m.Weight {
-			if cur == nil {
+		seen[u.Host] = m.ID
+		cur := p.ups[u.Host]
+		switch {
+		case cur == nil:
+			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
+			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, hostState: new(hostState)}
+			p.ups[u.Host] = cur
+		case cur.id != m.ID || cur.url.String() != u.String() || cur.weight != m.Weight:
+			if !cur.member {
 				p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
 			}
-			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight}
-			p.ups[m.ID] = cur
+			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, hostState: cur.hostState}
+			p.ups[u.Host] = cur
+		case !cur.member:
+			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
 		}
 		cur.member = true
 		cur.sharedDown.Store(m.Down)
 	}
-	for id, u := range p.ups {
-		if !seen[id] && u.member {
+	for host, u := range p.ups {
+		if _, ok := seen[host]; !ok && u.member {
 			u.member = false
-			p.logger().Info("sluice: pool: target removed", "id", id, "url", u.url.String())
+			p.logger().Info("sluice: pool: target removed", "id", u.id, "url", u.url.String())
 		}
 	}
 	p.rebuildLocked()
@@ -318,18 +337,16 @@ func (p *Pool) rebuildLocked() {
 	now := p.now()
 	old := p.state.Load()
 	st := &poolState{byHost: make(map[string]*Upstream, len(p.ups)), gen: old.gen + 1}
-	for id, u := range p.ups {
+	for host, u := range p.ups {
 		if !u.member {
 			if u.inflight.Load() <= 0 {
-				delete(p.ups, id)
+				delete(p.ups, host)
 				continue
 			}
 		} else {
 			st.members = append(st.members, u)
 		}
-		if prev := st.byHost[u.host]; prev == nil || !prev.member {
-			st.byHost[u.host] = u
-		}
+		st.byHost[host] = u
 	}
 	slices.SortFunc(st.members, func(a, b *Upstream) int { return strings.Compare(a.id, b.id) })
 	for _, u := range st.members {
@@ -337,7 +354,7 @@ func (p *Pool) rebuildLocked() {
 			st.healthy = append(st.healthy, u)
 		}
 	}
-	if slices.Equal(st.healthy, old.healthy) && old.picker != nil {
+	if old.picker != nil && slices.Equal(st.healthy, old.healthy) {
 		st.picker = old.picker
 	} else if len(st.healthy) > 0 {
 		st.picker = p.policy().Picker(st.healthy)

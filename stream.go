@@ -508,6 +508,10 @@ type observedConn struct {
 
 func (c *observedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
+// Read does not record errors: the tunnel reads and closes from different
+// goroutines, and the end of a tunnel is no failure of the upstream.
+func (c *observedConn) Read(p []byte) (int, error) { return c.rc.Read(p) }
+
 func (b *observedBody) Close() error {
 	err := b.rc.Close()
 	b.once.Do(func() {
