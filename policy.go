@@ -173,41 +173,53 @@ func (ts randomTwoPicker) Pick(*ProxyRequest) *Upstream {
 	return a
 }
 
-// A HashKey appends the key a request is hashed on to dst and returns the
-// extended slice; it appends nothing when the request has no key. It must
-// not retain dst.
-type HashKey func(pr *ProxyRequest, dst []byte) []byte
+// A HashKey returns the hash of the key a request is placed by, and false
+// when the request has no key. Compute it with HashString so that every
+// proxy instance agrees.
+type HashKey func(pr *ProxyRequest) (hash uint64, ok bool)
+
+// HashString is the stable 64-bit hash ConsistentHash uses for keys and
+// ring points: FNV-1a followed by the murmur3 finalizer, which spreads
+// FNV's weak low bits. It never changes between versions, since proxy
+// instances sharing a registry must agree on it.
+func HashString(s string) uint64 { return mix64(fnvString(fnvOffset, s)) }
 
 // HeaderKey returns a HashKey reading the request header name (all its
-// values, as received).
+// values, as received); a request without it has no key.
 func HeaderKey(name string) HashKey {
 	name = textproto.CanonicalMIMEHeaderKey(name)
-	return func(pr *ProxyRequest, dst []byte) []byte {
-		for _, v := range pr.In.Header[name] {
-			dst = append(dst, v...)
+	return func(pr *ProxyRequest) (uint64, bool) {
+		vv := pr.In.Header[name]
+		if len(vv) == 0 {
+			return 0, false
 		}
-		return dst
+		h := uint64(fnvOffset)
+		for _, v := range vv {
+			h = fnvString(h, v)
+		}
+		return mix64(h), true
 	}
 }
 
 // CookieKey returns a HashKey reading the value of the request cookie
-// name.
+// name; a request without it, or with an empty value, has no key.
 func CookieKey(name string) HashKey {
-	return func(pr *ProxyRequest, dst []byte) []byte {
-		return append(dst, cookieValue(pr.In.Header, name)...)
+	return func(pr *ProxyRequest) (uint64, bool) {
+		v := cookieValue(pr.In.Header, name)
+		return HashString(v), v != ""
 	}
 }
 
 // ClientIPKey returns a HashKey reading the client address as the Proxy
 // decided it (see ProxyRequest.ClientAddr and Proxy.TrustedProxies).
 func ClientIPKey() HashKey {
-	return func(pr *ProxyRequest, dst []byte) []byte {
+	return func(pr *ProxyRequest) (uint64, bool) {
 		a := pr.ClientAddr()
 		if !a.IsValid() {
-			return dst
+			return 0, false
 		}
 		b := a.Unmap().As16()
-		return append(dst, b[:]...)
+		return hashBytes(b[:]), true
 	}
 }
 
@@ -297,12 +309,11 @@ type ringPicker struct {
 }
 
 func (r *ringPicker) Pick(pr *ProxyRequest) *Upstream {
-	var arr [64]byte
-	k := r.key(pr, arr[:0])
-	if len(k) == 0 {
+	h, ok := r.key(pr)
+	if !ok {
 		return r.rr.Pick(pr)
 	}
-	return r.lookup(hashBytes(k))
+	return r.lookup(h)
 }
 
 func (r *ringPicker) lookup(h uint64) *Upstream {
@@ -321,15 +332,31 @@ func (r *ringPicker) lookup(h uint64) *Upstream {
 	return r.points[i].t
 }
 
-// hashBytes is 64-bit FNV-1a followed by the murmur3 finalizer, which
-// spreads FNV's weak low bits. It is stable across processes and
-// versions: instances sharing a registry must agree on it.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// hashBytes is HashString for a byte slice.
 func hashBytes(b []byte) uint64 {
-	h := uint64(14695981039346656037)
+	h := uint64(fnvOffset)
 	for _, c := range b {
 		h ^= uint64(c)
-		h *= 1099511628211
+		h *= fnvPrime
 	}
+	return mix64(h)
+}
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// mix64 is the murmur3 64-bit finalizer.
+func mix64(h uint64) uint64 {
 	h ^= h >> 33
 	h *= 0xff51afd7ed558ccd
 	h ^= h >> 33
