@@ -85,4 +85,3 @@ func BenchmarkPoolPickParallel(b *testing.B) {
 		})
 	}
 }
-
