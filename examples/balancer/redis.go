@@ -43,7 +43,7 @@ func (r *RedisRegistry) prefix() string {
 	return "sluice:pool"
 }
 
-func (r *RedisRegistry) setKey() string           { return r.prefix() + ":members" }
+func (r *RedisRegistry) setKey() string             { return r.prefix() + ":members" }
 func (r *RedisRegistry) memberKey(id string) string { return r.prefix() + ":m:" + id }
 func (r *RedisRegistry) downKey(id string) string   { return r.prefix() + ":down:" + id }
 
