@@ -3,7 +3,10 @@ package sluice
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 )
 
@@ -80,6 +83,49 @@ func BenchmarkPoolPickParallel(b *testing.B) {
 					*pr.Out.URL = orig
 					_ = pool.Direct(pr)
 					pool.Observe(pr, Result{Upstream: pr.Out.URL.Host})
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkProxyThroughPool compares a full proxied GET (loopback client,
+// proxy, upstream; keep-alive) directed by SingleHost and by a Pool of
+// one target, the overhead the balancer adds per request.
+func BenchmarkProxyThroughPool(b *testing.B) {
+	body := make([]byte, 1024)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body)
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	pool := &Pool{Logger: quiet()}
+	if err := pool.Add(context.Background(), Member{URL: up.URL}, 0); err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range []struct {
+		name string
+		d    Director
+	}{{"single-host", SingleHost(u, false)}, {"pool", pool}} {
+		b.Run(d.name, func(b *testing.B) {
+			p := &Proxy{Director: d.d, Logger: quiet()}
+			px := httptest.NewServer(p)
+			defer px.Close()
+			defer p.CloseIdleConnections()
+			tr := &http.Transport{MaxIdleConnsPerHost: 64}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr}
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res, err := c.Get(px.URL + "/")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
 				}
 			})
 		})
