@@ -12,14 +12,14 @@ import (
 	"github.com/sluiceproxy/sluice"
 )
 
-// backend starts a demo upstream that answers its name.
-func backend(name string) *httptest.Server {
+// nameServer starts a demo upstream that answers its name.
+func nameServer(name string) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, name)
 	}))
 }
 
-func get(url string, header ...string) string {
+func fetchBody(url string, header ...string) string {
 	req, _ := http.NewRequest("GET", url, nil)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
@@ -38,7 +38,7 @@ func ExamplePool() {
 	ctx := context.Background()
 	pool := &sluice.Pool{}
 	for _, name := range []string{"a", "b", "c"} {
-		b := backend(name)
+		b := nameServer(name)
 		defer b.Close()
 		pool.Add(ctx, sluice.Member{ID: name, URL: b.URL}, 0)
 	}
@@ -47,7 +47,7 @@ func ExamplePool() {
 
 	var got []string
 	for range 6 {
-		got = append(got, get(proxy.URL))
+		got = append(got, fetchBody(proxy.URL))
 	}
 	fmt.Println(strings.Join(got, " "))
 	// Output: a b c a b c
@@ -59,17 +59,17 @@ func ExampleConsistentHash() {
 	ctx := context.Background()
 	pool := &sluice.Pool{Policy: sluice.ConsistentHash(sluice.HeaderKey("X-User"))}
 	for _, name := range []string{"a", "b", "c", "d"} {
-		b := backend(name)
+		b := nameServer(name)
 		defer b.Close()
 		pool.Add(ctx, sluice.Member{ID: name, URL: b.URL}, 0)
 	}
 	proxy := httptest.NewServer(&sluice.Proxy{Director: pool})
 	defer proxy.Close()
 
-	first := get(proxy.URL, "X-User", "alice")
+	first := fetchBody(proxy.URL, "X-User", "alice")
 	same := true
 	for range 5 {
-		same = same && get(proxy.URL, "X-User", "alice") == first
+		same = same && fetchBody(proxy.URL, "X-User", "alice") == first
 	}
 	fmt.Println("alice always on one target:", same)
 	// Output: alice always on one target: true

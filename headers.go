@@ -109,7 +109,7 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 			if err != nil {
 				return addr // garbage in the chain: stop at what we know
 			}
-			addr = a.Unmap()
+			addr = a.Unmap().WithZone("")
 			if !isTrusted(addr, trusted) {
 				return addr
 			}
@@ -119,15 +119,16 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 }
 
 func peerAddr(r *http.Request) netip.Addr {
+	// Zones are dropped: they are local names, and arbitrary bytes.
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
+		return ap.Addr().Unmap().WithZone("")
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
+	return a.Unmap().WithZone("")
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {

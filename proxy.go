@@ -57,8 +57,11 @@ type Proxy struct {
 	Fallback http.Handler
 
 	// Transport carries requests to the upstreams.
-	// If nil, the Proxy uses its own transport, built from the timeout and
-	// pool fields below, with HTTP/1.1 to plain and TLS upstreams.
+	// If nil, the Proxy uses its own engine, built from the timeout and
+	// pool fields below: sluice's HTTP/1.1 client for http:// upstreams
+	// (the fast path: no idle goroutines, splice for large bodies) and an
+	// http.Transport for https://. Set an *http.Transport here to use the
+	// standard library for everything (e.g. for HTTP/2 upstreams).
 	Transport http.RoundTripper
 
 	// DialTimeout bounds connecting to an upstream.
@@ -154,7 +157,8 @@ type ProxyRequest struct {
 
 	w            *responseWriter // the client's writer
 	rw           responseWriter
-	body         requestBody
+	body         *requestBody // per exchange: an abandoned attempt's writer may outlive it
+	hooks        exchangeHooks
 	wroteHeaders bool
 	sent1xx      bool // a 1xx response reached the client: no retry
 }
@@ -239,7 +243,7 @@ func (p *Proxy) init() {
 		if p.Transport != nil {
 			p.transport = p.Transport
 		} else {
-			p.transport = p.newTransport()
+			p.transport = p.newEngine()
 		}
 	})
 }

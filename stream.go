@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h1client"
 )
 
 // Result describes how one attempt to reach an upstream ended; see
@@ -128,35 +130,32 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		attempts = 2
 	}
 
-	if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
-		pr.body = requestBody{rc: pr.Out.Body}
+	hasBody := pr.Out.Body != nil && pr.Out.Body != http.NoBody
+	if hasBody {
+		var limit int64
 		if attempts > 1 && policy.Idempotent && isIdempotent(pr.Out.Method) {
-			pr.body.limit = policy.ReplayLimit
-			if pr.body.limit == 0 {
-				pr.body.limit = DefaultReplayLimit
+			limit = policy.ReplayLimit
+			if limit == 0 {
+				limit = DefaultReplayLimit
 			}
-			if cl := pr.Out.ContentLength; cl > pr.body.limit {
-				pr.body.limit = 0 // known too large: never kept
-			} else if cl > 0 {
-				pr.body.kept = make([]byte, 0, cl)
+			if pr.Out.ContentLength > limit {
+				limit = 0 // known too large: never kept
 			}
 		}
-		pr.Out.Body = &pr.body
+		pr.body = newRequestBody(pr.Out.Body, limit, pr.Out.ContentLength)
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
-	trace := &httptrace.ClientTrace{
-		Got100Continue: pr.got100Continue,
-		Got1xxResponse: pr.got1xxResponse,
-		WroteHeaders:   func() { pr.wroteHeaders = true },
-	}
-	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
+	eng, _ := p.transport.(*engine)
+	traced := false
 	first := time.Now()
 	for {
 		*pr.Out.URL = orig
 		pr.Out.Host = origHost
 		pr.wroteHeaders = false
-		pr.body.rewind()
+		if hasBody {
+			pr.Out.Body = pr.body.attempt()
+		}
 		if err := director.Direct(pr); err != nil {
 			return nil, err
 		}
@@ -164,7 +163,18 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			return nil, err
 		}
 		start := time.Now()
-		res, err := p.transport.RoundTrip(pr.Out)
+		var res *http.Response
+		var err error
+		if eng != nil && pr.Out.URL.Scheme == "http" {
+			pr.hooks.pr = pr
+			res, err = eng.h1.Do(pr.Out, &pr.hooks)
+		} else {
+			if !traced {
+				pr.traceRequest()
+				traced = true
+			}
+			res, err = p.transport.RoundTrip(pr.Out)
+		}
 		obs, _ := director.(Observer)
 		if err == nil {
 			if obs != nil {
@@ -172,22 +182,29 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
 				res.Body = ob
 				// A 101 body is the upgraded connection: keep it writable.
-				if w, ok := ob.rc.(io.Writer); ok && res.StatusCode == http.StatusSwitchingProtocols {
-					res.Body = &observedConn{observedBody: ob, w: w}
+				if rw, ok := ob.rc.(io.ReadWriter); ok && res.StatusCode == http.StatusSwitchingProtocols {
+					res.Body = &observedConn{ob: ob, rw: rw}
 				}
 			}
 			return res, nil
 		}
+		// The transport may still be reading the body of the failed
+		// attempt (its writer goroutine): detach ends that, so what we
+		// learn about the body is final and a retry never shares it.
+		var bs bodyState
+		if hasBody {
+			bs = pr.body.detach()
+		}
 		switch {
-		case pr.body.err != nil:
-			err = clientBodyError(pr.body.err)
+		case bs.err != nil:
+			err = clientBodyError(bs.err)
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if obs != nil {
 			obs.Observe(pr, Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)})
 		}
-		if !pr.retryable(err, policy, first) || pr.attempt+1 >= attempts {
+		if !pr.retryable(err, policy, first, hasBody, bs) || pr.attempt+1 >= attempts {
 			return nil, err
 		}
 		p.logger().Debug("sluice: retrying", "upstream", pr.Out.URL.Host, "err", err)
@@ -197,21 +214,20 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 }
 
 // retryable reports whether the failed attempt may be made again.
-func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
-	if errors.Is(err, errClientGone) || pr.sent1xx || pr.body.err != nil {
+func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time, hasBody bool, bs bodyState) bool {
+	if errors.Is(err, errClientGone) || pr.sent1xx || bs.err != nil {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
 		return false
 	}
-	bodyStarted := pr.body.n > 0 || pr.body.eof
-	if !bodyStarted && (isConnectError(err) || !pr.wroteHeaders) {
+	if !bs.started && (isConnectError(err) || !pr.wroteHeaders) {
 		return true
 	}
 	if !policy.Idempotent || !isIdempotent(pr.Out.Method) {
 		return false
 	}
-	return pr.Out.Body == nil || !bodyStarted || pr.body.replayable()
+	return !hasBody || !bs.started || bs.replayable
 }
 
 func isIdempotent(method string) bool {
@@ -221,6 +237,32 @@ func isIdempotent(method string) bool {
 		return true
 	}
 	return false
+}
+
+// traceRequest attaches an httptrace.ClientTrace to the outbound request
+// so that a RoundTripper other than sluice's engine reports 1xx
+// responses and the writing of the request head.
+func (pr *ProxyRequest) traceRequest() {
+	trace := &httptrace.ClientTrace{
+		Got100Continue: pr.got100Continue,
+		Got1xxResponse: pr.got1xxResponse,
+		WroteHeaders:   func() { pr.wroteHeaders = true },
+	}
+	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
+}
+
+// exchangeHooks receives the events of sluice's own engine for one
+// request without allocating a trace.
+type exchangeHooks struct{ pr *ProxyRequest }
+
+func (h *exchangeHooks) WroteHeaders() { h.pr.wroteHeaders = true }
+
+func (h *exchangeHooks) Got1xx(code int, header http.Header) {
+	if code == http.StatusContinue {
+		h.pr.got100Continue()
+		return
+	}
+	_ = h.pr.got1xxResponse(code, textproto.MIMEHeader(header))
 }
 
 // got100Continue relays the upstream's 100 Continue to the client. It runs
@@ -330,6 +372,14 @@ func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) 
 		defer fw.stop()
 		dst = fw
 	}
+	if wt, ok := res.Body.(io.WriterTo); ok && interval == 0 {
+		// The engine's bodies of known length move socket to socket
+		// (splice) through the server's ReadFrom.
+		if _, err := wt.WriteTo(dst); err != nil {
+			return fmt.Errorf("streaming response body: %w", err)
+		}
+		return nil
+	}
 	bp := copyBufferPool.Get().(*[]byte)
 	defer copyBufferPool.Put(bp)
 	err := copyBody(dst, res.Body, *bp)
@@ -411,44 +461,113 @@ func (f *flushWriter) stop() {
 	}
 }
 
-// requestBody wraps the outbound request body: it counts what the
-// transport read (to know whether a retry is safe) and keeps the
-// transport from closing the inbound body, which belongs to the server.
-// With a limit, it also keeps what was read, up to limit bytes, so that a
-// retry can send the body again: the kept bytes first, then the rest of
-// the inbound body. The transport does not read the body after RoundTrip
-// returned an error (it waits for its write loop), so a retry never races
-// with the previous attempt.
+// requestBody is the inbound request body as the attempts of one
+// exchange read it. It counts what was read (to know whether a retry is
+// safe) and keeps the transport from closing the inbound body, which
+// belongs to the server. With a limit, it also keeps the bytes read, up
+// to limit, so that a retry can send the body again: the kept bytes
+// first, then the rest of the inbound body.
+//
+// Each attempt reads through its own attemptBody. A transport may still
+// be reading an attempt's body after it returned an error (a writer
+// goroutine): detach ends every earlier attempt's access, so reads are
+// serialized, bytes an abandoned attempt read are kept for the next one
+// (or make it fail if they cannot be: never a body with a hole), and the
+// counters the retry decision reads are final.
 type requestBody struct {
-	rc  io.ReadCloser
-	n   int64 // bytes read from rc
-	eof bool
-	err error // the first read error other than io.EOF
-
+	mu    sync.Mutex
+	rc    io.ReadCloser
+	gen   int   // the attempt allowed to read; older ones get errDetached
+	n     int64 // bytes read from rc
+	eof   bool
+	err   error  // the first read error other than io.EOF
 	limit int64  // bytes kept for replay; 0: none
 	kept  []byte // the first n bytes of rc while n <= limit
-	over  bool   // more than limit bytes were read: no replay
-	pos   int    // read position in kept of the current attempt
+	over  bool   // more than limit bytes were read: kept is gone
+	first attemptBody
 }
 
-func (b *requestBody) Read(p []byte) (int, error) {
-	if b.pos < len(b.kept) {
-		n := copy(p, b.kept[b.pos:])
-		b.pos += n
+// attemptBody is the body one attempt's transport reads.
+type attemptBody struct {
+	b   *requestBody
+	gen int
+	pos int64 // bytes of the body delivered to this attempt
+}
+
+// bodyState is what a failed attempt left of the body.
+type bodyState struct {
+	started    bool // bytes were read (or the body ended)
+	replayable bool // everything read was kept
+	err        error
+}
+
+var (
+	errDetached    = errors.New("sluice: request body of an abandoned attempt")
+	errReplayShort = errors.New("sluice: request body cannot be replayed")
+)
+
+// newRequestBody wraps rc; limit > 0 keeps that many bytes for replay.
+// It is allocated per exchange, never pooled: a transport's writer
+// goroutine may read it after the exchange ended.
+func newRequestBody(rc io.ReadCloser, limit, contentLength int64) *requestBody {
+	b := &requestBody{rc: rc, limit: limit}
+	if limit > 0 && contentLength > 0 {
+		b.kept = make([]byte, 0, contentLength)
+	}
+	return b
+}
+
+// attempt returns the body for the next attempt; the first one costs no
+// allocation.
+func (b *requestBody) attempt() *attemptBody {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen == 0 && b.first.b == nil {
+		b.first = attemptBody{b: b}
+		return &b.first
+	}
+	return &attemptBody{b: b, gen: b.gen}
+}
+
+// detach ends the current attempt's access to the body (waiting for a
+// read in progress) and reports the body's state.
+func (b *requestBody) detach() bodyState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen++
+	return bodyState{started: b.n > 0 || b.eof, replayable: b.limit > 0 && !b.over, err: b.err}
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.gen != b.gen {
+		return 0, errDetached
+	}
+	if a.pos < int64(len(b.kept)) {
+		n := copy(p, b.kept[a.pos:])
+		a.pos += int64(n)
 		return n, nil
+	}
+	if a.pos < b.n {
+		return 0, errReplayShort
 	}
 	if b.eof {
 		return 0, io.EOF
 	}
+	if b.err != nil {
+		return 0, b.err
+	}
 	n, err := b.rc.Read(p)
 	b.n += int64(n)
+	a.pos += int64(n)
 	if b.limit > 0 && !b.over && n > 0 {
 		if b.n > b.limit {
 			b.over, b.kept = true, nil
 		} else {
 			b.kept = append(b.kept, p[:n]...)
 		}
-		b.pos = len(b.kept)
 	}
 	if err == io.EOF {
 		b.eof = true
@@ -458,11 +577,8 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// replayable reports whether everything read so far can be sent again.
-func (b *requestBody) replayable() bool { return b.limit > 0 && !b.over }
-
-// rewind makes the next attempt read the body from its start.
-func (b *requestBody) rewind() { b.pos = 0 }
+// Close keeps the transport from closing the inbound body.
+func (a *attemptBody) Close() error { return nil }
 
 // clientBodyError classifies a failure to read the inbound request body:
 // the client went away (499), sent too much (413) or sent a malformed
@@ -478,8 +594,6 @@ func clientBodyError(err error) error {
 	}
 	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
 }
-
-func (b *requestBody) Close() error { return nil }
 
 // observedBody reports the end of a response body to an Observer.
 type observedBody struct {
@@ -499,18 +613,43 @@ func (b *observedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// observedConn is an observedBody for a 101 response, whose body is the
-// upgraded connection that the tunnel writes to.
+// observedConn stands for an observedBody whose response is a 101: its
+// body is the upgraded connection, which the tunnel reads, writes and
+// half-closes from two goroutines. The Observer hears of it once, when
+// the tunnel closes it; tunnel errors are no failure of the upstream.
 type observedConn struct {
-	*observedBody
-	w io.Writer
+	ob *observedBody
+	rw io.ReadWriter
 }
 
-func (c *observedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *observedConn) Read(p []byte) (int, error)  { return c.rw.Read(p) }
+func (c *observedConn) Write(p []byte) (int, error) { return c.rw.Write(p) }
+func (c *observedConn) Close() error                { return c.ob.Close() }
 
-// Read does not record errors: the tunnel reads and closes from different
-// goroutines, and the end of a tunnel is no failure of the upstream.
-func (c *observedConn) Read(p []byte) (int, error) { return c.rc.Read(p) }
+// CloseWrite half-closes the upstream connection when it can.
+func (c *observedConn) CloseWrite() error {
+	if cw, ok := c.rw.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// WriteTo keeps the engine's zero-copy path when the body has one.
+func (b *observedBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	var err error
+	if wt, ok := b.rc.(io.WriterTo); ok {
+		n, err = wt.WriteTo(w)
+	} else {
+		bp := copyBufferPool.Get().(*[]byte)
+		defer copyBufferPool.Put(bp)
+		n, err = io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b.rc}, *bp)
+	}
+	if err != nil {
+		b.res.Err = err
+	}
+	return n, err
+}
 
 func (b *observedBody) Close() error {
 	err := b.rc.Close()
@@ -554,6 +693,41 @@ func cloneURL(u *url.URL) *url.URL {
 	return u2
 }
 
+// engine is the default transport: sluice's own HTTP/1.1 client for
+// http:// upstreams (pooled connections that hold no goroutine or buffer
+// while idle, no per-request trace, splice for bodies of known length),
+// and an http.Transport with the same limits for https://.
+type engine struct {
+	h1  *h1client.Client
+	std *http.Transport
+}
+
+func (e *engine) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		return e.h1.RoundTrip(req)
+	}
+	return e.std.RoundTrip(req)
+}
+
+func (e *engine) CloseIdleConnections() {
+	e.h1.CloseIdleConnections()
+	e.std.CloseIdleConnections()
+}
+
+func (p *Proxy) newEngine() *engine {
+	std := p.newTransport()
+	return &engine{
+		h1: &h1client.Client{
+			DialTimeout:           std.TLSHandshakeTimeout,
+			ResponseHeaderTimeout: std.ResponseHeaderTimeout,
+			IdleConnTimeout:       std.IdleConnTimeout,
+			MaxIdleConnsPerHost:   std.MaxIdleConnsPerHost,
+			ExpectContinueTimeout: std.ExpectContinueTimeout,
+		},
+		std: std,
+	}
+}
+
 // newTransport builds the default transport: HTTP/1.1, pooled
 // connections, the Proxy's timeouts, no compression negotiation of its own
 // (the client's Accept-Encoding passes through untouched), no proxy from
@@ -588,7 +762,5 @@ func (p *Proxy) newTransport() *http.Transport {
 		ExpectContinueTimeout: DefaultExpectContinueTimeout,
 		TLSHandshakeTimeout:   dial,
 		DisableCompression:    true,
-		WriteBufferSize:       copyBufferSize,
-		ReadBufferSize:        copyBufferSize,
 	}
 }

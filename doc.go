@@ -1,0 +1,33 @@
+// Package sluice builds selective proxies: HTTP reverse proxies that pass
+// almost every request through untouched, streaming, and capture a few URLs
+// to do something special with them.
+//
+// A Proxy is an http.Handler. Its Director picks the upstream; an optional
+// Authorizer decides whether a request may pass and as whom; routes added
+// with Handle capture requests by http.ServeMux pattern and hand them to an
+// Interceptor, which may answer locally, rewrite the request, or call the
+// upstream and transform its response. Everything no route claims goes
+// through the transparent default, which streams both ways with bounded
+// memory, keeps framing, trailers and 1xx responses, removes hop-by-hop
+// headers (RFC 9110 §7.6.1) and sets forwarding headers by a trusted-proxy
+// policy.
+//
+//	upstream, _ := url.Parse("http://127.0.0.1:9200")
+//	p := &sluice.Proxy{Director: sluice.SingleHost(upstream, false)}
+//	p.HandleFunc("GET /status", func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
+//		_, err := io.WriteString(w, "ok\n")
+//		return err
+//	})
+//	http.ListenAndServe(":8080", p)
+//
+// Hooks see the request twice: ProxyRequest.In as the client sent it, and
+// ProxyRequest.Out, the request that will go upstream, already sanitized
+// before any hook runs, so that a hook cannot forward by accident what the
+// client smuggled in.
+//
+// Failures map to statuses in one place, StatusFor: 502 when the upstream
+// cannot be reached or answers garbage, 503 when no upstream is available,
+// 504 on timeouts, 499 (logged only) when the client went away. A failure
+// after the response started aborts the client connection, so that a
+// truncated body never looks complete.
+package sluice

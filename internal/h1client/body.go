@@ -1,0 +1,243 @@
+package h1client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+)
+
+type bodyMode uint8
+
+const (
+	modeLength  bodyMode = iota // Content-Length
+	modeChunked                 // chunked, then trailers
+	modeEOF                     // delimited by the connection's close
+)
+
+// Body is a response body read from an upstream connection. Reading it to
+// the end returns the connection to the pool; closing it earlier closes
+// the connection.
+type Body struct {
+	mu         sync.Mutex
+	pc         *conn // nil once the exchange ended
+	res        *http.Response
+	mode       bodyMode
+	remaining  int64
+	cr         io.Reader
+	closeAfter bool
+	err        error // sticky
+}
+
+// Read implements io.Reader.
+func (b *Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.pc == nil {
+		return 0, io.EOF
+	}
+	n, err := b.read(p)
+	if err != nil {
+		b.err = err
+		if err == io.EOF {
+			b.end(nil)
+		} else {
+			b.end(err)
+		}
+	}
+	return n, err
+}
+
+func (b *Body) read(p []byte) (int, error) {
+	pc := b.pc
+	switch b.mode {
+	case modeLength:
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err := pc.br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	case modeChunked:
+		n, err := b.cr.Read(p)
+		if err == io.EOF {
+			if terr := b.readTrailer(); terr != nil {
+				return n, terr
+			}
+		} else if err != nil {
+			err = fmt.Errorf("%w: %w", ErrBadResponse, err)
+		}
+		return n, err
+	default:
+		return pc.br.Read(p)
+	}
+}
+
+// readTrailer reads the trailer section after the last chunk (RFC 9112
+// §7.1.2) into res.Trailer, bounded like a response head.
+func (b *Body) readTrailer() error {
+	pc := b.pc
+	if buf, err := pc.br.Peek(2); err == nil && buf[0] == '\r' && buf[1] == '\n' {
+		pc.br.Discard(2)
+		return nil
+	}
+	pc.lr.limit = pc.client.maxHeaderBytes()
+	defer func() { pc.lr.limit = -1 }()
+	h, err := pc.tp.ReadMIMEHeader()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%w: trailer: %w", ErrBadResponse, err)
+	}
+	if b.res.Trailer == nil {
+		b.res.Trailer = make(http.Header, len(h))
+	}
+	for k, vv := range h {
+		b.res.Trailer[k] = vv
+	}
+	return nil
+}
+
+// end finishes the exchange: on a clean end the connection may be reused.
+func (b *Body) end(err error) {
+	pc := b.pc
+	b.pc = nil
+	if err != nil || b.mode == modeEOF {
+		pc.abort()
+		return
+	}
+	pc.finish(b.closeAfter)
+}
+
+// Close implements io.Closer. Closing before the end closes the
+// connection: draining an unknown amount of body to save it is not worth
+// the latency.
+func (b *Body) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pc != nil {
+		if b.err == nil {
+			b.err = errors.New("h1client: read on closed body")
+		}
+		pc := b.pc
+		b.pc = nil
+		if b.mode == modeLength && b.remaining == 0 {
+			pc.finish(b.closeAfter)
+		} else {
+			pc.abort()
+		}
+	}
+	return nil
+}
+
+// WriteTo implements io.WriterTo. For a body of known length it writes
+// what is already buffered, then hands the rest of the connection, as an
+// *io.LimitedReader over the *net.TCPConn, to w's ReadFrom when w has
+// one: net/http's ResponseWriter then moves the bytes socket to socket
+// with splice(2) on Linux, never through user space.
+func (b *Body) WriteTo(w io.Writer) (int64, error) {
+	b.mu.Lock()
+	pc := b.pc
+	rf, isRF := w.(io.ReaderFrom)
+	if pc == nil || b.mode != modeLength || !isRF || b.err != nil {
+		b.mu.Unlock()
+		return copyPooled(w, readerOnly{b})
+	}
+	defer b.mu.Unlock()
+	var total int64
+	if n := pc.br.Buffered(); n > 0 {
+		m := int64(n)
+		if m > b.remaining {
+			m = b.remaining
+		}
+		buf, _ := pc.br.Peek(int(m))
+		k, err := w.Write(buf)
+		pc.br.Discard(k)
+		total += int64(k)
+		b.remaining -= int64(k)
+		if err != nil {
+			b.fail(err)
+			return total, err
+		}
+	}
+	if b.remaining > 0 {
+		lr := io.LimitedReader{R: pc.nc, N: b.remaining}
+		if tc, ok := pc.nc.(*net.TCPConn); ok {
+			lr.R = tc
+		}
+		n, err := rf.ReadFrom(&lr)
+		total += n
+		b.remaining -= n
+		if err == nil && b.remaining > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			b.fail(err)
+			return total, err
+		}
+	}
+	b.err = io.EOF
+	b.end(nil)
+	return total, nil
+}
+
+func (b *Body) fail(err error) {
+	b.err = err
+	b.end(err)
+}
+
+type readerOnly struct{ io.Reader }
+
+func copyPooled(w io.Writer, r io.Reader) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	return io.CopyBuffer(writerOnly{w}, r, *bp)
+}
+
+type writerOnly struct{ io.Writer }
+
+// upgradeBody is the connection after a 101 Switching Protocols: reads
+// come from the buffered reader first (bytes the upstream sent right
+// behind its 101), writes go straight to the connection.
+type upgradeBody struct {
+	pc *conn
+}
+
+func (u *upgradeBody) Read(p []byte) (int, error) {
+	if u.pc.br.Buffered() > 0 {
+		return u.pc.br.Read(p)
+	}
+	return u.pc.nc.Read(p)
+}
+
+func (u *upgradeBody) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
+
+func (u *upgradeBody) Close() error {
+	u.pc.close()
+	return nil
+}
+
+// CloseWrite half-closes the upstream connection.
+func (u *upgradeBody) CloseWrite() error {
+	if cw, ok := u.pc.nc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// NetConn returns the upstream connection of a 101 response body, for
+// deadline control.
+func (u *upgradeBody) NetConn() net.Conn { return u.pc.nc }
+

@@ -1,0 +1,356 @@
+// Package h1client is sluice's HTTP/1.1 client for plain-text upstreams:
+// the fast path of the engine.
+//
+// Compared with http.Transport it keeps what a proxy needs and drops the
+// rest: connections are pooled per upstream with no goroutine and no
+// buffer held while idle (bufio readers and writers go back to pools
+// between exchanges), a request without a body costs no goroutine at all,
+// header maps are copied without re-canonicalization, and a response body
+// of known length exposes the raw TCP connection so that the server side
+// can move it with splice(2) (see Body.WriteTo).
+//
+// It does not do TLS, HTTP/2, proxies from the environment, compression
+// or redirects: the engine uses http.Transport for those cases.
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Defaults for zero Client fields.
+const (
+	DefaultDialTimeout            = 10 * time.Second
+	DefaultIdleConnTimeout        = 90 * time.Second
+	DefaultMaxIdleConnsPerHost    = 256
+	DefaultExpectContinueTimeout  = time.Second
+	DefaultMaxResponseHeaderBytes = 1 << 20
+)
+
+// Hooks receives events of one exchange. Methods are called from the
+// goroutine of RoundTrip, before it returns.
+type Hooks interface {
+	// Got1xx is called for each informational response (100 included)
+	// before the final one.
+	Got1xx(code int, header http.Header)
+	// WroteHeaders is called once the request head was written.
+	WroteHeaders()
+}
+
+// Client is an HTTP/1.1 client for http:// upstreams. Its zero value is
+// usable; fields must not change after first use.
+type Client struct {
+	// DialTimeout bounds connecting. If zero, DefaultDialTimeout.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a response head after
+	// the request head was written. If zero, no limit.
+	ResponseHeaderTimeout time.Duration
+	// IdleConnTimeout is how long a connection stays idle in the pool.
+	// If zero, DefaultIdleConnTimeout.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost bounds the pool per upstream. If zero,
+	// DefaultMaxIdleConnsPerHost.
+	MaxIdleConnsPerHost int
+	// ExpectContinueTimeout is how long a request with
+	// "Expect: 100-continue" waits for the 100 before sending its body
+	// anyway. If zero, DefaultExpectContinueTimeout.
+	ExpectContinueTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a response head. If zero,
+	// DefaultMaxResponseHeaderBytes.
+	MaxResponseHeaderBytes int64
+	// DialContext, if set, replaces net.Dialer.DialContext.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu      sync.RWMutex
+	hosts   map[string]*hostPool
+	janitor chan struct{} // wakes the running janitor; nil when none runs
+}
+
+// ErrBadResponse wraps every failure to parse an upstream response.
+var ErrBadResponse = errors.New("malformed HTTP response")
+
+// errServerClosedIdle is what a reused connection that the server had
+// already closed looks like; such a request is retried on a new one.
+var errServerClosedIdle = errors.New("h1client: server closed idle connection")
+
+func (c *Client) dialTimeout() time.Duration {
+	if c.DialTimeout > 0 {
+		return c.DialTimeout
+	}
+	return DefaultDialTimeout
+}
+
+func (c *Client) idleTimeout() time.Duration {
+	if c.IdleConnTimeout > 0 {
+		return c.IdleConnTimeout
+	}
+	return DefaultIdleConnTimeout
+}
+
+func (c *Client) maxIdle() int {
+	if c.MaxIdleConnsPerHost > 0 {
+		return c.MaxIdleConnsPerHost
+	}
+	return DefaultMaxIdleConnsPerHost
+}
+
+func (c *Client) maxHeaderBytes() int64 {
+	if c.MaxResponseHeaderBytes > 0 {
+		return c.MaxResponseHeaderBytes
+	}
+	return DefaultMaxResponseHeaderBytes
+}
+
+func (c *Client) continueTimeout() time.Duration {
+	if c.ExpectContinueTimeout > 0 {
+		return c.ExpectContinueTimeout
+	}
+	return DefaultExpectContinueTimeout
+}
+
+// RoundTrip implements http.RoundTripper for http:// requests.
+func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.Do(req, nil)
+}
+
+// Do sends req and returns the response once its head arrived; the body
+// streams from the connection. hooks may be nil.
+//
+// A request whose connection came from the pool and turned out closed by
+// the server before any byte of the response is retried once on a new
+// connection, provided no byte of its body was consumed.
+func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
+	if req.URL == nil || req.URL.Scheme != "http" {
+		return nil, fmt.Errorf("h1client: unsupported scheme in %v", req.URL)
+	}
+	addr := canonicalAddr(req.URL.Host)
+	ctx := req.Context()
+	for try := 0; ; try++ {
+		pc, reused, err := c.getConn(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		res, err := pc.roundTrip(req, hooks)
+		if err == nil {
+			return res, nil
+		}
+		if reused && errors.Is(err, errServerClosedIdle) && try == 0 {
+			continue
+		}
+		if errors.Is(err, errServerClosedIdle) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+}
+
+func canonicalAddr(host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	if len(host) > 0 && host[0] == '[' && host[len(host)-1] == ']' {
+		return host + ":80"
+	}
+	return net.JoinHostPort(host, "80")
+}
+
+// CloseIdleConnections closes every idle pooled connection.
+func (c *Client) CloseIdleConnections() {
+	c.mu.RLock()
+	pools := make([]*hostPool, 0, len(c.hosts))
+	for _, hp := range c.hosts {
+		pools = append(pools, hp)
+	}
+	c.mu.RUnlock()
+	for _, hp := range pools {
+		hp.closeIdle(time.Time{})
+	}
+	c.mu.RLock()
+	if c.janitor != nil {
+		select {
+		case c.janitor <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.RUnlock()
+}
+
+// hostPool holds the idle connections to one upstream, most recently
+// used last (LIFO keeps the warmest connections busy and lets the others
+// time out).
+type hostPool struct {
+	mu   sync.Mutex
+	idle []*conn
+}
+
+func (c *Client) pool(addr string) *hostPool {
+	c.mu.RLock()
+	hp := c.hosts[addr]
+	c.mu.RUnlock()
+	if hp != nil {
+		return hp
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hosts == nil {
+		c.hosts = make(map[string]*hostPool)
+	}
+	if hp = c.hosts[addr]; hp == nil {
+		hp = &hostPool{}
+		c.hosts[addr] = hp
+	}
+	return hp
+}
+
+func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) {
+	hp := c.pool(addr)
+	now := time.Now()
+	for {
+		hp.mu.Lock()
+		n := len(hp.idle)
+		if n == 0 {
+			hp.mu.Unlock()
+			break
+		}
+		pc := hp.idle[n-1]
+		hp.idle[n-1] = nil
+		hp.idle = hp.idle[:n-1]
+		hp.mu.Unlock()
+		if now.Sub(pc.idleSince) > c.idleTimeout() || !alive(pc.nc) {
+			pc.nc.Close()
+			continue
+		}
+		pc.acquireBuffers()
+		return pc, true, nil
+	}
+	dial := c.DialContext
+	if dial == nil {
+		d := net.Dialer{Timeout: c.dialTimeout(), KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	} else if c.DialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.DialTimeout)
+		defer cancel()
+	}
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	pc := &conn{client: c, pool: hp, nc: nc}
+	pc.lr.conn = nc
+	pc.acquireBuffers()
+	return pc, false, nil
+}
+
+// putIdle returns a connection to the pool, or closes it if the pool is
+// full or the client closed.
+func (c *Client) putIdle(pc *conn) {
+	pc.releaseBuffers()
+	pc.idleSince = time.Now()
+	hp := pc.pool
+	hp.mu.Lock()
+	if len(hp.idle) >= c.maxIdle() {
+		hp.mu.Unlock()
+		pc.nc.Close()
+		return
+	}
+	hp.idle = append(hp.idle, pc)
+	hp.mu.Unlock()
+	c.startJanitor()
+}
+
+// startJanitor runs one goroutine per Client, while connections are
+// idle, that closes the ones past IdleConnTimeout. It exits when the pool
+// is empty.
+func (c *Client) startJanitor() {
+	c.mu.RLock()
+	running := c.janitor != nil
+	c.mu.RUnlock()
+	if running {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.janitor == nil {
+		c.janitor = make(chan struct{}, 1)
+		go c.sweep(c.janitor)
+	}
+}
+
+func (c *Client) sweep(wake chan struct{}) {
+	t := time.NewTicker(c.idleTimeout() / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-wake:
+		}
+		deadline := time.Now().Add(-c.idleTimeout())
+		c.mu.RLock()
+		pools := make([]*hostPool, 0, len(c.hosts))
+		for _, hp := range c.hosts {
+			pools = append(pools, hp)
+		}
+		c.mu.RUnlock()
+		left := 0
+		for _, hp := range pools {
+			left += hp.closeIdle(deadline)
+		}
+		if left == 0 && c.stopJanitor() {
+			return
+		}
+	}
+}
+
+// stopJanitor clears the janitor if no connection is idle, under the lock
+// that startJanitor takes, so that a connection put back meanwhile is
+// never left without one.
+func (c *Client) stopJanitor() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, hp := range c.hosts {
+		hp.mu.Lock()
+		n := len(hp.idle)
+		hp.mu.Unlock()
+		if n > 0 {
+			return false
+		}
+	}
+	c.janitor = nil
+	return true
+}
+
+// closeIdle closes the idle connections unused since before deadline (all
+// of them for the zero time) and returns how many are left.
+func (hp *hostPool) closeIdle(deadline time.Time) int {
+	hp.mu.Lock()
+	keep := hp.idle[:0]
+	var drop []*conn
+	for _, pc := range hp.idle {
+		if deadline.IsZero() || pc.idleSince.Before(deadline) {
+			drop = append(drop, pc)
+		} else {
+			keep = append(keep, pc)
+		}
+	}
+	clear(hp.idle[len(keep):])
+	hp.idle = keep
+	n := len(keep)
+	hp.mu.Unlock()
+	for _, pc := range drop {
+		pc.nc.Close()
+	}
+	return n
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)

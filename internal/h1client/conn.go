@@ -1,0 +1,630 @@
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// conn is one upstream connection. Between exchanges it sits in its
+// hostPool with br and bw returned to their pools.
+type conn struct {
+	client    *Client
+	pool      *hostPool
+	nc        net.Conn
+	lr        limitReader
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	tp        textproto.Reader
+	idleSince time.Time
+
+	// State of the current exchange.
+	mu        sync.Mutex
+	closed    bool
+	stop      func() bool // stops the context.AfterFunc that aborts on cancel
+	bodyErr   chan error  // result of the request body writer, nil without body
+	noReuse   bool
+	bodyBytes int64 // request body bytes consumed, written by the body writer
+	bodyMu    sync.Mutex
+}
+
+func (pc *conn) acquireBuffers() {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(&pc.lr)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(pc.nc)
+	pc.br, pc.bw = br, bw
+	pc.tp.R = br
+	pc.closed, pc.stop, pc.bodyErr, pc.noReuse, pc.bodyBytes = false, nil, nil, false, 0
+}
+
+func (pc *conn) releaseBuffers() {
+	pc.br.Reset(nil)
+	readerPool.Put(pc.br)
+	pc.bw.Reset(nil)
+	writerPool.Put(pc.bw)
+	pc.br, pc.bw = nil, nil
+	pc.tp.R = nil
+}
+
+// close closes the connection for good; it is safe to call more than once
+// and from any goroutine.
+func (pc *conn) close() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if !pc.closed {
+		pc.closed = true
+		pc.nc.Close()
+	}
+}
+
+func (pc *conn) isClosed() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.closed
+}
+
+// limitReader bounds how much a response head may read from the
+// connection.
+type limitReader struct {
+	conn  net.Conn
+	limit int64 // < 0: unlimited
+}
+
+var errHeaderTooLarge = fmt.Errorf("%w: response head too large", ErrBadResponse)
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.limit < 0 {
+		return l.conn.Read(p)
+	}
+	if l.limit == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.limit {
+		p = p[:l.limit]
+	}
+	n, err := l.conn.Read(p)
+	l.limit -= int64(n)
+	return n, err
+}
+
+func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error) {
+	if ctx := req.Context(); ctx.Done() != nil {
+		pc.stop = context.AfterFunc(ctx, pc.close)
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	expect := hasBody && httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue")
+	if err := pc.writeHead(req, hasBody); err != nil {
+		pc.abort()
+		return nil, err
+	}
+	if !hasBody || expect {
+		if err := pc.bw.Flush(); err != nil {
+			pc.abort()
+			return nil, fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		}
+	}
+	if hooks != nil {
+		hooks.WroteHeaders()
+	}
+	var continueCh chan bool
+	if hasBody {
+		pc.bodyErr = make(chan error, 1)
+		if expect {
+			continueCh = make(chan bool, 1)
+		}
+		go pc.writeBody(req, continueCh)
+	}
+	res, err := pc.readResponse(req, hooks, continueCh)
+	if err != nil {
+		pc.abort()
+		if errors.Is(err, errServerClosedIdle) && pc.consumedBody() {
+			err = io.ErrUnexpectedEOF
+		}
+		if cerr := req.Context().Err(); cerr != nil {
+			err = fmt.Errorf("%w (%w)", cerr, err)
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+func (pc *conn) consumedBody() bool {
+	pc.bodyMu.Lock()
+	defer pc.bodyMu.Unlock()
+	return pc.bodyBytes > 0
+}
+
+// abort ends a failed exchange: the connection is closed and the body
+// writer, if any, fails and returns.
+func (pc *conn) abort() {
+	if pc.stop != nil {
+		pc.stop()
+	}
+	pc.close()
+}
+
+var errInvalidHeader = errors.New("h1client: invalid header")
+
+// writeHead writes the request line and header, with the framing headers
+// derived from ContentLength and Body (never from the header map).
+func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
+	bw := pc.bw
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("%w: Host %q", errInvalidHeader, host)
+	}
+	if !validMethod(req.Method) {
+		return fmt.Errorf("%w: method %q", errInvalidHeader, req.Method)
+	}
+	uri := req.URL.RequestURI()
+	if strings.ContainsAny(uri, " \t\r\n") {
+		return fmt.Errorf("%w: request target %q", errInvalidHeader, uri)
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("%w: name %q", errInvalidHeader, k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("%w: value of %s", errInvalidHeader, k)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(textproto.TrimString(v))
+			bw.WriteString("\r\n")
+		}
+	}
+	var num [20]byte
+	switch {
+	case hasBody && req.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(num[:0], req.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case hasBody:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(req.Trailer) > 0 {
+			bw.WriteString("Trailer: ")
+			first := true
+			for k := range req.Trailer {
+				if !httpguts.ValidHeaderFieldName(k) {
+					return fmt.Errorf("%w: trailer name %q", errInvalidHeader, k)
+				}
+				if !first {
+					bw.WriteString(", ")
+				}
+				first = false
+				bw.WriteString(k)
+			}
+			bw.WriteString("\r\n")
+		}
+	case req.Method == "POST" || req.Method == "PUT" || req.Method == "PATCH":
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if req.Close {
+		bw.WriteString("Connection: close\r\n")
+		pc.noReuse = true
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+var errBodyNotSent = errors.New("h1client: request body not sent: upstream answered before 100 Continue")
+
+// writeBody streams the request body, with Content-Length framing when
+// the length is known and chunked framing otherwise, then its trailers.
+// With continueCh it waits for the upstream's 100 Continue (or the
+// timeout) first. Its result goes to pc.bodyErr.
+func (pc *conn) writeBody(req *http.Request, continueCh chan bool) {
+	err := pc.copyBody(req, continueCh)
+	if err != nil {
+		pc.close() // the upstream must not take a partial body as complete
+	}
+	pc.bodyErr <- err
+}
+
+func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
+	bw := pc.bw
+	if continueCh != nil {
+		t := time.NewTimer(pc.client.continueTimeout())
+		select {
+		case ok := <-continueCh:
+			t.Stop()
+			if !ok {
+				return errBodyNotSent
+			}
+		case <-t.C:
+		}
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	chunked := req.ContentLength <= 0
+	remaining := req.ContentLength
+	var num [20]byte
+	for {
+		p := buf
+		if !chunked && remaining < int64(len(p)) {
+			p = p[:remaining]
+		}
+		var n int
+		var rerr error
+		if len(p) > 0 {
+			n, rerr = req.Body.Read(p)
+		} else {
+			rerr = io.EOF
+		}
+		if n > 0 {
+			pc.bodyMu.Lock()
+			pc.bodyBytes += int64(n)
+			pc.bodyMu.Unlock()
+			if chunked {
+				bw.Write(strconv.AppendInt(num[:0], int64(n), 16))
+				bw.WriteString("\r\n")
+			}
+			bw.Write(p[:n])
+			if chunked {
+				bw.WriteString("\r\n")
+			}
+			remaining -= int64(n)
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("reading request body: %w", rerr)
+		}
+	}
+	if !chunked {
+		if remaining > 0 {
+			return fmt.Errorf("request body shorter than its Content-Length by %d bytes", remaining)
+		}
+		return bw.Flush()
+	}
+	bw.WriteString("0\r\n")
+	for k, vv := range req.Trailer {
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("%w: trailer %s", errInvalidHeader, k)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+	return bw.Flush()
+}
+
+const max1xxResponses = 10
+
+// readResponse reads response heads until the final one (relaying 1xx to
+// hooks) and sets up the body.
+func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan bool) (*http.Response, error) {
+	timeout := pc.client.ResponseHeaderTimeout
+	for n1xx := 0; ; n1xx++ {
+		pc.lr.limit = pc.client.maxHeaderBytes()
+		if timeout > 0 {
+			pc.nc.SetReadDeadline(time.Now().Add(timeout))
+		}
+		res, err := pc.readHead(req)
+		if err != nil {
+			return nil, err
+		}
+		code := res.StatusCode
+		if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+			if n1xx >= max1xxResponses {
+				return nil, fmt.Errorf("%w: too many 1xx responses", ErrBadResponse)
+			}
+			if code == http.StatusContinue && continueCh != nil {
+				continueCh <- true
+				continueCh = nil
+			}
+			if hooks != nil {
+				hooks.Got1xx(code, res.Header)
+			}
+			continue
+		}
+		if continueCh != nil {
+			// A final answer before 100 Continue: the body is never sent,
+			// so the connection cannot carry another request.
+			continueCh <- false
+			pc.noReuse = true
+		}
+		pc.lr.limit = -1
+		if timeout > 0 {
+			pc.nc.SetReadDeadline(time.Time{})
+		}
+		res.Request = req
+		if err := pc.setupBody(req, res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+}
+
+// readHead parses a status line and header block.
+func (pc *conn) readHead(req *http.Request) (*http.Response, error) {
+	line, err := pc.br.ReadSlice('\n')
+	if err != nil {
+		if len(line) == 0 && (err == io.EOF || isReset(err)) {
+			return nil, fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		}
+		if err == bufio.ErrBufferFull {
+			return nil, fmt.Errorf("%w: status line too long", ErrBadResponse)
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	res := &http.Response{}
+	if err := parseStatusLine(line, res); err != nil {
+		return nil, err
+	}
+	h, err := pc.tp.ReadMIMEHeader()
+	if err != nil {
+		if errors.Is(err, errHeaderTooLarge) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
+		}
+		var pe textproto.ProtocolError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
+		}
+		return nil, err
+	}
+	res.Header = http.Header(h)
+	if res.Header == nil {
+		res.Header = make(http.Header)
+	}
+	return res, nil
+}
+
+// parseStatusLine parses "HTTP/1.x NNN reason\r\n" (RFC 9112 §4).
+func parseStatusLine(line []byte, res *http.Response) error {
+	l := len(line)
+	if l >= 2 && line[l-2] == '\r' {
+		line = line[:l-2]
+	} else {
+		line = line[:l-1]
+	}
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' ||
+		(len(line) > 12 && line[12] != ' ') {
+		return fmt.Errorf("%w: status line %q", ErrBadResponse, truncate(line))
+	}
+	switch line[7] {
+	case '1':
+		res.Proto, res.ProtoMajor, res.ProtoMinor = "HTTP/1.1", 1, 1
+	case '0':
+		res.Proto, res.ProtoMajor, res.ProtoMinor = "HTTP/1.0", 1, 0
+	default:
+		return fmt.Errorf("%w: status line %q", ErrBadResponse, truncate(line))
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return fmt.Errorf("%w: status code %q", ErrBadResponse, truncate(line))
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return fmt.Errorf("%w: status code %d", ErrBadResponse, code)
+	}
+	res.StatusCode = code
+	var reason []byte
+	if len(line) > 13 {
+		reason = line[13:]
+	}
+	for _, c := range reason {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return fmt.Errorf("%w: control character in reason phrase", ErrBadResponse)
+		}
+	}
+	res.Status = statusText(code, reason)
+	return nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}
+
+var statusCache = func() map[int]string {
+	m := make(map[int]string)
+	for code := 100; code < 600; code++ {
+		if t := http.StatusText(code); t != "" {
+			m[code] = strconv.Itoa(code) + " " + t
+		}
+	}
+	return m
+}()
+
+func statusText(code int, reason []byte) string {
+	if s, ok := statusCache[code]; ok && len(s) == len(reason)+4 && s[4:] == string(reason) {
+		return s
+	}
+	return strconv.Itoa(code) + " " + string(reason)
+}
+
+var chunkedTE = []string{"chunked"}
+
+// setupBody decides the response framing (RFC 9112 §6.3) and attaches the
+// body reader.
+func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
+	h := res.Header
+	res.Close = pc.noReuse || req.Close ||
+		httpguts.HeaderValuesContainsToken(h["Connection"], "close") ||
+		(res.ProtoMinor == 0 && !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive"))
+
+	code := res.StatusCode
+	if code == http.StatusSwitchingProtocols {
+		res.ContentLength = -1
+		res.Body = &upgradeBody{pc: pc}
+		if pc.stop != nil {
+			pc.stop() // the tunnel owns the connection from here
+		}
+		return nil
+	}
+
+	cl := int64(-1)
+	if vv := h["Content-Length"]; len(vv) > 0 {
+		for _, v := range vv {
+			n, err := parseContentLength(v)
+			if err != nil || (cl >= 0 && n != cl) {
+				return fmt.Errorf("%w: Content-Length %q", ErrBadResponse, vv)
+			}
+			cl = n
+		}
+		if len(vv) > 1 {
+			h["Content-Length"] = vv[:1]
+		}
+	}
+	chunked := false
+	if te := h["Transfer-Encoding"]; len(te) > 0 {
+		if len(te) != 1 || !strings.EqualFold(textproto.TrimString(te[0]), "chunked") {
+			return fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrBadResponse, te)
+		}
+		delete(h, "Transfer-Encoding")
+		chunked = true
+		if cl >= 0 {
+			// RFC 9112 §6.3: Transfer-Encoding wins, and the connection
+			// must not be reused.
+			delete(h, "Content-Length")
+			cl = -1
+			res.Close = true
+		}
+	}
+
+	noBody := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	switch {
+	case noBody:
+		res.ContentLength = cl
+		if code == http.StatusNoContent {
+			res.ContentLength = 0
+		}
+		res.Body = http.NoBody
+		pc.finish(res.Close)
+	case chunked:
+		res.ContentLength = -1
+		res.TransferEncoding = chunkedTE
+		if tr := h["Trailer"]; len(tr) > 0 {
+			res.Trailer = make(http.Header)
+			for _, v := range tr {
+				for k := range strings.SplitSeq(v, ",") {
+					if k = textproto.TrimString(k); k != "" {
+						res.Trailer[textproto.CanonicalMIMEHeaderKey(k)] = nil
+					}
+				}
+			}
+			delete(h, "Trailer")
+		}
+		res.Body = &Body{pc: pc, res: res, mode: modeChunked, cr: httputil.NewChunkedReader(pc.br), closeAfter: res.Close}
+	case cl == 0:
+		res.ContentLength = 0
+		res.Body = http.NoBody
+		pc.finish(res.Close)
+	case cl > 0:
+		res.ContentLength = cl
+		res.Body = &Body{pc: pc, res: res, mode: modeLength, remaining: cl, closeAfter: res.Close}
+	default:
+		res.ContentLength = -1
+		res.Close = true
+		res.Body = &Body{pc: pc, res: res, mode: modeEOF, closeAfter: true}
+	}
+	return nil
+}
+
+func parseContentLength(v string) (int64, error) {
+	v = textproto.TrimString(v)
+	if v == "" || len(v) > 18 {
+		return 0, errors.New("bad Content-Length")
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, errors.New("bad Content-Length")
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, nil
+}
+
+// finish ends the exchange once the response body was read to its end:
+// the connection goes back to the pool if both directions completed
+// cleanly and nothing asked to close it.
+func (pc *conn) finish(closeAfter bool) {
+	reuse := !closeAfter && !pc.noReuse
+	if pc.bodyErr != nil {
+		select {
+		case err := <-pc.bodyErr:
+			reuse = reuse && err == nil
+		default:
+			// The upstream answered before taking the whole body.
+			reuse = false
+		}
+	}
+	if pc.stop != nil && !pc.stop() {
+		reuse = false // the context fired and closed the connection
+	}
+	if reuse && pc.br.Buffered() > 0 {
+		reuse = false // bytes after the response: the stream is confused
+	}
+	if !reuse || pc.isClosed() {
+		// Buffers of a closed connection are left to the garbage
+		// collector: a body writer may still hold them.
+		pc.close()
+		return
+	}
+	pc.client.putIdle(pc)
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && strings.Contains(err.Error(), "reset")
+}
