@@ -629,3 +629,89 @@ func TestRegistrationExpires(t *testing.T) {
 
 // quiet returns a logger whose records only a failing test would show.
 func quiet() *slog.Logger { return (&logRecorder{}).logger() }
+
+func TestRequestBodyAttempts(t *testing.T) {
+	read := func(r io.Reader, n int) (string, error) {
+		p := make([]byte, n)
+		m, err := r.Read(p)
+		return string(p[:m]), err
+	}
+	t.Run("replay", func(t *testing.T) {
+		b := newRequestBody(io.NopCloser(strings.NewReader("abcdefgh")), 100, 8)
+		a1 := b.attempt()
+		if s, _ := read(a1, 3); s != "abc" {
+			t.Fatalf("first attempt read %q", s)
+		}
+		if bs := b.detach(); !bs.started || !bs.replayable {
+			t.Fatalf("state %+v, want started and replayable", bs)
+		}
+		if _, err := read(a1, 3); err != errDetached {
+			t.Fatalf("abandoned attempt read: %v, want errDetached", err)
+		}
+		a2 := b.attempt()
+		got, err := io.ReadAll(a2)
+		if err != nil || string(got) != "abcdefgh" {
+			t.Fatalf("retry read %q, %v", got, err)
+		}
+	})
+	t.Run("over the limit", func(t *testing.T) {
+		b := newRequestBody(io.NopCloser(strings.NewReader("abcdefgh")), 4, -1)
+		a1 := b.attempt()
+		read(a1, 3)
+		read(a1, 3)
+		if bs := b.detach(); !bs.started || bs.replayable {
+			t.Fatalf("state %+v, want started, not replayable", bs)
+		}
+		if _, err := read(b.attempt(), 3); err != errReplayShort {
+			t.Fatalf("retry read: %v, want errReplayShort (never a body with a hole)", err)
+		}
+	})
+	t.Run("untouched", func(t *testing.T) {
+		b := newRequestBody(io.NopCloser(strings.NewReader("xy")), 0, 2)
+		b.attempt()
+		if bs := b.detach(); bs.started {
+			t.Fatalf("state %+v, want not started", bs)
+		}
+		if got, err := io.ReadAll(b.attempt()); err != nil || string(got) != "xy" {
+			t.Fatalf("retry read %q, %v", got, err)
+		}
+	})
+}
+
+// TestReplayWhileClientStillSending: the first target fails while the
+// client is still sending a PUT body; the retry gets the whole body,
+// what the abandoned attempt read included.
+func TestReplayWhileClientStillSending(t *testing.T) {
+	leaktest.Check(t)
+	firstHit := make(chan struct{}, 1)
+	first := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequestHead(br); err != nil {
+			return
+		}
+		firstHit <- struct{}{}
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	second := newBackend(t, "second")
+	pool := &Pool{Logger: quiet()}
+	mustAdd(t, pool, "a-first", first.URL())
+	mustAdd(t, pool, "b-second", second.URL)
+	px := poolServer(t, pool, func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 2, Idempotent: true} })
+
+	pr, pw := io.Pipe()
+	go func() {
+		io.WriteString(pw, "part1-")
+		<-firstHit
+		io.WriteString(pw, "part2")
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("PUT", px+"/doc", pr)
+	res, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "second /doc part1-part2" {
+		t.Errorf("%d %q, want the whole body on the second target", res.StatusCode, b)
+	}
+}
