@@ -193,10 +193,13 @@ func (u *Upstream) healthy(now int64) bool {
 
 // UpstreamStats is a snapshot of one target's counters.
 type UpstreamStats struct {
-	ID      string `json:"id"`
-	URL     string `json:"url"`
-	Weight  int    `json:"weight"`
-	Healthy bool   `json:"healthy"`
+	ID     string `json:"id"`
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+	// Healthy reports whether the target gets requests: it is a member
+	// and neither active nor passive health (nor a shared down mark)
+	// keeps it out.
+	Healthy bool `json:"healthy"`
 	// Member is false for a removed target that still has attempts in
 	// flight (draining).
 	Member bool `json:"member"`
