@@ -147,7 +147,8 @@ type Upstream struct {
 	url    *url.URL
 	host   string // url.Host, as in Result.Upstream
 	weight int
-	member bool // guarded by Pool.mu
+	member bool  // guarded by Pool.mu
+	left   int64 // when it stopped being a member, Pool clock; guarded by Pool.mu
 
 	*hostState
 }
@@ -212,6 +213,11 @@ type UpstreamStats struct {
 	// sending the request to the end of the response body.
 	Latency time.Duration `json:"latency_ns"`
 }
+
+// drainGrace is how long a removed target's counters are kept after its
+// last attempt ended, so that a re-added target keeps them and no attempt
+// counts itself on a forgotten target.
+const drainGrace = time.Minute
 
 // poolState is an immutable snapshot read by the pick path.
 type poolState struct {
@@ -321,7 +327,7 @@ func (p *Pool) Sync(ctx context.Context) error {
 	}
 	for host, u := range p.ups {
 		if _, ok := seen[host]; !ok && u.member {
-			u.member = false
+			u.member, u.left = false, p.now()
 			p.logger().Info("sluice: pool: target removed", "id", u.id, "url", u.url.String())
 		}
 	}
@@ -342,7 +348,10 @@ func (p *Pool) rebuildLocked() {
 	st := &poolState{byHost: make(map[string]*Upstream, len(p.ups)), gen: old.gen + 1}
 	for host, u := range p.ups {
 		if !u.member {
-			if u.inflight.Load() <= 0 {
+			// An ex-member is kept while attempts are in flight, and a
+			// while longer: a request that picked it from an older
+			// snapshot counts itself in only after the pick.
+			if u.inflight.Load() <= 0 && now-u.left > int64(drainGrace) {
 				delete(p.ups, host)
 				continue
 			}
@@ -484,7 +493,7 @@ func (p *Pool) Stats() []UpstreamStats {
 		add(u, true)
 	}
 	for _, u := range st.byHost {
-		if !slices.Contains(st.members, u) {
+		if u.inflight.Load() > 0 && !slices.Contains(st.members, u) {
 			add(u, false)
 		}
 	}

@@ -371,11 +371,11 @@ func TestPoolMembershipChangesUnderLoad(t *testing.T) {
 			}()
 			var wg sync.WaitGroup
 			errs := make(chan string, 1)
-			for w := range 6 {
+			for w := range 4 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := range 60 {
+					for i := range 40 {
 						req, _ := http.NewRequest("GET", px+"/load", nil)
 						req.Header.Set("X-Key", strconv.Itoa(w*1000+i))
 						res, err := c.Do(req)
