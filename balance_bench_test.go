@@ -22,8 +22,8 @@ func BenchmarkPoolPick(b *testing.B) {
 		{"weighted-round-robin", WeightedRoundRobin()},
 		{"least-connections", LeastConnections()},
 		{"random-two-choices", RandomTwoChoices()},
-		{"consistent-hash-ip", ConsistentHash(ClientIPKey())},
-		{"consistent-hash-header", ConsistentHash(HeaderKey("X-User"))},
+		{"consistent-hash-ip", ConsistentHash(HashClientIP())},
+		{"consistent-hash-header", ConsistentHash(HashHeader("X-User"))},
 		{"sticky-cookie", StickyCookie("lb", nil)},
 	}
 	for _, pc := range policies {

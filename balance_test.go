@@ -57,9 +57,9 @@ func mustAdd(t *testing.T, pool *Pool, id, url string) {
 	}
 }
 
-// get sends a request and returns status, X-Backend and body; a transport
+// lbDo sends a request and returns status, X-Backend and body; a transport
 // error is reported as status 0 and its text.
-func do(c *http.Client, method, url, body string) (int, string, string) {
+func lbDo(c *http.Client, method, url, body string) (int, string, string) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -123,7 +123,7 @@ func TestPoolRoundRobinThroughProxy(t *testing.T) {
 	c := client(t)
 	var got []string
 	for range 6 {
-		status, backend, _ := do(c, "GET", px+"/x", "")
+		status, backend, _ := lbDo(c, "GET", px+"/x", "")
 		if status != 200 {
 			t.Fatalf("status %d", status)
 		}
@@ -151,7 +151,7 @@ func TestPoolStripPrefixAndTargetPath(t *testing.T) {
 		"/app":       "a /v2/ ",
 		"/other":     "a /v2/other ",
 	} {
-		if _, _, body := do(c, "GET", px+path, ""); body != want {
+		if _, _, body := lbDo(c, "GET", px+path, ""); body != want {
 			t.Errorf("GET %s reached %q, want %q", path, body, want)
 		}
 	}
@@ -175,7 +175,7 @@ func TestPoolNoUpstream503(t *testing.T) {
 		mustAdd(t, pool, "dead", "http://"+deadAddr(t))
 		px := poolServer(t, pool, func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 1} })
 		c := client(t)
-		if status, _, _ := do(c, "GET", px+"/", ""); status != 502 {
+		if status, _, _ := lbDo(c, "GET", px+"/", ""); status != 502 {
 			t.Fatalf("first request: status %d, want 502", status)
 		}
 		res, err := c.Get(px + "/")
@@ -219,7 +219,7 @@ func TestPoolUpstreamTimeout504(t *testing.T) {
 		pool := &Pool{Logger: quiet()}
 		mustAdd(t, pool, "a-slow", slow.URL)
 		px := poolServer(t, pool, func(p *Proxy) { p.ResponseHeaderTimeout = 50 * time.Millisecond })
-		if status, _, _ := do(client(t), "GET", px+"/", ""); status != 504 {
+		if status, _, _ := lbDo(client(t), "GET", px+"/", ""); status != 504 {
 			t.Errorf("status %d, want 504", status)
 		}
 		if s := statsOf(pool, "a-slow"); s.Failures != 1 || s.InFlight != 0 {
@@ -234,7 +234,7 @@ func TestPoolUpstreamTimeout504(t *testing.T) {
 			p.ResponseHeaderTimeout = 50 * time.Millisecond
 			p.Retry = &RetryPolicy{Attempts: 2, Idempotent: true}
 		})
-		if status, backend, _ := do(client(t), "GET", px+"/", ""); status != 200 || backend != "fast" {
+		if status, backend, _ := lbDo(client(t), "GET", px+"/", ""); status != 200 || backend != "fast" {
 			t.Errorf("status %d from %q, want 200 from the second target", status, backend)
 		}
 	})
@@ -305,7 +305,7 @@ func TestPoolRetrySafety(t *testing.T) {
 			px := poolServer(t, pool, func(p *Proxy) {
 				p.Retry = &RetryPolicy{Attempts: 3, Idempotent: true, ReplayLimit: tt.replayLimit}
 			})
-			status, _, body := do(client(t), tt.method, px+"/r", tt.body)
+			status, _, body := lbDo(client(t), tt.method, px+"/r", tt.body)
 			if tt.wantStatus == -1 {
 				// The response started: the client connection is
 				// aborted, never a complete-looking response.
@@ -340,7 +340,7 @@ func TestPoolMembershipChangesUnderLoad(t *testing.T) {
 		{"round-robin", RoundRobin()},
 		{"least-connections", LeastConnections()},
 		{"two-choices", RandomTwoChoices()},
-		{"consistent-hash", ConsistentHash(HeaderKey("X-Key"))},
+		{"consistent-hash", ConsistentHash(HashHeader("X-Key"))},
 		{"weighted", WeightedRoundRobin()},
 	} {
 		t.Run(policy.name, func(t *testing.T) {
@@ -445,7 +445,7 @@ func TestPoolActiveHealthFlapping(t *testing.T) {
 		eventually(t, "flappy marked down", func() bool { return !statsOf(pool, "flappy").Healthy })
 		before := flappyHits.Load()
 		for range 6 {
-			if status, backend, _ := do(c, "GET", px+"/", ""); status != 200 || backend != "steady" {
+			if status, backend, _ := lbDo(c, "GET", px+"/", ""); status != 200 || backend != "steady" {
 				t.Fatalf("round %d: status %d from %q while flappy is down", round, status, backend)
 			}
 		}
@@ -455,7 +455,7 @@ func TestPoolActiveHealthFlapping(t *testing.T) {
 		sick.Store(false)
 		eventually(t, "flappy back up", func() bool { return statsOf(pool, "flappy").Healthy })
 		eventually(t, "flappy serving again", func() bool {
-			do(c, "GET", px+"/", "")
+			lbDo(c, "GET", px+"/", "")
 			return flappyHits.Load() > before
 		})
 	}
@@ -490,7 +490,7 @@ func TestPoolPassiveHealth(t *testing.T) {
 	// Every request succeeds (retried on steady) while flaky fails twice
 	// and is taken out.
 	for i := 0; statsOf(pool, "flaky").Healthy; i++ {
-		if status, _, _ := do(c, "GET", px+"/", ""); status != 200 {
+		if status, _, _ := lbDo(c, "GET", px+"/", ""); status != 200 {
 			t.Fatalf("request %d: status %d", i, status)
 		}
 		if i > 10 {
@@ -503,7 +503,7 @@ func TestPoolPassiveHealth(t *testing.T) {
 	// After the cool-down it is tried again: fixed now, it serves.
 	broken.Store(false)
 	eventually(t, "flaky back after cool-down", func() bool {
-		_, backend, _ := do(c, "GET", px+"/", "")
+		_, backend, _ := lbDo(c, "GET", px+"/", "")
 		return backend == "flaky"
 	})
 }
@@ -588,7 +588,7 @@ func TestSharedRegistryTwoPools(t *testing.T) {
 	backend := newBackend(t, "shared")
 	mustAdd(t, a, "shared", backend.URL)
 	eventually(t, "member seen by the other pool", func() bool { return statsOf(b, "shared").Healthy })
-	if status, name, _ := do(client(t), "GET", poolServer(t, b)+"/", ""); status != 200 || name != "shared" {
+	if status, name, _ := lbDo(client(t), "GET", poolServer(t, b)+"/", ""); status != 200 || name != "shared" {
 		t.Errorf("via the other pool: status %d from %q", status, name)
 	}
 	// A passive failure seen by a is shared with b.
@@ -637,7 +637,8 @@ func TestRequestBodyAttempts(t *testing.T) {
 		return string(p[:m]), err
 	}
 	t.Run("replay", func(t *testing.T) {
-		b := newRequestBody(io.NopCloser(strings.NewReader("abcdefgh")), 100, 8)
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 100, 8)
 		a1 := b.attempt()
 		if s, _ := read(a1, 3); s != "abc" {
 			t.Fatalf("first attempt read %q", s)
@@ -655,7 +656,8 @@ func TestRequestBodyAttempts(t *testing.T) {
 		}
 	})
 	t.Run("over the limit", func(t *testing.T) {
-		b := newRequestBody(io.NopCloser(strings.NewReader("abcdefgh")), 4, -1)
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 4, -1)
 		a1 := b.attempt()
 		read(a1, 3)
 		read(a1, 3)
@@ -667,7 +669,8 @@ func TestRequestBodyAttempts(t *testing.T) {
 		}
 	})
 	t.Run("untouched", func(t *testing.T) {
-		b := newRequestBody(io.NopCloser(strings.NewReader("xy")), 0, 2)
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("xy")), 0, 2)
 		b.attempt()
 		if bs := b.detach(); bs.started {
 			t.Fatalf("state %+v, want not started", bs)

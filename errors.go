@@ -37,11 +37,8 @@ func Errorf(status int, format string, args ...any) error {
 }
 
 var (
-	errBadTarget     = errors.New("sluice: director produced an invalid target")
-	errNoDirector    = errors.New("sluice: no director and no fallback")
-	errBodyTooLarge  = errors.New("sluice: body over the limit")
-	errClientGone    = errors.New("sluice: client went away")
-	errUpstreamReset = errors.New("sluice: upstream closed the connection")
+	errBadTarget  = errors.New("sluice: director produced an invalid target")
+	errClientGone = errors.New("sluice: client went away")
 )
 
 // StatusFor is the one place that decides the status for a failure:

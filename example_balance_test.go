@@ -57,7 +57,7 @@ func ExamplePool() {
 // only that target's users when it leaves.
 func ExampleConsistentHash() {
 	ctx := context.Background()
-	pool := &sluice.Pool{Policy: sluice.ConsistentHash(sluice.HeaderKey("X-User"))}
+	pool := &sluice.Pool{Policy: sluice.ConsistentHash(sluice.HashHeader("X-User"))}
 	for _, name := range []string{"a", "b", "c", "d"} {
 		b := nameServer(name)
 		defer b.Close()

@@ -108,7 +108,7 @@ func FuzzClientAddr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, remote, xff string) {
 		trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		r := &http.Request{RemoteAddr: remote, Header: http.Header{"X-Forwarded-For": {xff}}}
-		got := clientAddr(r, trusted)
+		got := clientAddr(r, peerAddr(r), trusted)
 		peer := peerAddr(r)
 		if !isTrusted(peer, trusted) && got != peer {
 			t.Fatalf("untrusted peer %v: client %v taken from the header", peer, got)
@@ -132,7 +132,7 @@ func FuzzForwardedElement(f *testing.F) {
 		if !httpguts.ValidHeaderFieldValue(host) {
 			return
 		}
-		v := forwardedElement(netip.MustParseAddr("::1"), host, "http")
+		v := forwardedElement(netip.MustParseAddr("::1"), "::1", host, "http")
 		if !httpguts.ValidHeaderFieldValue(v) {
 			t.Fatalf("invalid Forwarded value %q for host %q", v, host)
 		}

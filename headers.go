@@ -89,8 +89,7 @@ func upgradeType(h http.Header) string {
 
 // clientAddr returns the client's address: the TCP peer, or, when the peer
 // is trusted, the rightmost address of X-Forwarded-For that is not.
-func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	peer := peerAddr(r)
+func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.Addr {
 	if !isTrusted(peer, trusted) {
 		return peer
 	}
@@ -150,7 +149,7 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	h := pr.Out.Header
 	in := pr.In
-	peer := peerAddr(in)
+	peer := pr.peer
 	trusted := isTrusted(peer, p.TrustedProxies)
 	proto := "http"
 	if in.TLS != nil {
@@ -166,52 +165,59 @@ func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	if peer.IsValid() {
 		peerStr = peer.String()
 	}
+	// One backing array for the four value slices: capped at one element
+	// each, so an append by a hook reallocates instead of overwriting.
+	vals := make([]string, 4)
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peerStr}
+		vals[0] = strings.Join(prior, ", ") + ", " + peerStr
 	} else {
-		h["X-Forwarded-For"] = []string{peerStr}
+		vals[0] = peerStr
 	}
+	h["X-Forwarded-For"] = vals[0:1:1]
 	if len(h["X-Forwarded-Host"]) == 0 && in.Host != "" {
-		h["X-Forwarded-Host"] = []string{in.Host}
+		vals[1] = in.Host
+		h["X-Forwarded-Host"] = vals[1:2:2]
 	}
 	if len(h["X-Forwarded-Proto"]) == 0 {
-		h["X-Forwarded-Proto"] = []string{proto}
+		vals[2] = proto
+		h["X-Forwarded-Proto"] = vals[2:3:3]
 	}
-	elem := forwardedElement(peer, in.Host, proto)
+	elem := forwardedElement(peer, peerStr, in.Host, proto)
 	if prior := h["Forwarded"]; len(prior) > 0 {
-		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + elem}
+		vals[3] = strings.Join(prior, ", ") + ", " + elem
 	} else {
-		h["Forwarded"] = []string{elem}
+		vals[3] = elem
 	}
+	h["Forwarded"] = vals[3:4:4]
 	if p.Via != "" {
 		addVia(h, in.ProtoMajor, in.ProtoMinor, p.Via)
 	}
 }
 
-// forwardedElement formats one RFC 7239 forwarded-element.
-func forwardedElement(peer netip.Addr, host, proto string) string {
-	var b strings.Builder
-	b.WriteString("for=")
-	switch {
-	case !peer.IsValid():
-		b.WriteString("unknown")
-	case peer.Is6():
-		b.WriteString(`"[` + peer.String() + `]"`)
-	default:
-		b.WriteString(peer.String())
+// forwardedElement formats one RFC 7239 forwarded-element; peerStr is
+// peer.String() (or "unknown"), passed to save formatting it twice.
+func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
+	buf := make([]byte, 0, 64)
+	buf = append(buf, "for="...)
+	if peer.Is6() {
+		buf = append(buf, `"[`...)
+		buf = append(buf, peerStr...)
+		buf = append(buf, `]"`...)
+	} else {
+		buf = append(buf, peerStr...)
 	}
 	if host != "" {
-		b.WriteString(";host=")
-		b.WriteString(quoteForwarded(host))
+		buf = append(buf, ";host="...)
+		buf = appendForwardedValue(buf, host)
 	}
-	b.WriteString(";proto=")
-	b.WriteString(proto)
-	return b.String()
+	buf = append(buf, ";proto="...)
+	buf = append(buf, proto...)
+	return string(buf)
 }
 
-// quoteForwarded returns v as an RFC 7239 value: a token if it is one, a
-// quoted-string otherwise.
-func quoteForwarded(v string) string {
+// appendForwardedValue appends v as an RFC 7239 value: a token if it is
+// one, a quoted-string otherwise.
+func appendForwardedValue(buf []byte, v string) []byte {
 	token := v != ""
 	for i := 0; i < len(v); i++ {
 		if !httpguts.IsTokenRune(rune(v[i])) {
@@ -220,18 +226,16 @@ func quoteForwarded(v string) string {
 		}
 	}
 	if token {
-		return v
+		return append(buf, v...)
 	}
-	var b strings.Builder
-	b.WriteByte('"')
+	buf = append(buf, '"')
 	for i := 0; i < len(v); i++ {
 		if v[i] == '"' || v[i] == '\\' {
-			b.WriteByte('\\')
+			buf = append(buf, '\\')
 		}
-		b.WriteByte(v[i])
+		buf = append(buf, v[i])
 	}
-	b.WriteByte('"')
-	return b.String()
+	return append(buf, '"')
 }
 
 // addVia appends this proxy to the Via header (RFC 9110 §7.6.3).

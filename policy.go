@@ -184,9 +184,9 @@ type HashKey func(pr *ProxyRequest) (hash uint64, ok bool)
 // instances sharing a registry must agree on it.
 func HashString(s string) uint64 { return mix64(fnvString(fnvOffset, s)) }
 
-// HeaderKey returns a HashKey reading the request header name (all its
+// HashHeader returns a HashKey reading the request header name (all its
 // values, as received); a request without it has no key.
-func HeaderKey(name string) HashKey {
+func HashHeader(name string) HashKey {
 	name = textproto.CanonicalMIMEHeaderKey(name)
 	return func(pr *ProxyRequest) (uint64, bool) {
 		vv := pr.In.Header[name]
@@ -201,18 +201,18 @@ func HeaderKey(name string) HashKey {
 	}
 }
 
-// CookieKey returns a HashKey reading the value of the request cookie
+// HashCookie returns a HashKey reading the value of the request cookie
 // name; a request without it, or with an empty value, has no key.
-func CookieKey(name string) HashKey {
+func HashCookie(name string) HashKey {
 	return func(pr *ProxyRequest) (uint64, bool) {
 		v := cookieValue(pr.In.Header, name)
 		return HashString(v), v != ""
 	}
 }
 
-// ClientIPKey returns a HashKey reading the client address as the Proxy
+// HashClientIP returns a HashKey reading the client address as the Proxy
 // decided it (see ProxyRequest.ClientAddr and Proxy.TrustedProxies).
-func ClientIPKey() HashKey {
+func HashClientIP() HashKey {
 	return func(pr *ProxyRequest) (uint64, bool) {
 		a := pr.ClientAddr()
 		if !a.IsValid() {

@@ -201,7 +201,7 @@ func assignments(pk Picker, keys int) []string {
 
 func TestConsistentHashDistribution(t *testing.T) {
 	ts := testUpstreams(10)
-	pk := ConsistentHash(HeaderKey("x-user")).Picker(ts)
+	pk := ConsistentHash(HashHeader("x-user")).Picker(ts)
 	got := map[string]int{}
 	for _, id := range assignments(pk, 20000) {
 		got[id]++
@@ -214,7 +214,7 @@ func TestConsistentHashDistribution(t *testing.T) {
 	}
 	// Same key, same target, across pickers built independently (other
 	// proxy instances).
-	other := ConsistentHash(HeaderKey("X-User")).Picker(testUpstreams(10))
+	other := ConsistentHash(HashHeader("X-User")).Picker(testUpstreams(10))
 	if diff := cmp.Diff(assignments(pk, 1000), assignments(other, 1000)); diff != "" {
 		t.Errorf("two instances disagree (-a +b):\n%s", diff)
 	}
@@ -223,7 +223,7 @@ func TestConsistentHashDistribution(t *testing.T) {
 func TestConsistentHashRemappingBound(t *testing.T) {
 	const keys = 20000
 	ts := testUpstreams(11)
-	policy := ConsistentHash(HeaderKey("X-User"))
+	policy := ConsistentHash(HashHeader("X-User"))
 	before := assignments(policy.Picker(ts[:10]), keys)
 
 	t.Run("remove", func(t *testing.T) {
@@ -262,13 +262,13 @@ func TestConsistentHashKeys(t *testing.T) {
 		a, b *ProxyRequest // same key
 		c    *ProxyRequest // no key
 	}{
-		{"client ip", ClientIPKey(),
+		{"client ip", HashClientIP(),
 			testRequest(nil, "192.0.2.7:1000"), testRequest(nil, "192.0.2.7:2000"), nil},
-		{"cookie", CookieKey("sid"),
+		{"cookie", HashCookie("sid"),
 			testRequest(http.Header{"Cookie": {"a=1; sid=abc"}}, ""),
 			testRequest(http.Header{"Cookie": {`sid="abc"`}}, ""),
 			testRequest(http.Header{"Cookie": {"sidx=abc"}}, "")},
-		{"header", HeaderKey("X-Tenant"),
+		{"header", HashHeader("X-Tenant"),
 			testRequest(http.Header{"X-Tenant": {"acme"}}, "192.0.2.1:1"),
 			testRequest(http.Header{"X-Tenant": {"acme"}}, "192.0.2.2:1"),
 			testRequest(nil, "")},

@@ -50,6 +50,14 @@ type Proxy struct {
 	// If nil, every request is allowed.
 	Authorizer Authorizer
 
+	// IdentityHeaders are headers that only the proxy's hooks may set,
+	// such as "X-Sluice-User-Email": they are deleted from every inbound
+	// request while the outbound one is built, before any hook runs, so a
+	// client can never choose the identity the upstream sees. An entry
+	// ending in "*" names a prefix ("X-Sluice-*"). ProxyRequest.In keeps
+	// what the client sent. See IdentitySigner.
+	IdentityHeaders []string
+
 	// Fallback serves the requests the Proxy does not forward: every
 	// request when Director is nil, and requests for which the Director
 	// returns ErrNoRoute. It lets a Proxy wrap an existing http.Handler.
@@ -121,6 +129,7 @@ type Proxy struct {
 
 	initOnce  sync.Once
 	transport http.RoundTripper
+	identity  identityNames
 	routes    routeTable
 	shutdown  atomic.Bool
 	conns     tunnelSet
@@ -147,8 +156,17 @@ type ProxyRequest struct {
 	// exchange fails with that error.
 	ModifyResponse func(*http.Response) error
 
+	// BodyFilter, if not nil, is called by WriteResponse with the
+	// upstream's response, after ModifyResponse, and returns the filter
+	// its body streams through, or nil to leave the body untouched. A
+	// filtered response loses its Content-Length (it is sent chunked),
+	// its strong ETag is weakened and a gzip or deflate body is decoded
+	// first; see BodyFilter.
+	BodyFilter func(*http.Response) BodyFilter
+
 	proxy      *Proxy
 	route      *route
+	peer       netip.Addr // the TCP peer
 	client     netip.Addr
 	respHeader http.Header
 	attempt    int
@@ -157,7 +175,7 @@ type ProxyRequest struct {
 
 	w            *responseWriter // the client's writer
 	rw           responseWriter
-	body         *requestBody // per exchange: an abandoned attempt's writer may outlive it
+	body         requestBody
 	hooks        exchangeHooks
 	wroteHeaders bool
 	sent1xx      bool // a 1xx response reached the client: no retry
@@ -245,6 +263,7 @@ func (p *Proxy) init() {
 		} else {
 			p.transport = p.newEngine()
 		}
+		p.identity = newIdentityNames(p.IdentityHeaders)
 	})
 }
 
@@ -261,16 +280,26 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	pr := proxyRequestPool.Get().(*ProxyRequest)
 	pr.proxy = p
 	pr.In = in
-	pr.client = clientAddr(in, p.TrustedProxies)
+	pr.peer = peerAddr(in)
+	pr.client = clientAddr(in, pr.peer, p.TrustedProxies)
 	pr.Out = outboundRequest(in)
 	pr.upgrade = upgradeType(in.Header)
 	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
+	p.identity.strip(pr.Out.Header)
 	p.setForwarded(pr)
 	return pr
 }
 
+// releaseProxyRequest recycles pr, unless a transport goroutine may still
+// read the request body through it (an upstream that answered before
+// taking the whole body): then it is left to the garbage collector.
 func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
-	*pr = ProxyRequest{tried: pr.tried[:0]}
+	if pr.body.rc != nil && !pr.body.finished() {
+		return
+	}
+	tried := pr.tried[:0]
+	*pr = ProxyRequest{}
+	pr.tried = tried
 	proxyRequestPool.Put(pr)
 }
 

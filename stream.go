@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,7 +131,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	}
 
 	hasBody := pr.Out.Body != nil && pr.Out.Body != http.NoBody
-	if hasBody {
+	if a, ok := pr.Out.Body.(*attemptBody); ok && a.b == &pr.body {
+		// RoundTrip again on the same request: go on with its body.
+		pr.body.detach()
+	} else if hasBody {
 		var limit int64
 		if attempts > 1 && policy.Idempotent && isIdempotent(pr.Out.Method) {
 			limit = policy.ReplayLimit
@@ -142,7 +145,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 				limit = 0 // known too large: never kept
 			}
 		}
-		pr.body = newRequestBody(pr.Out.Body, limit, pr.Out.ContentLength)
+		pr.body.start(pr.Out.Body, limit, pr.Out.ContentLength)
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
@@ -295,13 +298,21 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 }
 
 // WriteResponse writes an upstream response to w: hop-by-hop headers are
-// removed, the headers of ProxyRequest.ResponseHeader are added, and the
-// body is streamed with the Proxy's flush policy, followed by the
-// trailers. The body is not closed.
+// removed, the headers of ProxyRequest.ResponseHeader are added, the
+// ProxyRequest's BodyFilter (if any) is applied, and the body is streamed
+// with the Proxy's flush policy, followed by the trailers. The body is not
+// closed.
 func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response) error {
 	sanitizeResponseHeader(res.Header, "")
+	if pr.BodyFilter != nil {
+		if err := pr.filterResponse(res); err != nil {
+			return err
+		}
+	}
 	h := w.Header()
-	copyHeader(h, res.Header)
+	for k, vv := range res.Header {
+		h[k] = vv // res is consumed here: its value slices can be shared
+	}
 	mergeHeader(h, pr.respHeader)
 	if pr.proxy.Via != "" {
 		addVia(h, res.ProtoMajor, res.ProtoMinor, pr.proxy.Via)
@@ -351,10 +362,21 @@ func (pr *ProxyRequest) flushInterval(res *http.Response) time.Duration {
 	if res.ContentLength == -1 {
 		return -1
 	}
-	if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
+	if isEventStream(res.Header.Get("Content-Type")) {
 		return -1
 	}
 	return pr.proxy.FlushInterval
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream,
+// whatever its parameters and case, without allocating.
+func isEventStream(ct string) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	rest := strings.TrimLeft(ct[len(es):], " \t")
+	return rest == "" || rest[0] == ';'
 }
 
 const copyBufferSize = 32 << 10
@@ -366,9 +388,8 @@ var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSiz
 func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) error {
 	interval := pr.flushInterval(res)
 	dst := io.Writer(w)
-	rc := http.NewResponseController(w)
 	if interval != 0 {
-		fw := &flushWriter{w: w, rc: rc, latency: interval}
+		fw := &flushWriter{w: w, rc: http.NewResponseController(w), latency: interval}
 		defer fw.stop()
 		dst = fw
 	}
@@ -384,7 +405,7 @@ func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) 
 	defer copyBufferPool.Put(bp)
 	err := copyBody(dst, res.Body, *bp)
 	if err == nil && interval == 0 && res.ContentLength < 0 {
-		err = rc.Flush()
+		err = http.NewResponseController(w).Flush()
 	}
 	return err
 }
@@ -468,23 +489,25 @@ func (f *flushWriter) stop() {
 // to limit, so that a retry can send the body again: the kept bytes
 // first, then the rest of the inbound body.
 //
-// Each attempt reads through its own attemptBody. A transport may still
-// be reading an attempt's body after it returned an error (a writer
-// goroutine): detach ends every earlier attempt's access, so reads are
-// serialized, bytes an abandoned attempt read are kept for the next one
-// (or make it fail if they cannot be: never a body with a hole), and the
-// counters the retry decision reads are final.
+// Each attempt reads through its own attemptBody, from the transport's
+// writer goroutine while the handler's goroutine looks at the counters.
+// detach ends the current attempt's access: reads are serialized, bytes
+// an abandoned attempt read are kept for the next one (or make it fail
+// if they cannot be: never a body with a hole), and the counters the
+// retry decision reads are final.
 type requestBody struct {
-	mu    sync.Mutex
-	rc    io.ReadCloser
-	gen   int   // the attempt allowed to read; older ones get errDetached
-	n     int64 // bytes read from rc
-	eof   bool
-	err   error  // the first read error other than io.EOF
-	limit int64  // bytes kept for replay; 0: none
-	kept  []byte // the first n bytes of rc while n <= limit
-	over  bool   // more than limit bytes were read: kept is gone
-	first attemptBody
+	rc      io.ReadCloser
+	mu      sync.Mutex
+	cond    sync.Cond // signaled when a read from rc ends; L is &mu
+	reading bool      // a read from rc is in progress (without mu)
+	gen     int       // the attempt allowed to read; older ones get errDetached
+	n       int64     // bytes read from rc
+	eof     bool
+	err     error  // the first read error other than io.EOF
+	limit   int64  // bytes kept for replay; 0: none
+	kept    []byte // the first n bytes of rc while n <= limit
+	over    bool   // more than limit bytes were read: kept is gone
+	first   attemptBody
 }
 
 // attemptBody is the body one attempt's transport reads.
@@ -506,15 +529,17 @@ var (
 	errReplayShort = errors.New("sluice: request body cannot be replayed")
 )
 
-// newRequestBody wraps rc; limit > 0 keeps that many bytes for replay.
-// It is allocated per exchange, never pooled: a transport's writer
-// goroutine may read it after the exchange ended.
-func newRequestBody(rc io.ReadCloser, limit, contentLength int64) *requestBody {
-	b := &requestBody{rc: rc, limit: limit}
+// start prepares b for rc; limit > 0 keeps that many bytes for replay.
+func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cond.L = &b.mu
+	b.rc, b.gen, b.n, b.eof, b.err = rc, 0, 0, false, nil
+	b.limit, b.kept, b.over = limit, nil, false
 	if limit > 0 && contentLength > 0 {
 		b.kept = make([]byte, 0, contentLength)
 	}
-	return b
+	b.first = attemptBody{}
 }
 
 // attempt returns the body for the next attempt; the first one costs no
@@ -529,37 +554,59 @@ func (b *requestBody) attempt() *attemptBody {
 	return &attemptBody{b: b, gen: b.gen}
 }
 
-// detach ends the current attempt's access to the body (waiting for a
-// read in progress) and reports the body's state.
+// detach ends the current attempt's access to the body, waiting for a
+// read in progress, and reports the body's state.
 func (b *requestBody) detach() bodyState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for b.reading {
+		b.cond.Wait()
+	}
 	b.gen++
 	return bodyState{started: b.n > 0 || b.eof, replayable: b.limit > 0 && !b.over, err: b.err}
+}
+
+// finished reports whether no transport will read the body again: it
+// ended (EOF or an error) and no read is in progress.
+func (b *requestBody) finished() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.reading && (b.eof || b.err != nil)
 }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
 	b := a.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if a.gen != b.gen {
-		return 0, errDetached
+	for b.reading {
+		b.cond.Wait()
 	}
-	if a.pos < int64(len(b.kept)) {
+	switch {
+	case a.gen != b.gen:
+		b.mu.Unlock()
+		return 0, errDetached
+	case a.pos < int64(len(b.kept)):
 		n := copy(p, b.kept[a.pos:])
 		a.pos += int64(n)
+		b.mu.Unlock()
 		return n, nil
-	}
-	if a.pos < b.n {
+	case a.pos < b.n:
+		b.mu.Unlock()
 		return 0, errReplayShort
-	}
-	if b.eof {
+	case b.eof:
+		b.mu.Unlock()
 		return 0, io.EOF
+	case b.err != nil:
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
 	}
-	if b.err != nil {
-		return 0, b.err
-	}
+	b.reading = true
+	b.mu.Unlock()
+
 	n, err := b.rc.Read(p)
+
+	b.mu.Lock()
+	b.reading = false
 	b.n += int64(n)
 	a.pos += int64(n)
 	if b.limit > 0 && !b.over && n > 0 {
@@ -574,6 +621,8 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	} else if err != nil && b.err == nil {
 		b.err = err
 	}
+	b.cond.Broadcast()
+	b.mu.Unlock()
 	return n, err
 }
 

@@ -54,7 +54,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 	pr.rw.status = http.StatusSwitchingProtocols
 	sanitizeResponseHeader(res.Header, pr.upgrade)
 	mergeHeader(res.Header, pr.respHeader)
-	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(101))
+	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
 	if err := res.Header.Write(brw); err != nil {
 		client.Close()
 		upstream.Close()

@@ -202,14 +202,14 @@ func parsePolicy(s string) (sluice.Policy, error) {
 	case "two-choices", "p2c":
 		return sluice.RandomTwoChoices(), nil
 	case "hash-ip":
-		return sluice.ConsistentHash(sluice.ClientIPKey()), nil
+		return sluice.ConsistentHash(sluice.HashClientIP()), nil
 	case "hash-header":
 		if arg != "" {
-			return sluice.ConsistentHash(sluice.HeaderKey(arg)), nil
+			return sluice.ConsistentHash(sluice.HashHeader(arg)), nil
 		}
 	case "hash-cookie":
 		if arg != "" {
-			return sluice.ConsistentHash(sluice.CookieKey(arg)), nil
+			return sluice.ConsistentHash(sluice.HashCookie(arg)), nil
 		}
 	case "sticky":
 		return sluice.StickyCookie("sluice_lb", sluice.RoundRobin()), nil

@@ -38,7 +38,17 @@ func main() {
 func run(listen, upstream string, timeout time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, ln, upstream, timeout)
+}
 
+// serve runs the proxy on ln until ctx ends, then shuts down gracefully.
+// An empty upstream starts the embedded demo upstream.
+func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.Duration) error {
+	defer ln.Close()
 	if upstream == "" {
 		demo, err := startDemo()
 		if err != nil {
@@ -48,17 +58,14 @@ func run(listen, upstream string, timeout time.Duration) error {
 		upstream = "http://" + demo.Addr
 	}
 	target, err := url.Parse(upstream)
-	if err != nil || target.Host == "" {
+	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https") {
 		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
 	}
 	proxy := &sluice.Proxy{
 		Director:              sluice.SingleHost(target, false),
 		ResponseHeaderTimeout: timeout,
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
+	defer proxy.CloseIdleConnections()
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)

@@ -4,6 +4,10 @@ package h1client
 
 import "net"
 
+type prober struct{}
+
+func newProber(net.Conn) *prober { return nil }
+
 // alive cannot peek on this platform; a stale connection is detected by
 // the first read and the request retried (see Client.Do).
-func alive(net.Conn) bool { return true }
+func (pc *conn) alive() bool { return true }

@@ -240,4 +240,3 @@ func (u *upgradeBody) CloseWrite() error {
 // NetConn returns the upstream connection of a 101 response body, for
 // deadline control.
 func (u *upgradeBody) NetConn() net.Conn { return u.pc.nc }
-

@@ -223,7 +223,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(pc.idleSince) > c.idleTimeout() || !alive(pc.nc) {
+		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.alive() {
 			pc.nc.Close()
 			continue
 		}
@@ -243,7 +243,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	pc := &conn{client: c, pool: hp, nc: nc}
+	pc := &conn{client: c, pool: hp, nc: nc, probe: newProber(nc)}
 	pc.lr.conn = nc
 	pc.acquireBuffers()
 	return pc, false, nil

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,17 +25,25 @@ type conn struct {
 	client    *Client
 	pool      *hostPool
 	nc        net.Conn
+	probe     *prober
 	lr        limitReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	tp        textproto.Reader
 	idleSince time.Time
 
-	// State of the current exchange.
+	// State of the current exchange. The response side and the request
+	// body writer each finish on their own; whichever finishes last
+	// decides whether the connection goes back to the pool.
 	mu        sync.Mutex
 	closed    bool
+	hasWriter bool // a request body writer runs for this exchange
+	writerEnd chan struct{}
+	reqDone   bool
+	reqErr    error
+	respDone  bool
+	respReuse bool
 	stop      func() bool // stops the context.AfterFunc that aborts on cancel
-	bodyErr   chan error  // result of the request body writer, nil without body
 	noReuse   bool
 	bodyBytes int64 // request body bytes consumed, written by the body writer
 	bodyMu    sync.Mutex
@@ -47,7 +56,8 @@ func (pc *conn) acquireBuffers() {
 	bw.Reset(pc.nc)
 	pc.br, pc.bw = br, bw
 	pc.tp.R = br
-	pc.closed, pc.stop, pc.bodyErr, pc.noReuse, pc.bodyBytes = false, nil, nil, false, 0
+	pc.closed, pc.stop, pc.noReuse, pc.bodyBytes = false, nil, false, 0
+	pc.hasWriter, pc.reqDone, pc.reqErr, pc.respDone, pc.respReuse = false, false, nil, false, false
 }
 
 func (pc *conn) releaseBuffers() {
@@ -68,12 +78,6 @@ func (pc *conn) close() {
 		pc.closed = true
 		pc.nc.Close()
 	}
-}
-
-func (pc *conn) isClosed() bool {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	return pc.closed
 }
 
 // limitReader bounds how much a response head may read from the
@@ -121,7 +125,8 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 	}
 	var continueCh chan bool
 	if hasBody {
-		pc.bodyErr = make(chan error, 1)
+		pc.hasWriter = true
+		pc.writerEnd = make(chan struct{})
 		if expect {
 			continueCh = make(chan bool, 1)
 		}
@@ -143,7 +148,7 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 				default:
 				}
 			}
-			<-pc.bodyErr
+			<-pc.writerEnd
 		}
 		if errors.Is(err, errServerClosedIdle) && pc.consumedBody() {
 			err = io.ErrUnexpectedEOF
@@ -187,13 +192,17 @@ func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
 	if !validMethod(req.Method) {
 		return fmt.Errorf("%w: method %q", errInvalidHeader, req.Method)
 	}
-	uri := req.URL.RequestURI()
-	if strings.ContainsAny(uri, " \t\r\n") {
-		return fmt.Errorf("%w: request target %q", errInvalidHeader, uri)
+	path, query := requestTarget(req.URL)
+	if strings.ContainsAny(path, " \t\r\n") || strings.ContainsAny(query, " \t\r\n") {
+		return fmt.Errorf("%w: request target %q", errInvalidHeader, path+query)
 	}
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
-	bw.WriteString(uri)
+	bw.WriteString(path)
+	if query != "" {
+		bw.WriteByte('?')
+		bw.WriteString(query)
+	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
@@ -249,6 +258,23 @@ func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
 	return err
 }
 
+// requestTarget returns the origin-form request target of u in two
+// parts, without allocating in the common case (url.URL.RequestURI
+// concatenates).
+func requestTarget(u *url.URL) (path, query string) {
+	if u.Opaque != "" {
+		return u.RequestURI(), ""
+	}
+	path = u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	if u.ForceQuery && u.RawQuery == "" {
+		return path + "?", ""
+	}
+	return path, u.RawQuery
+}
+
 func validMethod(m string) bool {
 	if m == "" {
 		return false
@@ -274,8 +300,20 @@ func (pc *conn) writeBody(req *http.Request, continueCh chan bool) {
 	if err != nil {
 		pc.close() // the upstream must not take a partial body as complete
 	}
-	pc.bodyErr <- err
+	pc.mu.Lock()
+	pc.reqDone, pc.reqErr = true, err
+	last := pc.respDone
+	pc.mu.Unlock()
+	close(pc.writerEnd)
+	if last {
+		pc.release()
+	}
 }
+
+// writerGrace is how long the end of a response waits for the request
+// body writer to report: usually it is done, only a few instructions
+// behind the upstream that answered after reading the whole body.
+const writerGrace = 50 * time.Millisecond
 
 func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 	bw := pc.bw
@@ -430,6 +468,11 @@ func (pc *conn) readHead(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
 		}
 		return nil, err
+	}
+	for k := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("%w: invalid header name %q", ErrBadResponse, k)
+		}
 	}
 	res.Header = http.Header(h)
 	if res.Header == nil {
@@ -610,29 +653,44 @@ func parseContentLength(v string) (int64, error) {
 	return n, nil
 }
 
-// finish ends the exchange once the response body was read to its end:
-// the connection goes back to the pool if both directions completed
-// cleanly and nothing asked to close it.
+// finish ends the response side of the exchange once its body was read
+// to the end. The connection goes back to the pool when both directions
+// completed cleanly and nothing asked to close it.
 func (pc *conn) finish(closeAfter bool) {
 	reuse := !closeAfter && !pc.noReuse
-	if pc.bodyErr != nil {
-		select {
-		case err := <-pc.bodyErr:
-			reuse = reuse && err == nil
-		default:
-			// The upstream answered before taking the whole body.
-			reuse = false
-		}
-	}
 	if pc.stop != nil && !pc.stop() {
 		reuse = false // the context fired and closed the connection
 	}
+	if pc.hasWriter {
+		select {
+		case <-pc.writerEnd:
+		default:
+			t := time.NewTimer(writerGrace)
+			select {
+			case <-pc.writerEnd:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	pc.mu.Lock()
+	pc.respDone, pc.respReuse = true, reuse
+	last := !pc.hasWriter || pc.reqDone
+	pc.mu.Unlock()
+	if last {
+		pc.release()
+	}
+}
+
+// release runs once both sides of the exchange are done.
+func (pc *conn) release() {
+	pc.mu.Lock()
+	reuse := pc.respReuse && pc.reqErr == nil && !pc.closed
+	pc.mu.Unlock()
 	if reuse && pc.br.Buffered() > 0 {
 		reuse = false // bytes after the response: the stream is confused
 	}
-	if !reuse || pc.isClosed() {
-		// Buffers of a closed connection are left to the garbage
-		// collector: a body writer may still hold them.
+	if !reuse {
 		pc.close()
 		return
 	}

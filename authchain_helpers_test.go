@@ -1,0 +1,5 @@
+package sluice
+
+import "net/netip"
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -1,0 +1,184 @@
+package sluice_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// fetch sends req and returns the status and body as one line.
+func fetch(c *http.Client, req *http.Request) string {
+	res, err := c.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return fmt.Sprintf("%d %s", res.StatusCode, strings.TrimSpace(string(b)))
+}
+
+func ExampleAuthRequest() {
+	// The auth service: a valid token gets 200 and the user's name.
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer alice-token" {
+			http.Error(w, "who are you?", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Auth-User", "alice")
+	}))
+	defer auth.Close()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %q", r.Header.Get("X-Auth-User"))
+	}))
+	defer app.Close()
+	target, _ := url.Parse(app.URL)
+
+	p := &sluice.Proxy{
+		Director:        sluice.SingleHost(target, false),
+		IdentityHeaders: []string{"X-Auth-User"}, // never taken from a client
+		Authorizer: &sluice.AuthRequest{
+			URL:                 auth.URL,
+			AuthResponseHeaders: []string{"X-Auth-User"},
+			CacheKey:            sluice.HeaderKey("Authorization"),
+			CacheTTL:            10 * time.Second,
+		},
+	}
+	front := httptest.NewServer(p)
+	defer front.Close()
+
+	for _, token := range []string{"", "Bearer alice-token"} {
+		req, _ := http.NewRequest("GET", front.URL+"/", nil)
+		req.Header.Set("X-Auth-User", "root") // a spoofing attempt
+		if token != "" {
+			req.Header.Set("Authorization", token)
+		}
+		fmt.Println(fetch(http.DefaultClient, req))
+	}
+	// Output:
+	// 401 who are you?
+	// 200 hello "alice"
+}
+
+func ExampleChain() {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.Header.Get("X-User"))
+	}))
+	defer app.Close()
+	target, _ := url.Parse(app.URL)
+
+	apiKey := sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
+		if pr.In.Header.Get("X-Api-Key") != "k1" {
+			return sluice.Deny(http.StatusUnauthorized, "bad key"), nil
+		}
+		pr.Out.Header.Set("X-User", "service-1")
+		return sluice.Allow, nil
+	})
+	p := &sluice.Proxy{
+		Director:        sluice.SingleHost(target, false),
+		IdentityHeaders: []string{"X-User"},
+		// Cheap checks first: the first deny wins.
+		Authorizer: sluice.Chain(sluice.AllowFrom(netip.MustParsePrefix("127.0.0.0/8")), apiKey),
+	}
+	front := httptest.NewServer(p)
+	defer front.Close()
+
+	for _, key := range []string{"nope", "k1"} {
+		req, _ := http.NewRequest("GET", front.URL+"/", nil)
+		req.Header.Set("X-Api-Key", key)
+		fmt.Println(fetch(http.DefaultClient, req))
+	}
+	// Output:
+	// 401 bad key
+	// 200 hello service-1
+}
+
+func ExampleIdentitySigner() {
+	signer := &sluice.IdentitySigner{
+		Names: []string{"X-User-Email"},
+		Keys:  []sluice.SigningKey{{ID: "2026-11", Secret: []byte("a secret of at least 32 bytes....")}},
+	}
+	// The proxy side (usually the last Authorizer of a Chain).
+	h := http.Header{"X-User-Email": {"alice@example.com"}}
+	if err := signer.Sign(h); err != nil {
+		fmt.Println(err)
+	}
+	// The upstream side, with the same configuration.
+	id, err := signer.Verify(h)
+	fmt.Println(id["x-user-email"], err)
+
+	h.Set("X-User-Email", "mallory@example.com")
+	_, err = signer.Verify(h)
+	fmt.Println(err)
+	// Output:
+	// alice@example.com <nil>
+	// sluice: bad identity signature: signature mismatch
+}
+
+func ExampleHelper() {
+	// A Squid url_rewrite helper: one line in, one line out, with channel IDs.
+	dir, _ := os.MkdirTemp("", "helper")
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "helper.sh")
+	os.WriteFile(script, []byte(`#!/bin/sh
+while read -r id url rest; do
+  case "$url" in
+    */ads/*) echo "$id ERR message=\"no ads\"" ;;
+    */old/*) echo "$id OK rewrite-url=${url%%/old/*}/new/" ;;
+    *) echo "$id OK" ;;
+  esac
+done
+`), 0o755)
+
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app: %s", r.URL.Path)
+	}))
+	defer app.Close()
+	target, _ := url.Parse(app.URL)
+
+	h, err := sluice.NewHelper(sluice.HelperConfig{Command: script, Children: 2, Concurrency: 8})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer h.Close()
+	p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.SingleHost(target, false))}
+	front := httptest.NewServer(p)
+	defer front.Close()
+
+	for _, path := range []string{"/page", "/ads/banner", "/old/page"} {
+		req, _ := http.NewRequest("GET", front.URL+path, nil)
+		fmt.Println(fetch(http.DefaultClient, req))
+	}
+	// Output:
+	// 200 app: /page
+	// 403 no ads
+	// 200 app: /new/
+}
+
+func ExampleForwardProxy() {
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "site: %s", r.URL.Path)
+	}))
+	defer site.Close()
+	front := httptest.NewServer(&sluice.Proxy{
+		Director:   sluice.ForwardProxy(nil),
+		Authorizer: sluice.AllowFrom(netip.MustParsePrefix("127.0.0.0/8")),
+	})
+	defer front.Close()
+
+	proxyURL, _ := url.Parse(front.URL)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	req, _ := http.NewRequest("GET", site.URL+"/through/the/proxy", nil)
+	fmt.Println(fetch(c, req))
+	// Output:
+	// 200 site: /through/the/proxy
+}

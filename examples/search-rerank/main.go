@@ -1,0 +1,148 @@
+// Command search-rerank is a selective proxy in front of an
+// Elasticsearch-compatible search API that improves the ranking of search
+// results, in the manner of NBoost: it captures GET and POST
+// /{index}/_search, asks the engine for the top N hits instead of the
+// page the client wants, reranks them with BM25 over the fields named by
+// -field (or another Reranker), and returns the client's page of the new
+// order with each hit's new score in "_rerank_score". Every other request
+// passes through untouched, byte for byte.
+//
+// With no flags it starts an embedded search backend that speaks the
+// subset of the Elasticsearch API the demo needs, with a small built-in
+// corpus in the index "articles":
+//
+//	go run ./examples/search-rerank
+//	curl 'http://127.0.0.1:8080/articles/_search?q=proxy+streaming&size=3'
+//	curl http://127.0.0.1:8080/sluice/status
+//
+// Against a real engine:
+//
+//	go run ./examples/search-rerank -upstream http://127.0.0.1:9200 -field title,body
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// config is the starter's configuration, from the flags.
+type config struct {
+	listen      string
+	upstream    string
+	topN        int
+	fields      []string
+	statusPath  string
+	maxRequest  int64
+	maxResponse int64
+	reranker    Reranker
+	logger      *slog.Logger
+}
+
+func main() {
+	var cfg config
+	var fields string
+	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	flag.StringVar(&cfg.upstream, "upstream", "", "search engine URL (default: an embedded demo backend)")
+	flag.IntVar(&cfg.topN, "topn", 50, "number of hits to fetch from the engine and rerank")
+	flag.StringVar(&fields, "field", "title,text", "comma-separated _source fields the reranker reads")
+	flag.StringVar(&cfg.statusPath, "status", "/sluice/status", "path of the local status endpoint")
+	flag.Int64Var(&cfg.maxRequest, "max-request", sluice.DefaultMaxRequestBody, "largest _search body rewritten; larger ones pass unmodified")
+	flag.Int64Var(&cfg.maxResponse, "max-response", sluice.DefaultMaxResponseBody, "largest engine response reranked; larger ones fail with 502")
+	flag.Parse()
+	cfg.fields = strings.Split(fields, ",")
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "search-rerank:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.upstream == "" {
+		backend, err := startBackend()
+		if err != nil {
+			return err
+		}
+		defer backend.Close()
+		cfg.upstream = "http://" + backend.Addr
+	}
+	proxy, err := newProxy(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
+	base := "http://" + ln.Addr().String()
+	slog.Info("search-rerank: proxying", "url", base+"/", "upstream", cfg.upstream,
+		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// newProxy builds the reranking proxy: the status endpoint answered
+// locally, the captured search routes, and a counting pass-through for
+// everything else.
+func newProxy(cfg config) (*sluice.Proxy, error) {
+	target, err := url.Parse(cfg.upstream)
+	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https") {
+		return nil, fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9200", cfg.upstream)
+	}
+	if cfg.topN <= 0 {
+		return nil, fmt.Errorf("bad -topn %d: want a positive number", cfg.topN)
+	}
+	if !strings.HasPrefix(cfg.statusPath, "/") {
+		return nil, fmt.Errorf("bad -status %q: want a path", cfg.statusPath)
+	}
+	logger := cfg.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.reranker == nil {
+		cfg.reranker = DefaultBM25
+	}
+	st := &stats{started: time.Now()}
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false), Logger: logger}
+	p.Handle("GET "+cfg.statusPath, sluice.Local(statusHandler(st, cfg)))
+	search := &searchHandler{
+		topN: cfg.topN, fields: cfg.fields, reranker: cfg.reranker,
+		maxRequest: cfg.maxRequest, maxResponse: cfg.maxResponse, stats: st, log: logger,
+	}
+	for _, pattern := range []string{"GET /{index}/_search", "POST /{index}/_search", "GET /_search", "POST /_search"} {
+		p.Handle(pattern, search)
+	}
+	p.HandleFunc("/", func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
+		st.passed.Add(1)
+		return pr.Forward(w)
+	})
+	return p, nil
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"golang.org/x/net/websocket"
+)
+
+// demoApp is an embedded analysis tool behind the gateway. It trusts the
+// identity headers only after checking their signature.
+type demoApp struct {
+	name     string
+	verifier *sluice.IdentitySigner
+	srv      *http.Server
+	Addr     string
+}
+
+func startApp(name string, verifier *sluice.IdentitySigner) (*demoApp, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	a := &demoApp{name: name, verifier: verifier, Addr: ln.Addr().String()}
+	a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = a.srv.Serve(ln) }()
+	return a, nil
+}
+
+func (a *demoApp) Close() error { return a.srv.Close() }
+
+var appPage = template.Must(template.New("app").Parse(`<!doctype html>
+<title>{{.App}}</title>
+<h1>{{.App}}</h1>
+<p>Signed in as <b>{{.Name}}</b> &lt;{{.Email}}&gt; (identity signature: {{.Signature}}).</p>
+<p>Identity headers as this app received them:</p>
+<pre>{{range .Headers}}{{.}}
+{{end}}</pre>
+<ul>
+<li><a href="download?n=1073741824">download 1 GiB</a> (streamed through the gateway)</li>
+<li>upload: <code>curl -b {{.Cookie}}=... -T bigfile http://GATEWAY/tools/{{.App}}/upload</code></li>
+</ul>
+<p>WebSocket echo: <input id=msg value="hello"> <button onclick="ws.send(msg.value)">send</button></p>
+<pre id=log></pre>
+<script>
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + location.pathname.replace(/[^/]*$/, "") + "ws");
+ws.onmessage = e => { log.textContent += "echo: " + e.data + "\n"; };
+ws.onopen = () => { log.textContent += "connected\n"; };
+ws.onclose = () => { log.textContent += "closed\n"; };
+</script>
+`))
+
+func (a *demoApp) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		sig := "valid"
+		if _, err := a.verifier.Verify(r.Header); err != nil {
+			sig = "INVALID: " + err.Error()
+		}
+		var headers []string
+		for _, k := range []string{headerEmail, headerName, a.verifier.Header} {
+			headers = append(headers, k+": "+r.Header.Get(k))
+		}
+		visits, _ := strconv.Atoi(cookieValue(r, a.name+"_visits"))
+		http.SetCookie(w, &http.Cookie{Name: a.name + "_visits", Value: strconv.Itoa(visits + 1), Path: "/", HttpOnly: true})
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = appPage.Execute(w, map[string]any{
+			"App": a.name, "Email": r.Header.Get(headerEmail), "Name": r.Header.Get(headerName),
+			"Signature": sig, "Headers": headers, "Cookie": sessionCookie,
+		})
+	})
+	// whoami is the API view of the same: what the app believes.
+	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		sig := "valid"
+		if _, err := a.verifier.Verify(r.Header); err != nil {
+			sig = "invalid"
+		}
+		fmt.Fprintf(w, "app=%s email=%s name=%s signature=%s\n", a.name, r.Header.Get(headerEmail), r.Header.Get(headerName), sig)
+	})
+	mux.HandleFunc("GET /download", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "want ?n=BYTES", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 64<<10)
+		for n > 0 {
+			m := min(n, int64(len(buf)))
+			if _, err := w.Write(buf[:m]); err != nil {
+				return
+			}
+			n -= m
+		}
+	})
+	mux.HandleFunc("PUT /upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "received %d bytes\n", n)
+	})
+	mux.Handle("GET /ws", websocket.Server{Handler: func(c *websocket.Conn) {
+		c.MaxPayloadBytes = 1 << 20
+		for {
+			var msg string
+			if err := websocket.Message.Receive(c, &msg); err != nil {
+				return
+			}
+			if err := websocket.Message.Send(c, msg); err != nil {
+				return
+			}
+		}
+	}})
+	return mux
+}
+
+func cookieValue(r *http.Request, name string) string {
+	if c, err := r.Cookie(name); err == nil {
+		return c.Value
+	}
+	return ""
+}

@@ -1,0 +1,108 @@
+package sluice
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+// shHelper is a url_rewrite helper in sh, with channel IDs.
+const shHelper = `#!/bin/sh
+while read -r id url rest; do
+  case "$url" in
+    */block*) echo "$id ERR message=\"blocked by policy\"" ;;
+    */rewrite*) echo "$id OK rewrite-url=$REWRITE" ;;
+    */redirect*) echo "$id OK status=307 url=\"http://login.example/\"" ;;
+    */bh*) echo "$id BH message=\"cannot decide\"" ;;
+    */crash*) exit 3 ;;
+    */client*) echo "$rest" > "$CLIENTFILE" ; echo "$id OK" ;;
+    *) echo "$id OK" ;;
+  esac
+done
+`
+
+func TestHelperAuthorizerDirector(t *testing.T) {
+	leaktest.Check(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upstream "+r.Host+r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	alt := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "rewritten "+r.URL.RequestURI())
+	}))
+	t.Cleanup(alt.Close)
+
+	dir := t.TempDir()
+	script := filepath.Join(dir, "helper.sh")
+	if err := os.WriteFile(script, []byte(shHelper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clientFile := filepath.Join(dir, "client")
+	for _, bypass := range []bool{false, true} {
+		h, err := NewHelper(HelperConfig{
+			Command: script, Children: 2, Concurrency: 4, Timeout: 5 * time.Second, Bypass: bypass,
+			Env: append(os.Environ(), "REWRITE="+alt.URL+"/new?x=1", "CLIENTFILE="+clientFile),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, _ := url.Parse(up.URL)
+		p := &Proxy{Authorizer: h, Director: h.Director(ForwardProxy(SingleHost(target, false)))}
+		front := httptest.NewServer(p)
+		c := noRedirect()
+
+		bh := http.StatusServiceUnavailable
+		bhBody := "503 Service Unavailable\n"
+		if bypass {
+			bh, bhBody = http.StatusOK, "upstream "+target.Host+"/bh"
+		}
+		tests := []struct {
+			path     string
+			wantCode int
+			wantBody string
+			wantLoc  string
+		}{
+			{"/ok", 200, "upstream " + target.Host + "/ok", ""},
+			{"/block", 403, "blocked by policy\n", ""},
+			{"/rewrite/old", 200, "rewritten /new?x=1", ""},
+			{"/redirect", 307, "", "http://login.example/"},
+			{"/bh", bh, bhBody, ""},
+			{"/client", 200, "", ""},
+		}
+		for _, tt := range tests {
+			req, _ := http.NewRequest("GET", front.URL+tt.path, nil)
+			r := do(t, c, req)
+			if r.status != tt.wantCode || (tt.wantBody != "" && r.body != tt.wantBody) || r.header.Get("Location") != tt.wantLoc {
+				t.Errorf("bypass=%v %s: got %d %q Location %q, want %d %q %q", bypass, tt.path,
+					r.status, r.body, r.header.Get("Location"), tt.wantCode, tt.wantBody, tt.wantLoc)
+			}
+		}
+		// Forward proxying: an absolute-form request goes where it says.
+		fc := &http.Client{Transport: &http.Transport{Proxy: func(*http.Request) (*url.URL, error) { return url.Parse(front.URL) }}}
+		req, _ := http.NewRequest("GET", alt.URL+"/direct", nil)
+		if r := do(t, fc, req); r.status != 200 || r.body != "rewritten /direct" {
+			t.Errorf("bypass=%v forward proxy: %d %q", bypass, r.status, r.body)
+		}
+		fc.CloseIdleConnections()
+		front.Close()
+		c.CloseIdleConnections()
+		p.CloseIdleConnections()
+		h.Close()
+	}
+	// The helper saw the requester, the method and the local address.
+	b, err := os.ReadFile(clientFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(b)), "127.0.0.1/- - GET myip=127.0.0.1 myport="; !strings.HasPrefix(got, want) {
+		t.Errorf("helper request extras %q, want prefix %q", got, want)
+	}
+}

@@ -1,0 +1,110 @@
+package h1client
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// replayConn is a net.Conn that swallows writes and replays one
+// response forever, so the benchmarks measure parsing and formatting
+// only.
+type replayConn struct {
+	net.Conn
+	resp []byte
+	r    *bytes.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.r.Len() == 0 {
+		c.r.Reset(c.resp)
+	}
+	return c.r.Read(p)
+}
+
+func (c *replayConn) Write(p []byte) (int, error) { return len(p), nil }
+
+func benchConn(resp string) *conn {
+	rc := &replayConn{resp: []byte(resp), r: bytes.NewReader(nil)}
+	pc := &conn{client: &Client{}, pool: &hostPool{}, nc: rc}
+	pc.lr.conn = rc
+	pc.acquireBuffers()
+	return pc
+}
+
+// BenchmarkWriteHead formats a typical proxied request head.
+func BenchmarkWriteHead(b *testing.B) {
+	pc := benchConn("")
+	req, _ := http.NewRequest("GET", "http://upstream.test/api/v1/items?page=2&sort=name", nil)
+	req.Header = http.Header{
+		"User-Agent":        {"Mozilla/5.0"},
+		"Accept":            {"*/*"},
+		"Accept-Encoding":   {"gzip, br"},
+		"Cookie":            {"session=abcdef0123456789"},
+		"X-Forwarded-For":   {"192.0.2.1"},
+		"X-Forwarded-Host":  {"app.example.com"},
+		"X-Forwarded-Proto": {"https"},
+		"Forwarded":         {"for=192.0.2.1;host=app.example.com;proto=https"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := pc.writeHead(req, false); err != nil {
+			b.Fatal(err)
+		}
+		pc.bw.Reset(io.Discard)
+	}
+}
+
+// BenchmarkReadResponse parses a typical response head and reads its
+// small body.
+func BenchmarkReadResponse(b *testing.B) {
+	resp := "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 100\r\n" +
+		"Date: Thu, 26 Nov 2026 00:00:00 GMT\r\nCache-Control: no-cache\r\nEtag: \"abc\"\r\n\r\n" + strings.Repeat("x", 100)
+	pc := benchConn(resp)
+	req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
+	buf := make([]byte, 512)
+	b.ReportAllocs()
+	b.Cleanup(pc.client.CloseIdleConnections)
+	for b.Loop() {
+		res, err := pc.readResponse(req, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(res.Body, buf[:100]); err != nil {
+			b.Fatal(err)
+		}
+		// The end of the body pooled the connection: take it back.
+		pc.pool.idle = pc.pool.idle[:0]
+		pc.acquireBuffers()
+	}
+}
+
+// BenchmarkChunkedBody reads a 64 KiB chunked body.
+func BenchmarkChunkedBody(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for i := 0; i < 16; i++ {
+		sb.WriteString("1000\r\n" + strings.Repeat("y", 4096) + "\r\n")
+	}
+	sb.WriteString("0\r\n\r\n")
+	pc := benchConn(sb.String())
+	req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
+	buf := make([]byte, 32<<10)
+	b.SetBytes(64 << 10)
+	b.ReportAllocs()
+	b.Cleanup(pc.client.CloseIdleConnections)
+	for b.Loop() {
+		res, err := pc.readResponse(req, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{res.Body}, buf); err != nil {
+			b.Fatal(err)
+		}
+		pc.pool.idle = pc.pool.idle[:0]
+		pc.acquireBuffers()
+	}
+}
