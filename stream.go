@@ -498,10 +498,10 @@ func (f *flushWriter) stop() {
 type requestBody struct {
 	rc      io.ReadCloser
 	mu      sync.Mutex
-	cond    sync.Cond // signaled when a read from rc ends; L is &mu
-	reading bool      // a read from rc is in progress (without mu)
-	gen     int       // the attempt allowed to read; older ones get errDetached
-	n       int64     // bytes read from rc
+	cond    sync.Cond    // signaled when a read from rc ends; L is &mu
+	reading bool         // a read from rc is in progress (without mu)
+	cur     *attemptBody // the attempt allowed to read; others get errDetached
+	n       int64        // bytes read from rc
 	eof     bool
 	err     error  // the first read error other than io.EOF
 	limit   int64  // bytes kept for replay; 0: none
@@ -510,10 +510,11 @@ type requestBody struct {
 	first   attemptBody
 }
 
-// attemptBody is the body one attempt's transport reads.
+// attemptBody is the body one attempt's transport reads. Attempts are
+// told apart by address: a writer that outlived its exchange holds a
+// pointer no later exchange's requestBody names as current.
 type attemptBody struct {
 	b   *requestBody
-	gen int
 	pos int64 // bytes of the body delivered to this attempt
 }
 
@@ -534,7 +535,7 @@ func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cond.L = &b.mu
-	b.rc, b.gen, b.n, b.eof, b.err = rc, 0, 0, false, nil
+	b.rc, b.cur, b.n, b.eof, b.err = rc, nil, 0, false, nil
 	b.limit, b.kept, b.over = limit, nil, false
 	if limit > 0 && contentLength > 0 {
 		b.kept = make([]byte, 0, contentLength)
@@ -547,11 +548,13 @@ func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 func (b *requestBody) attempt() *attemptBody {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.gen == 0 && b.first.b == nil {
+	if b.first.b == nil {
 		b.first = attemptBody{b: b}
-		return &b.first
+		b.cur = &b.first
+	} else {
+		b.cur = &attemptBody{b: b}
 	}
-	return &attemptBody{b: b, gen: b.gen}
+	return b.cur
 }
 
 // detach ends the current attempt's access to the body, waiting for a
@@ -562,7 +565,7 @@ func (b *requestBody) detach() bodyState {
 	for b.reading {
 		b.cond.Wait()
 	}
-	b.gen++
+	b.cur = nil
 	return bodyState{started: b.n > 0 || b.eof, replayable: b.limit > 0 && !b.over, err: b.err}
 }
 
@@ -581,7 +584,7 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		b.cond.Wait()
 	}
 	switch {
-	case a.gen != b.gen:
+	case b.cur != a:
 		b.mu.Unlock()
 		return 0, errDetached
 	case a.pos < int64(len(b.kept)):
