@@ -416,3 +416,20 @@ func TestTwoBalancerProcesses(t *testing.T) {
 		return status == 503
 	})
 }
+
+func TestStaticTargetWithoutHealthChecks(t *testing.T) {
+	leaktest.Check(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "static "+r.URL.Path) // no /healthz: 404 there
+	}))
+	t.Cleanup(up.Close)
+	cfg := defaultConfig()
+	cfg.backends, cfg.healthPath, cfg.targets = 0, "", up.URL
+	base := startBalancer(t, cfg)
+	c := testClient(t)
+	for range 3 {
+		if status, _, body := get(t, c, base+"/small"); status != 200 || body != "static /small" {
+			t.Fatalf("%d %q", status, body)
+		}
+	}
+}

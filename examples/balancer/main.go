@@ -16,7 +16,11 @@
 //	curl -X POST http://127.0.0.1:8080/register -d '{"url":"http://127.0.0.1:9000","ttl":30}'
 //
 // With -redis ADDR, instances share the pool through Redis: a target
-// registered on one is used by all.
+// registered on one is used by all. -target adds static targets, e.g. for
+// ../shared/bench:
+//
+//	balancer -listen {ADDR} -backends 0 -target {UPSTREAM} -health-path ''
+//
 //
 //	go run ./examples/balancer -listen 127.0.0.1:8081 -backends 0 -redis 127.0.0.1:6379
 package main
@@ -53,6 +57,7 @@ type config struct {
 	timeout        time.Duration
 	stripPrefix    string
 	attempts       int
+	targets        string
 }
 
 func main() {
@@ -64,12 +69,13 @@ func main() {
 	flag.IntVar(&cfg.backends, "backends", 3, "embedded demo backends to start (0 for none)")
 	flag.StringVar(&cfg.secret, "secret", "", "shared secret registrations must send as a bearer token (default: none)")
 	flag.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "longest registration lifetime without a heartbeat")
-	flag.StringVar(&cfg.healthPath, "health-path", "/healthz", "path of the active health check")
+	flag.StringVar(&cfg.healthPath, "health-path", "/healthz", "path of the active health check (empty: passive health only)")
 	flag.DurationVar(&cfg.healthInterval, "health-interval", 2*time.Second, "time between active health checks")
 	flag.DurationVar(&cfg.coolDown, "cool-down", 5*time.Second, "how long a target that failed 3 times in 10s is left out")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "upstream response-header timeout (504 past it)")
 	flag.StringVar(&cfg.stripPrefix, "strip-prefix", "", "path prefix removed before forwarding, e.g. /app")
 	flag.IntVar(&cfg.attempts, "attempts", 3, "attempts per request, on different targets, when a retry is safe")
+	flag.StringVar(&cfg.targets, "target", "", "comma-separated static target URLs, members without expiry (e.g. -backends 0 -target http://127.0.0.1:9000)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -90,13 +96,10 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	pool := &sluice.Pool{
 		Policy:      policy,
 		StripPrefix: cfg.stripPrefix,
-		Health: &sluice.HealthCheck{
-			Path:     cfg.healthPath,
-			Interval: cfg.healthInterval,
-			Rise:     2,
-			Fall:     2,
-		},
-		Passive: &sluice.PassiveHealth{Failures: 3, Window: 10 * time.Second, CoolDown: cfg.coolDown},
+		Passive:     &sluice.PassiveHealth{Failures: 3, Window: 10 * time.Second, CoolDown: cfg.coolDown},
+	}
+	if cfg.healthPath != "" {
+		pool.Health = &sluice.HealthCheck{Path: cfg.healthPath, Interval: cfg.healthInterval, Rise: 2, Fall: 2}
 	}
 	if cfg.redis != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redis})
@@ -109,6 +112,15 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 		}
 		pool.Registry = &RedisRegistry{Client: rdb, Prefix: cfg.redisPrefix}
 		pool.SyncInterval = 500 * time.Millisecond
+	}
+
+	for _, t := range strings.Split(cfg.targets, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		if err := pool.Add(ctx, sluice.Member{URL: t}, 0); err != nil {
+			return fmt.Errorf("-target: %w", err)
+		}
 	}
 
 	proxy := &sluice.Proxy{
