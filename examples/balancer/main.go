@@ -153,6 +153,7 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	defer srv.Close() // on early returns; after Shutdown it does nothing
 
 	poolCtx, stopPool := context.WithCancel(context.Background())
 	poolDone := make(chan struct{})
