@@ -1,6 +1,7 @@
 package sluice
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -9,97 +10,251 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/sluiceproxy/sluice/internal/wsframe"
+	"golang.org/x/net/http/httpguts"
 )
 
+// WebSocket close codes the proxy uses or that interceptors commonly
+// return (RFC 6455 §7.4.1). 1005, 1006 and 1015 are never sent.
+const (
+	CloseNormal          = 1000
+	CloseGoingAway       = 1001
+	CloseProtocolError   = 1002
+	CloseUnsupportedData = 1003
+	CloseInvalidPayload  = 1007
+	ClosePolicyViolation = 1008
+	CloseMessageTooBig   = 1009
+	CloseInternalError   = 1011
+	CloseTryAgainLater   = 1013
+)
+
+// closeGrace bounds how long the proxy waits, after it sent a close frame
+// of its own (shutdown, idle timeout, a failed peer), for the peers to
+// answer before it closes the TCP connections: a peer that resets or
+// vanishes ends the other side within about a second.
+const closeGrace = time.Second
+
+// closeTimeout bounds a close handshake that a peer started and the proxy
+// relays end to end.
+const closeTimeout = 5 * time.Second
+
 // WebSocketConfig configures the tunnels the Proxy makes for upgraded
-// connections (WebSocket and other protocols switched to with Upgrade).
+// connections (WebSocket and other protocols switched to with Upgrade,
+// RFC 9110 §7.8).
 type WebSocketConfig struct {
-	// IdleTimeout closes a tunnel when neither side sent anything for
-	// this long. If zero, tunnels never time out.
+	// IdleTimeout ends a tunnel when neither side sent a byte for this
+	// long; WebSocket peers get a close frame with code 1001 (going away)
+	// first. It applies to transparent tunnels and is the default of
+	// WebSocketInterceptor.IdleTimeout. If zero, tunnels never time out.
 	IdleTimeout time.Duration
 }
 
-// serveUpgrade forwards an upgrade request and, if the upstream switches
-// protocols, tunnels the two connections. A non-101 answer is relayed as a
-// normal response.
-func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
-	if p.shutdown.Load() {
-		return &Error{Status: http.StatusServiceUnavailable, Err: errors.New("sluice: shutting down")}
+func (p *Proxy) wsConfig() WebSocketConfig {
+	if p.WebSocket != nil {
+		return *p.WebSocket
 	}
+	return WebSocketConfig{}
+}
+
+// errShuttingDown refuses upgrades once Shutdown was called.
+var errShuttingDown = &Error{Status: http.StatusServiceUnavailable, Err: errors.New("sluice: shutting down")}
+
+// upstreamConn is the upstream side of a switched connection.
+type upstreamConn struct {
+	res  *http.Response
+	rwc  io.ReadWriteCloser // res.Body: drains what came with the 101 first
+	conn net.Conn           // for deadlines; nil with a Transport that hides it
+}
+
+func (u *upstreamConn) Read(p []byte) (int, error)  { return u.rwc.Read(p) }
+func (u *upstreamConn) Write(p []byte) (int, error) { return u.rwc.Write(p) }
+func (u *upstreamConn) Close() error                { return u.rwc.Close() }
+
+func (u *upstreamConn) setReadDeadline(t time.Time) {
+	if u.conn != nil {
+		_ = u.conn.SetReadDeadline(t)
+	}
+}
+
+// roundTripUpgrade sends the upgrade request upstream. If the upstream
+// answers anything but a valid 101, the answer is relayed to w as a normal
+// response (the client connection stays usable) or an error returned, and
+// the upstreamConn is nil.
+func (pr *ProxyRequest) roundTripUpgrade(w http.ResponseWriter) (*upstreamConn, error) {
+	if pr.proxy.shutdown.Load() {
+		return nil, errShuttingDown
+	}
+	var conn net.Conn
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn }}
+	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
 	res, err := pr.RoundTrip()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		defer res.Body.Close()
-		return pr.WriteResponse(w, res)
+		if pr.ModifyResponse != nil {
+			if err := pr.ModifyResponse(res); err != nil {
+				return nil, err
+			}
+		}
+		return nil, pr.WriteResponse(w, res)
 	}
-	upstream, ok := res.Body.(io.ReadWriteCloser)
+	rwc, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
 		res.Body.Close()
-		return fmt.Errorf("%w: 101 response without a connection", errBadResponse)
+		return nil, fmt.Errorf("%w: 101 response without a connection", errBadResponse)
 	}
 	if err := checkSwitch(pr, res); err != nil {
-		upstream.Close()
-		return err
+		rwc.Close()
+		return nil, err
 	}
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		upstream.Close()
-		return fmt.Errorf("sluice: cannot hijack client connection: %w", err)
+	if nc, ok := rwc.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn() // sluice's engine; http.Transport reports GotConn
 	}
-	pr.rw.status = http.StatusSwitchingProtocols
-	sanitizeResponseHeader(res.Header, pr.upgrade)
-	mergeHeader(res.Header, pr.respHeader)
-	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
-	if err := res.Header.Write(brw); err != nil {
-		client.Close()
-		upstream.Close()
-		return &abortError{err}
-	}
-	brw.WriteString("\r\n")
-	if err := brw.Flush(); err != nil {
-		client.Close()
-		upstream.Close()
-		return &abortError{err}
-	}
-	// Bytes the client sent right behind its upgrade request sit in the
-	// server's read buffer: deliver them first (httputil loses them).
-	var fromClient io.Reader = client
-	if n := brw.Reader.Buffered(); n > 0 {
-		fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), client)
-	}
-	t := &tunnel{client: client, upstream: upstream}
-	p.conns.add(t)
-	defer p.conns.remove(t)
-	t.run(fromClient, p.wsConfig().IdleTimeout)
-	return nil
+	return &upstreamConn{res: res, rwc: rwc, conn: conn}, nil
 }
 
-func (p *Proxy) wsConfig() *WebSocketConfig {
-	if p.WebSocket != nil {
-		return p.WebSocket
-	}
-	return &WebSocketConfig{}
-}
-
-// checkSwitch validates a 101 answer: the protocol must be the one asked
-// for and, for WebSocket, Sec-WebSocket-Accept must match the key
-// (RFC 6455 §4.1).
+// checkSwitch validates a 101 answer (RFC 9110 §15.2.2, RFC 6455 §4.1):
+// the protocol must be the one asked for, Connection must name upgrade,
+// and for WebSocket Sec-WebSocket-Accept must match the key, and the
+// subprotocol and extensions must be ones the request offered.
 func checkSwitch(pr *ProxyRequest, res *http.Response) error {
 	if !strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), pr.upgrade) {
 		return fmt.Errorf("%w: switched to %q, asked for %q", errBadResponse, res.Header.Get("Upgrade"), pr.upgrade)
 	}
-	if strings.EqualFold(pr.upgrade, "websocket") {
-		key := pr.Out.Header.Get("Sec-WebSocket-Key")
-		if res.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
-			return fmt.Errorf("%w: bad Sec-WebSocket-Accept", errBadResponse)
+	if !httpguts.HeaderValuesContainsToken(res.Header["Connection"], "upgrade") {
+		return fmt.Errorf("%w: 101 without Connection: upgrade", errBadResponse)
+	}
+	if !isWebSocket(pr) {
+		return nil
+	}
+	key := pr.Out.Header.Get("Sec-WebSocket-Key")
+	if key == "" || res.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+		return fmt.Errorf("%w: bad Sec-WebSocket-Accept", errBadResponse)
+	}
+	if vv := res.Header["Sec-Websocket-Protocol"]; len(vv) > 0 {
+		proto := strings.TrimSpace(vv[0])
+		if len(vv) > 1 || !offered(pr.Out.Header["Sec-Websocket-Protocol"], proto) {
+			return fmt.Errorf("%w: subprotocol %q was not offered", errBadResponse, strings.Join(vv, ", "))
+		}
+	}
+	if vv := res.Header["Sec-Websocket-Extensions"]; len(vv) > 0 {
+		got, ok := parseExtensions(vv)
+		if !ok {
+			return fmt.Errorf("%w: malformed Sec-WebSocket-Extensions", errBadResponse)
+		}
+		want, _ := parseExtensions(pr.Out.Header["Sec-Websocket-Extensions"])
+		for _, e := range got {
+			if !hasExtension(want, e.name) {
+				return fmt.Errorf("%w: extension %q was not offered", errBadResponse, e.name)
+			}
 		}
 	}
 	return nil
+}
+
+func isWebSocket(pr *ProxyRequest) bool { return strings.EqualFold(pr.upgrade, "websocket") }
+
+// offered reports whether token is one of the comma-separated values of vv.
+func offered(vv []string, token string) bool {
+	for _, v := range vv {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(t) == token && token != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// extension is one element of Sec-WebSocket-Extensions (RFC 6455 §9.1):
+// a name and its parameters, values unquoted ("" for a parameter without
+// value).
+type extension struct {
+	name   string
+	params [][2]string
+}
+
+// parseExtensions parses Sec-WebSocket-Extensions values. It reports false
+// for a malformed header.
+func parseExtensions(vv []string) ([]extension, bool) {
+	var exts []extension
+	for _, v := range vv {
+		for _, elem := range splitQuoted(v, ',') {
+			parts := splitQuoted(elem, ';')
+			name := strings.TrimSpace(parts[0])
+			if name == "" {
+				if len(parts) == 1 && strings.TrimSpace(elem) == "" {
+					continue // empty list element, allowed by RFC 9110 §5.6.1
+				}
+				return nil, false
+			}
+			if !validToken(name) {
+				return nil, false
+			}
+			e := extension{name: name}
+			for _, p := range parts[1:] {
+				k, val, _ := strings.Cut(p, "=")
+				k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+				if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+					val = val[1 : len(val)-1]
+				}
+				if !validToken(k) {
+					return nil, false
+				}
+				e.params = append(e.params, [2]string{strings.ToLower(k), val})
+			}
+			exts = append(exts, e)
+		}
+	}
+	return exts, true
+}
+
+// splitQuoted splits s at sep outside double quotes.
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			quoted = !quoted
+		case c == '\\' && quoted:
+			i++
+		case c == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasExtension(exts []extension, name string) bool {
+	for _, e := range exts {
+		if strings.EqualFold(e.name, name) {
+			return true
+		}
+	}
+	return false
 }
 
 func acceptKey(key string) string {
@@ -109,93 +264,373 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h.Sum(nil))
 }
 
-// tunnel copies bytes both ways between an upgraded client connection and
-// its upstream.
-type tunnel struct {
-	client   net.Conn
-	upstream io.ReadWriteCloser
-	once     sync.Once
+// switchClient hijacks the client connection and writes the 101 with the
+// upstream's headers minus the hop-by-hop ones (RFC 9110 §7.6.1), keeping
+// Connection: Upgrade and Upgrade. The returned reader holds the bytes the
+// client sent right behind its upgrade request, then the connection.
+func (pr *ProxyRequest) switchClient(w http.ResponseWriter, h http.Header) (net.Conn, *bufio.Reader, error) {
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("sluice: cannot hijack client connection: %w", err)
+	}
+	// The server may have set deadlines; the tunnel has its own.
+	_ = client.SetDeadline(time.Time{})
+	pr.rw.status = http.StatusSwitchingProtocols
+	sanitizeResponseHeader(h, pr.upgrade)
+	delete(h, "Content-Length")
+	mergeHeader(h, pr.respHeader)
+	if pr.proxy.Via != "" {
+		addVia(h, 1, 1, pr.proxy.Via)
+	}
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	if err := h.Write(brw); err != nil {
+		client.Close()
+		return nil, nil, &abortError{err}
+	}
+	brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		client.Close()
+		return nil, nil, &abortError{fmt.Errorf("%w: %w", errClientGone, err)}
+	}
+	return client, brw.Reader, nil
 }
 
-func (t *tunnel) close() {
-	t.once.Do(func() {
+// serveUpgrade forwards an upgrade request and, if the upstream switches
+// protocols, tunnels the two connections transparently: every byte both
+// ways, including what the client sent with its request and what the
+// upstream sent with its 101 (httputil.ReverseProxy loses the former,
+// golang/go#80875). A non-101 answer is relayed as a normal response.
+func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
+	up, err := pr.roundTripUpgrade(w)
+	if up == nil {
+		return err
+	}
+	client, br, err := pr.switchClient(w, up.res.Header)
+	if err != nil {
+		up.Close()
+		return err
+	}
+	t := &tunnel{
+		client:   client,
+		upstream: up,
+		ws:       isWebSocket(pr),
+		idle:     p.wsConfig().IdleTimeout,
+	}
+	if n := br.Buffered(); n > 0 {
+		t.pending, _ = br.Peek(n)
+	}
+	p.conns.add(t)
+	defer p.conns.remove(t)
+	if p.shutdown.Load() { // Shutdown started after the 101 was sent
+		t.shutdown(CloseGoingAway, "proxy shutting down")
+	}
+	t.run()
+	return nil
+}
+
+// tunnel copies bytes both ways between an upgraded client connection and
+// its upstream. For WebSocket it follows frame boundaries (headers only)
+// so that it can end the connection with a valid close frame.
+//
+// Cost of an idle tunnel: two goroutines (the handler's and one more),
+// each blocked in Read on a 512-byte buffer of the tunnel. A direction
+// takes a pooled 32 KiB buffer when a read fills the small one and keeps
+// it while reads stay larger than 512 bytes (one read per message, not
+// two); a tunnel that went idle right after large reads holds it until
+// its next small read. See docs/websockets.md for measured figures.
+type tunnel struct {
+	client   net.Conn
+	upstream *upstreamConn
+	pending  []byte // client bytes read by the server with the request
+	ws       bool
+	idle     time.Duration
+
+	small [2][512]byte
+
+	lastActive atomic.Int64
+	idleTimer  *time.Timer
+	closing    atomic.Bool
+	closeCode  uint16
+	closeWhy   string
+	graceEnd   time.Time
+	mu         sync.Mutex // guards closeCode, closeWhy, graceEnd, idleTimer
+	killOnce   sync.Once
+}
+
+func (t *tunnel) run() {
+	if t.idle > 0 {
+		t.touch()
+		t.mu.Lock()
+		t.idleTimer = time.AfterFunc(t.idle, t.checkIdle)
+		t.mu.Unlock()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.pump(0, t.client, t.upstream, t.client, true)
+	}()
+	t.pump(1, t.upstream, t.client, t.upstreamConnOrNil(), false)
+	<-done
+	t.kill()
+}
+
+func (t *tunnel) upstreamConnOrNil() net.Conn {
+	if t.upstream.conn == nil {
+		return nil
+	}
+	return t.upstream.conn
+}
+
+func (t *tunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
+
+func (t *tunnel) checkIdle() {
+	last := time.Unix(0, t.lastActive.Load())
+	if left := t.idle - time.Since(last); left > 0 {
+		t.mu.Lock()
+		t.idleTimer.Reset(left)
+		t.mu.Unlock()
+		return
+	}
+	t.shutdown(CloseGoingAway, "idle timeout")
+}
+
+// kill closes both connections; the pumps return promptly.
+func (t *tunnel) kill() {
+	t.killOnce.Do(func() {
+		t.mu.Lock()
+		if t.idleTimer != nil {
+			t.idleTimer.Stop()
+		}
+		t.mu.Unlock()
 		t.client.Close()
 		t.upstream.Close()
 	})
 }
 
-func (t *tunnel) run(fromClient io.Reader, idle time.Duration) {
-	done := make(chan struct{}, 2)
-	go func() {
-		copyHalf(t.upstream, fromClient)
-		closeWrite(t.upstream)
-		done <- struct{}{}
+// shutdown ends the tunnel: a WebSocket tunnel sends a close frame with
+// code to both sides at the next frame boundary and waits up to
+// closeGrace for their answers; other tunnels are closed at once.
+func (t *tunnel) shutdown(code uint16, reason string) {
+	if !t.ws {
+		t.kill()
+		return
+	}
+	t.mu.Lock()
+	if t.closing.Load() {
+		t.mu.Unlock()
+		return
+	}
+	t.closeCode, t.closeWhy = code, reason
+	t.graceEnd = time.Now().Add(closeGrace)
+	t.closing.Store(true)
+	t.mu.Unlock()
+	// Wake both pumps; each finishes the frame in flight, then sends the
+	// close frame.
+	now := time.Now()
+	_ = t.client.SetReadDeadline(now)
+	t.upstream.setReadDeadline(now)
+	time.AfterFunc(closeGrace+100*time.Millisecond, t.kill)
+}
+
+// pump copies src to dst. On EOF it half-closes dst (the other direction
+// goes on); on any other failure it closes both sides.
+func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toUpstream bool) {
+	var tr wsframe.Tracker
+	small := t.small[i][:]
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			copyBufferPool.Put(big)
+		}
 	}()
-	go func() {
-		copyHalf(t.client, t.upstream)
-		closeWrite(t.client)
-		done <- struct{}{}
-	}()
-	<-done
-	// One direction ended. Give the other a moment to drain its half,
-	// then close both so a reset on one side ends the other promptly.
-	timer := time.NewTimer(time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-		t.close()
-	case <-timer.C:
-		t.close()
-		<-done
+	if toUpstream && len(t.pending) > 0 {
+		if t.ws {
+			tr.Advance(t.pending)
+		}
+		_, err := dst.Write(t.pending)
+		t.pending = nil
+		if err != nil {
+			t.kill()
+			return
+		}
+	}
+	for {
+		limit := len(buf)
+		if t.closing.Load() {
+			if tr.AtBoundary() {
+				t.finish(src, dst, srcConn, toUpstream, buf)
+				return
+			}
+			if limit = tr.Until(limit); limit == 0 {
+				t.kill() // not a stream we can follow
+				return
+			}
+		}
+		n, err := src.Read(buf[:limit])
+		if n > 0 {
+			if t.idle > 0 {
+				t.touch()
+			}
+			if t.ws {
+				tr.Advance(buf[:n])
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				t.kill()
+				return
+			}
+			switch {
+			case n == len(buf) && big == nil:
+				big = copyBufferPool.Get().(*[]byte)
+				buf = *big
+			case n <= len(small) && big != nil:
+				// Traffic is back to small reads: give the big buffer
+				// back, so that an idle tunnel holds none.
+				copyBufferPool.Put(big)
+				big, buf = nil, small
+			}
+		}
+		switch {
+		case err == nil:
+		case err == io.EOF && !t.closing.Load():
+			closeWrite(dst)
+			return
+		case isTimeout(err) && t.closing.Load():
+			t.mu.Lock()
+			end := t.graceEnd
+			t.mu.Unlock()
+			if time.Now().After(end) || srcConn == nil {
+				t.kill()
+				return
+			}
+			_ = srcConn.SetReadDeadline(end)
+		default:
+			t.kill()
+			return
+		}
 	}
 }
 
-func copyHalf(dst io.Writer, src io.Reader) {
-	bp := copyBufferPool.Get().(*[]byte)
-	defer copyBufferPool.Put(bp)
-	_, _ = io.CopyBuffer(dst, src, *bp)
+// finish sends the close frame to dst at a frame boundary, then reads
+// (and drops) what src still sends until its close frame, EOF or the end
+// of the grace period.
+func (t *tunnel) finish(src io.Reader, dst io.Writer, srcConn net.Conn, toUpstream bool, buf []byte) {
+	t.mu.Lock()
+	code, why, end := t.closeCode, t.closeWhy, t.graceEnd
+	t.mu.Unlock()
+	var scratch [wsframe.MaxHeaderSize + ws.MaxControlFramePayloadSize]byte
+	if err := wsframe.WriteFrame(dst, scratch[:], ws.OpClose, 0, toUpstream, wsframe.CloseBody(code, why)); err != nil {
+		t.kill()
+		return
+	}
+	if srcConn != nil {
+		_ = srcConn.SetReadDeadline(end)
+	}
+	var tr wsframe.Tracker
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && tr.Advance(buf[:n]) {
+			return // the peer answered with its close frame
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func closeWrite(c any) {
+	if u, ok := c.(*upstreamConn); ok {
+		c = u.rwc
+	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 }
 
-// tunnelSet tracks live tunnels for Shutdown.
-type tunnelSet struct {
-	mu sync.Mutex
-	m  map[*tunnel]struct{}
+// A liveConn is a hijacked connection the Proxy must end on Shutdown.
+type liveConn interface {
+	// shutdown starts a graceful end: close frames with code for
+	// WebSocket peers.
+	shutdown(code uint16, reason string)
+	// kill closes the connections at once.
+	kill()
 }
 
-func (s *tunnelSet) add(t *tunnel) {
+// tunnelSet tracks live tunnels and sessions for Shutdown.
+type tunnelSet struct {
+	mu    sync.Mutex
+	m     map[liveConn]struct{}
+	empty chan struct{} // closed when m becomes empty, if someone waits
+}
+
+func (s *tunnelSet) add(t liveConn) {
 	s.mu.Lock()
 	if s.m == nil {
-		s.m = make(map[*tunnel]struct{})
+		s.m = make(map[liveConn]struct{})
 	}
 	s.m[t] = struct{}{}
 	s.mu.Unlock()
 }
 
-func (s *tunnelSet) remove(t *tunnel) {
+func (s *tunnelSet) remove(t liveConn) {
 	s.mu.Lock()
 	delete(s.m, t)
+	if len(s.m) == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
 	s.mu.Unlock()
 }
 
-// Shutdown stops new upgrades and closes every tunnel. Hijacked
-// connections are not seen by http.Server.Shutdown; call Proxy.Shutdown
-// from the server's RegisterOnShutdown or right after Server.Shutdown.
+// snapshot returns the live connections and a channel closed when none is
+// left.
+func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := make([]liveConn, 0, len(s.m))
+	for t := range s.m {
+		all = append(all, t)
+	}
+	if len(all) == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return all, ch
+	}
+	if s.empty == nil {
+		s.empty = make(chan struct{})
+	}
+	return all, s.empty
+}
+
+// Shutdown ends the Proxy's hijacked connections, which
+// http.Server.Shutdown does not see: new upgrades get 503, every WebSocket
+// peer (client and upstream) gets a close frame with code 1001 (going
+// away, RFC 6455 §7.4.1) at the next frame boundary, and other tunnels are
+// closed. Shutdown waits until the connections ended (about a second at
+// most, see closeGrace) or ctx is done; then it closes what is left and
+// returns ctx.Err().
+//
+// Register it with http.Server.RegisterOnShutdown, or call it right after
+// Server.Shutdown.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.shutdown.Store(true)
-	p.conns.mu.Lock()
-	tunnels := make([]*tunnel, 0, len(p.conns.m))
-	for t := range p.conns.m {
-		tunnels = append(tunnels, t)
+	all, empty := p.conns.snapshot()
+	for _, t := range all {
+		t.shutdown(CloseGoingAway, "proxy shutting down")
 	}
-	p.conns.mu.Unlock()
-	for _, t := range tunnels {
-		t.close()
+	select {
+	case <-empty:
+		return nil
+	case <-ctx.Done():
+		all, _ = p.conns.snapshot()
+		for _, t := range all {
+			t.kill()
+		}
+		return ctx.Err()
 	}
-	return ctx.Err()
 }

@@ -63,13 +63,18 @@ func StartS3(t testing.TB) *S3 {
 		Region:    "us-east-1",
 		Dir:       filepath.Join(dir, "data"),
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{s.Dir, filepath.Join(dir, "meta")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cmd := exec.Command(bin,
 		"--access", s.AccessKey, "--secret", s.SecretKey, "--region", s.Region,
 		"--port", "127.0.0.1:"+strconv.Itoa(port),
-		"posix", "--nometa", s.Dir)
+		// Metadata (ETags of parts, which CompleteMultipartUpload checks)
+		// goes to sidecar files: --nometa would make every multipart
+		// completion fail, and xattrs are not available everywhere.
+		"posix", "--sidecar", filepath.Join(dir, "meta"), s.Dir)
 	cmd.Dir = dir
 	start(t, cmd, "127.0.0.1:"+strconv.Itoa(port))
 	return s

@@ -1,0 +1,118 @@
+// Command ws-filter is a WebSocket filtering proxy built with sluice: it
+// relays a chat at message level, drops the messages that match a
+// pattern, tags the others and ends sessions after a maximum time. With no
+// flags it starts an embedded chat upstream and the proxy in front of it;
+// open the printed URL in two browser tabs.
+//
+//	go run ./examples/ws-filter
+//	go run ./examples/ws-filter -drop '(?i)casino' -max-session 1m -upstream http://127.0.0.1:9000
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// config is what the flags set.
+type config struct {
+	Drop       *regexp.Regexp // messages to the upstream that match are dropped
+	Tag        string         // prefix added to the other messages to the upstream
+	MaxSession time.Duration  // sessions end with close 1008 after this long
+	Ping       time.Duration  // proxy pings to keep idle connections open
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
+	upstream := flag.String("upstream", "", "upstream URL (default: an embedded chat upstream)")
+	drop := flag.String("drop", `(?i)\b(spam|password)\b`, "regular expression of messages to drop")
+	tag := flag.String("tag", "[checked] ", "prefix added to the messages that pass")
+	maxSession := flag.Duration("max-session", 10*time.Minute, "maximum WebSocket session time")
+	flag.Parse()
+	re, err := regexp.Compile(*drop)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ws-filter: bad -drop:", err)
+		os.Exit(2)
+	}
+	cfg := config{Drop: re, Tag: *tag, MaxSession: *maxSession, Ping: 30 * time.Second}
+	if err := run(*listen, *upstream, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "ws-filter:", err)
+		os.Exit(1)
+	}
+}
+
+// newProxy builds the filtering proxy: every request goes to target;
+// WebSocket upgrades on any path are relayed message by message.
+func newProxy(target *url.URL, cfg config) *sluice.Proxy {
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p.Handle("/", &sluice.WebSocketInterceptor{
+		MaxSessionTime: cfg.MaxSession,
+		PingInterval:   cfg.Ping,
+		Compression:    sluice.CompressionTerminate,
+		Message: func(s *sluice.WebSocketSession, m *sluice.WebSocketMessage) error {
+			if m.Direction != sluice.ToUpstream || m.Type != sluice.TextMessage {
+				return nil
+			}
+			if cfg.Drop.Match(m.Data) {
+				slog.Info("ws-filter: dropped a message", "client", s.Request().ClientAddr())
+				_ = s.Send(sluice.ToClient, sluice.TextMessage, []byte("[your message was blocked by the proxy]"))
+				return sluice.ErrDropMessage
+			}
+			m.Data = append([]byte(cfg.Tag), m.Data...)
+			return nil
+		},
+	})
+	return p
+}
+
+func run(listen, upstream string, cfg config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if upstream == "" {
+		d, err := startDemo()
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		upstream = "http://" + d.Addr
+	}
+	target, err := url.Parse(upstream)
+	if err != nil || target.Host == "" {
+		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
+	}
+	proxy := newProxy(target, cfg)
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
+	slog.Info("ws-filter: open this in two tabs", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package sluice
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+func transparentSetup(t *testing.T) (*Proxy, *rawUpstream, *httptest.Server) {
+	t.Helper()
+	leaktest.Check(t)
+	up := newRawUpstream(t)
+	p := &Proxy{Director: SingleHost(up.URL, false)}
+	return p, up, newTestProxy(t, p)
+}
+
+func TestWebSocketUpgradeDetection(t *testing.T) {
+	tests := []struct {
+		name, header string
+		upgrade      bool
+	}{
+		{"canonical", "Connection: Upgrade\r\nUpgrade: websocket\r\n", true},
+		{"lower case", "connection: upgrade\r\nupgrade: websocket\r\n", true},
+		{"token in second position", "Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n", true},
+		{"upper case", "Connection: UPGRADE\r\nUpgrade: WEBSOCKET\r\n", true},
+		{"two Connection lines", "Connection: keep-alive\r\nConnection: upgrade\r\nUpgrade: websocket\r\n", true},
+		{"no upgrade token", "Connection: keep-alive\r\nUpgrade: websocket\r\n", false},
+		{"h2c refused", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, up, srv := transparentSetup(t)
+			reqs := make(chan *http.Request, 1)
+			up.respond = func(req *http.Request) string {
+				reqs <- req
+				if upgradeType(req.Header) == "" {
+					return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+				}
+				return validSwitch(req)
+			}
+			c, res := dialUpgrade(t, srv, tt.header, nil)
+			defer c.Close()
+			got := res.StatusCode == http.StatusSwitchingProtocols
+			if got != tt.upgrade {
+				t.Fatalf("status %d, want upgrade=%v", res.StatusCode, tt.upgrade)
+			}
+			req := <-reqs
+			if tt.upgrade {
+				want := http.Header{"Connection": {"Upgrade"}, "Upgrade": {req.Header.Get("Upgrade")}}
+				gotH := http.Header{"Connection": req.Header["Connection"], "Upgrade": req.Header["Upgrade"]}
+				if diff := cmp.Diff(want, gotH); diff != "" {
+					t.Errorf("upstream request headers (-want +got):\n%s", diff)
+				}
+			} else if len(req.Header["Upgrade"]) != 0 || len(req.Header["Http2-Settings"]) != 0 {
+				t.Errorf("upgrade headers leaked upstream: %v", req.Header)
+			}
+		})
+	}
+}
+
+// TestWebSocketKeepsEveryByte: bytes the client sends in the same packet
+// as its upgrade request, and bytes the upstream sends with its 101, both
+// arrive (golang/go#80875 for httputil).
+func TestWebSocketKeepsEveryByte(t *testing.T) {
+	_, up, srv := transparentSetup(t)
+	fromUp := rawFrame(true, 0, ws.OpText, false, []byte("hello from upstream"))
+	up.extra = fromUp
+	fromClient := rawFrame(true, 0, ws.OpText, true, []byte("hello from client"))
+	c, res := dialUpgrade(t, srv, "", fromClient)
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	u := up.accept()
+	if got := u.readFrame(t); string(got.Data) != "hello from client" || !got.Masked {
+		t.Errorf("upstream got %v", got)
+	}
+	if got := c.readFrame(t); string(got.Data) != "hello from upstream" || got.Masked {
+		t.Errorf("client got %v", got)
+	}
+	// And the tunnel goes on both ways, byte for byte.
+	big := strings.Repeat("x", 200<<10)
+	c.send(t, rawFrame(true, 0, ws.OpBinary, true, []byte(big)))
+	if got := u.readFrame(t); string(got.Data) != big {
+		t.Errorf("upstream got %d bytes, want %d", len(got.Data), len(big))
+	}
+	u.send(t, rawFrame(true, 0, ws.OpBinary, false, []byte(big)))
+	if got := c.readFrame(t); string(got.Data) != big {
+		t.Errorf("client got %d bytes, want %d", len(got.Data), len(big))
+	}
+}
+
+func TestWebSocketSwitchValidation(t *testing.T) {
+	accept := "Sec-WebSocket-Accept: " + acceptKey(testKey) + "\r\n"
+	tests := []struct {
+		name     string
+		header   string // client request lines
+		response string
+		status   int
+	}{
+		{"valid", "", "Upgrade: websocket\r\nConnection: Upgrade\r\n" + accept, 101},
+		{"bad accept", "", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n", 502},
+		{"no accept", "", "Upgrade: websocket\r\nConnection: Upgrade\r\n", 502},
+		{"other protocol", "", "Upgrade: foo\r\nConnection: Upgrade\r\n" + accept, 502},
+		{"no connection upgrade", "", "Upgrade: websocket\r\n" + accept, 502},
+		{"offered subprotocol", "Sec-WebSocket-Protocol: chat, superchat\r\n",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: superchat\r\n" + accept, 101},
+		{"subprotocol not offered", "Sec-WebSocket-Protocol: chat\r\n",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: other\r\n" + accept, 502},
+		{"subprotocol without offer", "",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: chat\r\n" + accept, 502},
+		{"offered extension", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" + accept, 101},
+		{"extension not offered", "",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" + accept, 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, up, srv := transparentSetup(t)
+			up.respond = func(*http.Request) string { return "HTTP/1.1 101 Switching Protocols\r\n" + tt.response + "\r\n" }
+			c, res := dialUpgrade(t, srv, tt.header, nil)
+			defer c.Close()
+			if res.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tt.status)
+			}
+			if tt.status == 101 {
+				for _, k := range []string{"Sec-Websocket-Protocol", "Sec-Websocket-Extensions"} {
+					if strings.Contains(tt.response, k[:16]) && res.Header.Get(k) == "" {
+						t.Errorf("%s not relayed: %v", k, res.Header)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestWebSocketSwitchHopByHop: the 101 keeps Connection: Upgrade and
+// Upgrade, and loses every other hop-by-hop field (RFC 9110 §7.6.1).
+func TestWebSocketSwitchHopByHop(t *testing.T) {
+	_, up, srv := transparentSetup(t)
+	up.respond = func(req *http.Request) string {
+		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\n" +
+			"Sec-WebSocket-Accept: " + acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
+			"X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-End: kept\r\n\r\n"
+	}
+	c, res := dialUpgrade(t, srv, "", nil)
+	defer c.Close()
+	if res.StatusCode != 101 {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	got := res.Header.Clone()
+	delete(got, "Date")
+	want := http.Header{
+		"Connection":           {"Upgrade"},
+		"Upgrade":              {"websocket"},
+		"Sec-Websocket-Accept": {acceptKey(testKey)},
+		"X-End":                {"kept"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("101 headers (-want +got):\n%s", diff)
+	}
+}
+
+// TestWebSocketRefusedKeepsConnection: an upstream that does not switch
+// gets its answer relayed, and the client connection serves the next
+// request.
+func TestWebSocketRefusedKeepsConnection(t *testing.T) {
+	_, up, srv := transparentSetup(t)
+	up.respond = func(req *http.Request) string {
+		if req.Header.Get("Upgrade") != "" {
+			return "HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nX-Why: no\r\n\r\nnope"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain"
+	}
+	c, res := dialUpgrade(t, srv, "", nil)
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 403 || string(body) != "nope" || res.Header.Get("X-Why") != "no" {
+		t.Fatalf("got %d %q %v", res.StatusCode, body, res.Header)
+	}
+	c.send(t, []byte("GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n"))
+	res2, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res2.Body)
+	if res2.StatusCode != 200 || string(body) != "again" {
+		t.Errorf("second request: %d %q", res2.StatusCode, body)
+	}
+}
+
+func TestWebSocketHalfClose(t *testing.T) {
+	_, up, srv := transparentSetup(t)
+	c, _ := dialUpgrade(t, srv, "", nil)
+	u := up.accept()
+	c.send(t, []byte("last words"))
+	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = u.SetReadDeadline(time.Now().Add(testDeadline))
+	got, err := io.ReadAll(u.br)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("upstream read %q, %v; want the bytes then EOF", got, err)
+	}
+	// The other direction still works after the client's half-close.
+	u.send(t, []byte("reply after half-close"))
+	u.Close()
+	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
+	got, err = io.ReadAll(c.br)
+	if err != nil || string(got) != "reply after half-close" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+}
+
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+func TestWebSocketResetClosesOtherSide(t *testing.T) {
+	for _, side := range []string{"upstream", "client"} {
+		t.Run(side+" resets", func(t *testing.T) {
+			_, up, srv := transparentSetup(t)
+			c, _ := dialUpgrade(t, srv, "", nil)
+			u := up.accept()
+			c.send(t, []byte("x"))
+			if _, err := io.ReadFull(u.br, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			victim, other := u, c
+			if side == "client" {
+				victim, other = c, u
+			}
+			reset(victim.Conn)
+			_ = other.SetReadDeadline(time.Now().Add(testDeadline))
+			_, err := other.br.ReadByte()
+			if err == nil || isTimeout(err) {
+				t.Fatalf("other side still open after reset: %v", err)
+			}
+		})
+	}
+}
+
+func TestWebSocketIdleTimeout(t *testing.T) {
+	p, up, srv := transparentSetup(t)
+	p.WebSocket = &WebSocketConfig{IdleTimeout: 50 * time.Millisecond}
+	c, _ := dialUpgrade(t, srv, "", nil)
+	u := up.accept()
+	code, masked := c.readClose(t)
+	if code != CloseGoingAway || masked {
+		t.Errorf("client got close %d masked=%v, want 1001 unmasked", code, masked)
+	}
+	code, masked = u.readClose(t)
+	if code != CloseGoingAway || !masked {
+		t.Errorf("upstream got close %d masked=%v, want 1001 masked", code, masked)
+	}
+	// Both answer; the proxy closes the connections.
+	c.send(t, rawFrame(true, 0, ws.OpClose, true, closePayload(1001, "")))
+	u.send(t, rawFrame(true, 0, ws.OpClose, false, closePayload(1001, "")))
+	for _, peer := range []*rawPeer{c, u} {
+		if _, err := peer.tryReadFrame(); !errors.Is(err, io.EOF) {
+			t.Errorf("after close handshake: %v, want EOF", err)
+		}
+	}
+}
+
+// TestWebSocketShutdownMidFrame: Shutdown waits for the frame in flight to
+// end before it inserts the close frame, so that both peers see a valid
+// stream.
+func TestWebSocketShutdownMidFrame(t *testing.T) {
+	p, up, srv := transparentSetup(t)
+	c, _ := dialUpgrade(t, srv, "", nil)
+	u := up.accept()
+	whole := rawFrame(true, 0, ws.OpBinary, false, []byte("0123456789"))
+	u.send(t, whole[:5]) // header and 3 payload bytes
+	if _, err := io.ReadFull(c.br, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	// The client side is at a boundary: its close frame goes out now.
+	if code, masked := u.readClose(t); code != CloseGoingAway || !masked {
+		t.Errorf("upstream got close %d masked=%v", code, masked)
+	}
+	u.send(t, whole[5:])
+	rest := make([]byte, len(whole)-5)
+	if _, err := io.ReadFull(c.br, rest); err != nil || string(rest) != string(whole[5:]) {
+		t.Fatalf("client got %q, %v", rest, err)
+	}
+	if code, masked := c.readClose(t); code != CloseGoingAway || masked {
+		t.Errorf("client got close %d masked=%v", code, masked)
+	}
+	c.send(t, rawFrame(true, 0, ws.OpClose, true, closePayload(1001, "")))
+	u.send(t, rawFrame(true, 0, ws.OpClose, false, closePayload(1001, "")))
+	u.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	// New upgrades are refused.
+	c2, res := dialUpgrade(t, srv, "", nil)
+	defer c2.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("upgrade after Shutdown: %d", res.StatusCode)
+	}
+}
+
+func TestWebSocketShutdownContext(t *testing.T) {
+	p, up, srv := transparentSetup(t)
+	c, _ := dialUpgrade(t, srv, "", nil)
+	u := up.accept()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown with a done context: %v", err)
+	}
+	for _, peer := range []*rawPeer{c, u} {
+		_ = peer.SetReadDeadline(time.Now().Add(testDeadline))
+		if _, err := io.ReadAll(peer.br); err != nil && !strings.Contains(err.Error(), "reset") {
+			t.Errorf("peer not closed: %v", err)
+		}
+	}
+}
+
+// TestUpgradeOtherProtocol: upgrades other than WebSocket are tunnelled
+// byte for byte.
+func TestUpgradeOtherProtocol(t *testing.T) {
+	_, up, srv := transparentSetup(t)
+	up.respond = func(*http.Request) string {
+		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/2\r\nConnection: upgrade\r\n\r\nbanner"
+	}
+	c, res := dialUpgrade(t, srv, "Connection: Upgrade\r\nUpgrade: foo/2\r\n", []byte("early"))
+	if res.StatusCode != 101 || res.Header.Get("Upgrade") != "foo/2" {
+		t.Fatalf("got %d %v", res.StatusCode, res.Header)
+	}
+	u := up.accept()
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(u.br, got); err != nil || string(got) != "early" {
+		t.Errorf("upstream got %q %v", got, err)
+	}
+	got = make([]byte, 6)
+	if _, err := io.ReadFull(c.br, got); err != nil || string(got) != "banner" {
+		t.Errorf("client got %q %v", got, err)
+	}
+}
