@@ -80,6 +80,8 @@ type Pool struct {
 	epoch    time.Time
 	marks    chan downMark
 
+	syncMu sync.Mutex // serializes Syncs: a load applied after a newer one would undo it
+
 	mu    sync.Mutex           // serializes changes of ups and state
 	ups   map[string]*Upstream // by host: members and draining ex-members
 	state atomic.Pointer[poolState]
@@ -197,9 +199,9 @@ type UpstreamStats struct {
 	ID     string `json:"id"`
 	URL    string `json:"url"`
 	Weight int    `json:"weight"`
-	// Healthy reports whether the target gets requests: it is a member
-	// and neither active nor passive health (nor a shared down mark)
-	// keeps it out.
+	// Healthy reports whether the target gets requests: it is in the
+	// snapshot the Policy picks from (a member that neither active nor
+	// passive health, nor a shared down mark, keeps out).
 	Healthy bool `json:"healthy"`
 	// Member is false for a removed target that still has attempts in
 	// flight (draining).
@@ -287,6 +289,8 @@ func (p *Pool) Remove(ctx context.Context, id string) error {
 // SyncInterval.
 func (p *Pool) Sync(ctx context.Context) error {
 	p.init()
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	ms, err := p.reg.Members(ctx)
 	if err != nil {
 		return fmt.Errorf("sluice: loading pool members: %w", err)
@@ -475,12 +479,11 @@ func (p *Pool) failed(res Result) bool {
 func (p *Pool) Stats() []UpstreamStats {
 	p.init()
 	st := p.state.Load()
-	now := p.now()
 	out := make([]UpstreamStats, 0, len(st.byHost))
 	add := func(u *Upstream, member bool) {
 		s := UpstreamStats{
 			ID: u.id, URL: u.url.String(), Weight: u.weight,
-			Healthy: member && u.healthy(now), Member: member,
+			Healthy: member && slices.Contains(st.healthy, u), Member: member,
 			Requests: u.requests.Load(), Failures: u.failures.Load(),
 			InFlight: u.inflight.Load(),
 		}

@@ -131,7 +131,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	}
 
 	hasBody := pr.Out.Body != nil && pr.Out.Body != http.NoBody
-	if a, ok := pr.Out.Body.(*attemptBody); ok && a.b == &pr.body {
+	if a, ok := pr.Out.Body.(*attemptBody); ok && a.b == pr.body {
 		// RoundTrip again on the same request: go on with its body.
 		pr.body.detach()
 	} else if hasBody {
@@ -144,6 +144,9 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			if pr.Out.ContentLength > limit {
 				limit = 0 // known too large: never kept
 			}
+		}
+		if pr.body == nil {
+			pr.body = new(requestBody)
 		}
 		pr.body.start(pr.Out.Body, limit, pr.Out.ContentLength)
 	}
@@ -570,11 +573,12 @@ func (b *requestBody) detach() bodyState {
 }
 
 // finished reports whether no transport will read the body again: it
-// ended (EOF or an error) and no read is in progress.
+// was never used, or it ended (EOF or an error) and no read is in
+// progress. Only then may it serve another exchange.
 func (b *requestBody) finished() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return !b.reading && (b.eof || b.err != nil)
+	return b.rc == nil || !b.reading && (b.eof || b.err != nil)
 }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
