@@ -25,7 +25,7 @@ import (
 // signatures). Everything that talks to object storage is tested against
 // a real versitygw in examples/direct-upload.
 
-var hijackTestKey = []byte("0123456789abcdef0123456789abcdef")
+var hijackKey = []byte("0123456789abcdef0123456789abcdef")
 
 // hijackProxy starts an upstream app and a proxy with h on "PUT /up/{name}".
 func hijackProxy(t *testing.T, h *Hijack, app http.Handler) (proxyURL string) {
@@ -60,7 +60,7 @@ func TestHijackPreauthorizeRequestAndRefusal(t *testing.T) {
 		w.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(w, "log in first")
 	})
-	proxy := hijackProxy(t, &Hijack{Preauthorizer: PreauthorizeUpstream("/authorize", hijackTestKey), SigningKey: hijackTestKey}, app)
+	proxy := hijackProxy(t, &Hijack{Preauthorizer: PreauthorizeUpstream("/authorize", hijackKey), SigningKey: hijackKey}, app)
 
 	req, _ := http.NewRequest(http.MethodPut, proxy+"/up/a.txt", strings.NewReader("hello"))
 	req.Header.Set("Sluice-Upload-Signature", "forged")
@@ -89,7 +89,7 @@ func TestHijackPreauthorizeRequestAndRefusal(t *testing.T) {
 	if pa.Header.Get("Sluice-Upload-Signature") != "" || pa.Header.Get(HeaderUploadLength) != "5" || pa.Header.Get("X-Custom") != "kept" {
 		t.Fatalf("pre-authorization headers: %v", pa.Header)
 	}
-	method, path, err := VerifyPreauthorize(pa, hijackTestKey)
+	method, path, err := VerifyPreauthorize(pa, hijackKey)
 	if err != nil || method != http.MethodPut || path != "/up/a.txt" {
 		t.Fatalf("VerifyPreauthorize = %q, %q, %v", method, path, err)
 	}
@@ -139,7 +139,7 @@ func TestHijackRefusedBeforeStore(t *testing.T) {
 			mu.Lock()
 			storeCalls = nil
 			mu.Unlock()
-			h := &Hijack{SigningKey: hijackTestKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+			h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
 				return tt.plan, tt.planErr
 			})}
 			var upstreamHit atomic.Bool
@@ -175,7 +175,7 @@ func mustNewRequest(t testing.TB, method, url string, body io.Reader) *http.Requ
 func TestHijackForwardsRequestsWithoutBody(t *testing.T) {
 	leaktest.Check(t)
 	var called atomic.Bool
-	h := &Hijack{SigningKey: hijackTestKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+	h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
 		called.Store(true)
 		return nil, errors.New("must not be called")
 	})}
@@ -222,10 +222,10 @@ func TestVerifyUpload(t *testing.T) {
 		token string
 		ok    bool
 	}{
-		{"valid", sign(good, hijackTestKey), true},
+		{"valid", sign(good, hijackKey), true},
 		{"other key", sign(good, []byte("other")), false},
-		{"expired", sign(expired, hijackTestKey), false},
-		{"other issuer", sign(foreign, hijackTestKey), false},
+		{"expired", sign(expired, hijackKey), false},
+		{"other issuer", sign(foreign, hijackKey), false},
 		{"missing", "", false},
 		{"garbage", "a.b.c", false},
 	}
@@ -235,7 +235,7 @@ func TestVerifyUpload(t *testing.T) {
 			if tt.token != "" {
 				r.Header.Set(HeaderUploadSignature, tt.token)
 			}
-			c, err := VerifyUpload(r, hijackTestKey)
+			c, err := VerifyUpload(r, hijackKey)
 			if !tt.ok {
 				if !errors.Is(err, ErrUploadSignature) {
 					t.Fatalf("VerifyUpload: %v, want ErrUploadSignature", err)
@@ -275,14 +275,14 @@ func TestSourceReaderLimit(t *testing.T) {
 }
 
 func FuzzVerifyUpload(f *testing.F) {
-	tok, _ := hs256.Sign(hijackTestKey, UploadClaims{Issuer: "sluice", ExpiresAt: 1 << 40})
+	tok, _ := hs256.Sign(hijackKey, UploadClaims{Issuer: "sluice", ExpiresAt: 1 << 40})
 	f.Add(tok)
 	f.Add("")
 	f.Add("e30.e30.e30")
 	f.Fuzz(func(t *testing.T, tok string) {
 		r := httptest.NewRequest(http.MethodPut, "/", nil)
 		r.Header.Set(HeaderUploadSignature, tok)
-		c, err := VerifyUpload(r, hijackTestKey)
+		c, err := VerifyUpload(r, hijackKey)
 		if err == nil && (c.Issuer != "sluice" || c.ExpiresAt < time.Now().Unix()) {
 			t.Fatalf("accepted claims %+v", c)
 		}
@@ -294,7 +294,7 @@ func FuzzVerifyUpload(f *testing.F) {
 // sends the body.
 func TestHijackRefusalBeforeContinue(t *testing.T) {
 	leaktest.Check(t)
-	h := &Hijack{SigningKey: hijackTestKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+	h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
 		return nil, &Refusal{Status: http.StatusForbidden, Body: []byte("no uploads today")}
 	})}
 	proxy := hijackProxy(t, h, http.NotFoundHandler())

@@ -588,9 +588,11 @@ func (s *WebSocketSession) ping() time.Duration {
 // reauthorize runs the authorizers again on a copy of the request, so
 // that what they edit does not race with the handlers reading it.
 func (s *WebSocketSession) reauthorize() time.Duration {
-	cp := *s.pr
-	cp.Out = s.pr.Out.Clone(s.ctx)
-	cp.respHeader = nil
+	pr := s.pr
+	cp := ProxyRequest{
+		In: pr.In, Out: pr.Out.Clone(s.ctx),
+		proxy: pr.proxy, route: pr.route, peer: pr.peer, client: pr.client, upgrade: pr.upgrade,
+	}
 	for _, a := range [2]Authorizer{s.pr.proxy.Authorizer, s.pr.route.authorizer()} {
 		if a == nil {
 			continue

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -67,20 +66,7 @@ func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.D
 	}
 	defer proxy.CloseIdleConnections()
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return sluice.Serve(ctx, srv, ln, 0, proxy)
 }

@@ -22,7 +22,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -89,24 +88,11 @@ func run(cfg config) error {
 		return err
 	}
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
 	base := "http://" + ln.Addr().String()
 	slog.Info("search-rerank: proxying", "url", base+"/", "upstream", cfg.upstream,
 		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath)
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return sluice.Serve(ctx, srv, ln, 0, proxy)
 }
 
 // newProxy builds the reranking proxy: the status endpoint answered

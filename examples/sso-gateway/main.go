@@ -191,7 +191,6 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 		return err
 	}
 	srv := &http.Server{Handler: g.proxy, ReadHeaderTimeout: 10 * time.Second}
-	srv.RegisterOnShutdown(func() { _ = g.proxy.Shutdown(context.Background()) })
 	addr := ln.Addr().String()
 	sessions := "memory"
 	if cfg.redis != "" {
@@ -201,18 +200,5 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	if ready != nil {
 		ready(addr)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	<-errc
-	return nil
+	return sluice.Serve(ctx, srv, ln, 0, g.proxy)
 }

@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -204,25 +203,11 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 		return err
 	}
 	srv := &http.Server{Handler: f.proxy, ReadHeaderTimeout: 10 * time.Second}
-	srv.RegisterOnShutdown(func() { _ = f.proxy.Shutdown(context.Background()) })
 	addr := ln.Addr().String()
 	slog.Info("url-filter: listening", "url", "http://"+addr+"/", "upstream", cfg.upstream,
 		"try", "curl http://"+addr+"/old/page ; curl -x http://"+addr+" http://ads.example/")
 	if ready != nil {
 		ready(addr)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	<-errc
-	return nil
+	return sluice.Serve(ctx, srv, ln, 0, f.proxy)
 }
