@@ -27,7 +27,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -149,11 +148,8 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	}
 	proxy.Handle("/_balancer/", local(statusHandler(pool, demos)))
 
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	srv.RegisterOnShutdown(func() { _ = proxy.Shutdown(context.Background()) })
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	defer srv.Close() // on early returns; after Shutdown it does nothing
+	defer ln.Close() // on early returns; Serve closes it otherwise
+	defer proxy.CloseIdleConnections()
 
 	poolCtx, stopPool := context.WithCancel(context.Background())
 	poolDone := make(chan struct{})
@@ -166,6 +162,18 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 		<-poolDone
 	}()
 
+	// On shutdown the demo backends leave first (deregistering through
+	// the balancer, which still serves), then the balancer drains.
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	stopWatch := context.AfterFunc(ctx, func() {
+		if demos != nil {
+			demos.closeAll()
+		}
+		stopServing()
+	})
+	defer stopWatch()
+
 	for i := range cfg.backends {
 		if err := demos.start(i + 1); err != nil {
 			return err
@@ -176,23 +184,8 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	if ready != nil {
 		ready(base)
 	}
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	// Backends leave first (deregistering), then the balancer drains.
-	if demos != nil {
-		demos.closeAll()
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	proxy.CloseIdleConnections()
-	return nil
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	return sluice.Serve(serveCtx, srv, ln, 0, proxy)
 }
 
 // local serves a request on the balancer itself instead of forwarding it.
