@@ -32,8 +32,10 @@ func (f DirectorFunc) Direct(pr *ProxyRequest) error { return f(pr) }
 
 // An Observer is a Director that wants to know how each attempt it
 // directed ended, to keep health or load statistics. The Proxy calls
-// Observe once per attempt, after the response headers arrived or the
-// attempt failed; Result.Err is nil for any response, whatever its status.
+// Observe once per attempt: when the attempt failed, or when the response
+// body is closed (its end, or the end of the tunnel for a 101); Result.Err
+// is nil for a response whose body ended cleanly, whatever its status.
+// Pool is an Observer.
 type Observer interface {
 	Observe(pr *ProxyRequest, res Result)
 }

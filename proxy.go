@@ -175,9 +175,10 @@ type ProxyRequest struct {
 
 	w            *responseWriter // the client's writer
 	rw           responseWriter
-	body         requestBody
+	body         *requestBody // kept with the pooled ProxyRequest; see releaseProxyRequest
 	hooks        exchangeHooks
 	wroteHeaders bool
+	sent1xx      bool // a 1xx response reached the client: no retry
 }
 
 // Proxy returns the Proxy handling the request.
@@ -293,12 +294,12 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 // read the request body through it (an upstream that answered before
 // taking the whole body): then it is left to the garbage collector.
 func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
-	if pr.body.rc != nil && !pr.body.finished() {
+	if pr.body != nil && !pr.body.finished() {
 		return
 	}
-	tried := pr.tried[:0]
+	tried, body := pr.tried[:0], pr.body
 	*pr = ProxyRequest{}
-	pr.tried = tried
+	pr.tried, pr.body = tried, body
 	proxyRequestPool.Put(pr)
 }
 

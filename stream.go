@@ -32,10 +32,13 @@ type Result struct {
 }
 
 // RetryPolicy says which failed attempts are tried again. A retry is only
-// ever made when it is safe: no byte of the response reached the client,
-// and either nothing of the request reached the upstream (the connection
-// could not be made, or the request was not written) or the method is
-// idempotent (RFC 9110 §9.2.2) and the request has no body.
+// ever made when it is safe: no byte of the response (not even a 1xx
+// interim response) reached the client, and either nothing of the request
+// reached the upstream (the connection could not be made, or the request
+// was not written) or the method is idempotent (RFC 9110 §9.2.2) and the
+// request has no body or a body that could be kept for replay (see
+// ReplayLimit). A request that is not idempotent and whose body was
+// started is never sent twice.
 type RetryPolicy struct {
 	// Attempts is the maximum number of attempts, the first included.
 	// If zero, 2.
@@ -45,12 +48,24 @@ type RetryPolicy struct {
 	// attempt is started. If zero, there is no bound but Attempts.
 	Duration time.Duration
 
-	// Idempotent allows retrying idempotent requests without a body after
-	// a failure that may have reached the upstream (a reset connection, a
-	// response header timeout). If false, only requests that certainly did
-	// not reach the upstream are retried.
+	// Idempotent allows retrying idempotent requests after a failure that
+	// may have reached the upstream (a reset connection, a response header
+	// timeout). If false, only requests that certainly did not reach the
+	// upstream are retried.
 	Idempotent bool
+
+	// ReplayLimit bounds the request body kept in memory so that an
+	// idempotent request with a body can be sent again when Idempotent
+	// is set. The body is kept as the transport reads it; a request whose
+	// body grows past the limit is no longer retried once its body was
+	// started. If zero, DefaultReplayLimit; if negative, bodies are never
+	// kept.
+	ReplayLimit int64
 }
+
+// DefaultReplayLimit is the request body size kept for replay when
+// RetryPolicy.ReplayLimit is zero.
+const DefaultReplayLimit = 64 << 10
 
 var defaultRetry = RetryPolicy{Attempts: 2}
 
@@ -115,9 +130,25 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		attempts = 2
 	}
 
-	if pr.Out.Body != nil && pr.Out.Body != http.NoBody && pr.Out.Body != &pr.body {
-		pr.body.rc = pr.Out.Body
-		pr.Out.Body = &pr.body
+	hasBody := pr.Out.Body != nil && pr.Out.Body != http.NoBody
+	if a, ok := pr.Out.Body.(*attemptBody); ok && a.b == pr.body {
+		// RoundTrip again on the same request: go on with its body.
+		pr.body.detach()
+	} else if hasBody {
+		var limit int64
+		if attempts > 1 && policy.Idempotent && isIdempotent(pr.Out.Method) {
+			limit = policy.ReplayLimit
+			if limit == 0 {
+				limit = DefaultReplayLimit
+			}
+			if pr.Out.ContentLength > limit {
+				limit = 0 // known too large: never kept
+			}
+		}
+		if pr.body == nil {
+			pr.body = new(requestBody)
+		}
+		pr.body.start(pr.Out.Body, limit, pr.Out.ContentLength)
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
@@ -128,6 +159,9 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		*pr.Out.URL = orig
 		pr.Out.Host = origHost
 		pr.wroteHeaders = false
+		if hasBody {
+			pr.Out.Body = pr.body.attempt()
+		}
 		if err := director.Direct(pr); err != nil {
 			return nil, err
 		}
@@ -150,22 +184,33 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		obs, _ := director.(Observer)
 		if err == nil {
 			if obs != nil {
-				res.Body = &observedBody{rc: res.Body, obs: obs, pr: pr,
+				ob := &observedBody{rc: res.Body, obs: obs, pr: pr,
 					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
+				res.Body = ob
+				// A 101 body is the upgraded connection: keep it writable.
+				if rw, ok := ob.rc.(io.ReadWriter); ok && res.StatusCode == http.StatusSwitchingProtocols {
+					res.Body = &observedConn{ob: ob, rw: rw}
+				}
 			}
 			return res, nil
 		}
-		_, _, bodyErr := pr.body.state()
+		// The transport may still be reading the body of the failed
+		// attempt (its writer goroutine): detach ends that, so what we
+		// learn about the body is final and a retry never shares it.
+		var bs bodyState
+		if hasBody {
+			bs = pr.body.detach()
+		}
 		switch {
-		case bodyErr != nil:
-			err = clientBodyError(bodyErr)
+		case bs.err != nil:
+			err = clientBodyError(bs.err)
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if obs != nil {
 			obs.Observe(pr, Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)})
 		}
-		if !pr.retryable(err, policy, first) || pr.attempt+1 >= attempts {
+		if !pr.retryable(err, policy, first, hasBody, bs) || pr.attempt+1 >= attempts {
 			return nil, err
 		}
 		p.logger().Debug("sluice: retrying", "upstream", pr.Out.URL.Host, "err", err)
@@ -175,17 +220,20 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 }
 
 // retryable reports whether the failed attempt may be made again.
-func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time) bool {
-	if n, eof, _ := pr.body.state(); errors.Is(err, errClientGone) || n > 0 || eof {
+func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time, hasBody bool, bs bodyState) bool {
+	if errors.Is(err, errClientGone) || pr.sent1xx || bs.err != nil {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
 		return false
 	}
-	if isConnectError(err) || !pr.wroteHeaders {
+	if !bs.started && (isConnectError(err) || !pr.wroteHeaders) {
 		return true
 	}
-	return policy.Idempotent && pr.Out.Body == nil && isIdempotent(pr.Out.Method)
+	if !policy.Idempotent || !isIdempotent(pr.Out.Method) {
+		return false
+	}
+	return !hasBody || !bs.started || bs.replayable
 }
 
 func isIdempotent(method string) bool {
@@ -229,6 +277,7 @@ func (h *exchangeHooks) Got1xx(code int, header http.Header) {
 // client sees 100 only if the upstream sent it.
 func (pr *ProxyRequest) got100Continue() {
 	if pr.w != nil && !pr.w.started() {
+		pr.sent1xx = true
 		pr.w.WriteHeader(http.StatusContinue)
 	}
 }
@@ -244,6 +293,7 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 	copyHeader(saved, h)
 	removeHopByHop(http.Header(header))
 	copyHeader(h, http.Header(header))
+	pr.sent1xx = true
 	pr.w.WriteHeader(code)
 	clear(h)
 	copyHeader(h, saved)
@@ -435,46 +485,156 @@ func (f *flushWriter) stop() {
 	}
 }
 
-// requestBody wraps the outbound request body: it counts what the
-// transport read (to know whether a retry is safe) and keeps the
-// transport from closing the inbound body, which belongs to the server.
+// requestBody is the inbound request body as the attempts of one
+// exchange read it. It counts what was read (to know whether a retry is
+// safe) and keeps the transport from closing the inbound body, which
+// belongs to the server. With a limit, it also keeps the bytes read, up
+// to limit, so that a retry can send the body again: the kept bytes
+// first, then the rest of the inbound body.
 //
-// The transport reads it from its own goroutine while the handler's
-// goroutine looks at the counters, hence the lock.
+// Each attempt reads through its own attemptBody, from the transport's
+// writer goroutine while the handler's goroutine looks at the counters.
+// detach ends the current attempt's access: reads are serialized, bytes
+// an abandoned attempt read are kept for the next one (or make it fail
+// if they cannot be: never a body with a hole), and the counters the
+// retry decision reads are final.
 type requestBody struct {
-	rc  io.ReadCloser
-	mu  sync.Mutex
-	n   int64
-	eof bool
-	err error // the first read error other than io.EOF
+	rc      io.ReadCloser
+	mu      sync.Mutex
+	cond    sync.Cond    // signaled when a read from rc ends; L is &mu
+	reading bool         // a read from rc is in progress (without mu)
+	cur     *attemptBody // the attempt allowed to read; others get errDetached
+	n       int64        // bytes read from rc
+	eof     bool
+	err     error  // the first read error other than io.EOF
+	limit   int64  // bytes kept for replay; 0: none
+	kept    []byte // the first n bytes of rc while n <= limit
+	over    bool   // more than limit bytes were read: kept is gone
+	first   attemptBody
 }
 
-func (b *requestBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+// attemptBody is the body one attempt's transport reads. Attempts are
+// told apart by address: a writer that outlived its exchange holds a
+// pointer no later exchange's requestBody names as current.
+type attemptBody struct {
+	b   *requestBody
+	pos int64 // bytes of the body delivered to this attempt
+}
+
+// bodyState is what a failed attempt left of the body.
+type bodyState struct {
+	started    bool // bytes were read (or the body ended)
+	replayable bool // everything read was kept
+	err        error
+}
+
+var (
+	errDetached    = errors.New("sluice: request body of an abandoned attempt")
+	errReplayShort = errors.New("sluice: request body cannot be replayed")
+)
+
+// start prepares b for rc; limit > 0 keeps that many bytes for replay.
+func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cond.L = &b.mu
+	b.rc, b.cur, b.n, b.eof, b.err = rc, nil, 0, false, nil
+	b.limit, b.kept, b.over = limit, nil, false
+	if limit > 0 && contentLength > 0 {
+		b.kept = make([]byte, 0, contentLength)
+	}
+	b.first = attemptBody{}
+}
+
+// attempt returns the body for the next attempt; the first one costs no
+// allocation.
+func (b *requestBody) attempt() *attemptBody {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.first.b == nil {
+		b.first = attemptBody{b: b}
+		b.cur = &b.first
+	} else {
+		b.cur = &attemptBody{b: b}
+	}
+	return b.cur
+}
+
+// detach ends the current attempt's access to the body, waiting for a
+// read in progress, and reports the body's state.
+func (b *requestBody) detach() bodyState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.reading {
+		b.cond.Wait()
+	}
+	b.cur = nil
+	return bodyState{started: b.n > 0 || b.eof, replayable: b.limit > 0 && !b.over, err: b.err}
+}
+
+// finished reports whether no transport will read the body again: it
+// was never used, or it ended (EOF or an error) and no read is in
+// progress. Only then may it serve another exchange.
+func (b *requestBody) finished() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rc == nil || !b.reading && (b.eof || b.err != nil)
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	b := a.b
+	b.mu.Lock()
+	for b.reading {
+		b.cond.Wait()
+	}
+	switch {
+	case b.cur != a:
+		b.mu.Unlock()
+		return 0, errDetached
+	case a.pos < int64(len(b.kept)):
+		n := copy(p, b.kept[a.pos:])
+		a.pos += int64(n)
+		b.mu.Unlock()
+		return n, nil
+	case a.pos < b.n:
+		b.mu.Unlock()
+		return 0, errReplayShort
+	case b.eof:
+		b.mu.Unlock()
+		return 0, io.EOF
+	case b.err != nil:
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
+	}
+	b.reading = true
+	b.mu.Unlock()
+
+	n, err := b.rc.Read(p)
+
+	b.mu.Lock()
+	b.reading = false
 	b.n += int64(n)
+	a.pos += int64(n)
+	if b.limit > 0 && !b.over && n > 0 {
+		if b.n > b.limit {
+			b.over, b.kept = true, nil
+		} else {
+			b.kept = append(b.kept, p[:n]...)
+		}
+	}
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil && b.err == nil {
 		b.err = err
 	}
+	b.cond.Broadcast()
 	b.mu.Unlock()
 	return n, err
 }
 
-// state returns what was read so far.
-func (b *requestBody) state() (n int64, eof bool, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.n, b.eof, b.err
-}
-
-// finished reports whether the transport is done reading: after EOF or
-// an error it never calls Read again.
-func (b *requestBody) finished() bool {
-	_, eof, err := b.state()
-	return eof || err != nil
-}
+// Close keeps the transport from closing the inbound body.
+func (a *attemptBody) Close() error { return nil }
 
 // clientBodyError classifies a failure to read the inbound request body:
 // the client went away (499), sent too much (413) or sent a malformed
@@ -490,8 +650,6 @@ func clientBodyError(err error) error {
 	}
 	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
 }
-
-func (b *requestBody) Close() error { return nil }
 
 // observedBody reports the end of a response body to an Observer.
 type observedBody struct {
@@ -509,6 +667,27 @@ func (b *observedBody) Read(p []byte) (int, error) {
 		b.res.Err = err
 	}
 	return n, err
+}
+
+// observedConn stands for an observedBody whose response is a 101: its
+// body is the upgraded connection, which the tunnel reads, writes and
+// half-closes from two goroutines. The Observer hears of it once, when
+// the tunnel closes it; tunnel errors are no failure of the upstream.
+type observedConn struct {
+	ob *observedBody
+	rw io.ReadWriter
+}
+
+func (c *observedConn) Read(p []byte) (int, error)  { return c.rw.Read(p) }
+func (c *observedConn) Write(p []byte) (int, error) { return c.rw.Write(p) }
+func (c *observedConn) Close() error                { return c.ob.Close() }
+
+// CloseWrite half-closes the upstream connection when it can.
+func (c *observedConn) CloseWrite() error {
+	if cw, ok := c.rw.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // WriteTo keeps the engine's zero-copy path when the body has one.

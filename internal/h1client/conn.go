@@ -137,6 +137,21 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 	res, err := pc.readResponse(req, hooks, continueCh)
 	if err != nil {
 		pc.abort()
+		if hasBody {
+			// The body writer may still be reading the request body (or
+			// about to): wait for it, so that consumedBody is final and a
+			// retry on a new connection never shares the body with it (it
+			// would send the body with a hole). Its writes fail on the
+			// closed connection; a read from the client ends when the
+			// client sends or goes away, as with http.Transport.
+			if continueCh != nil {
+				select {
+				case continueCh <- false:
+				default:
+				}
+			}
+			<-pc.writerEnd
+		}
 		if errors.Is(err, errServerClosedIdle) && pc.consumedBody() {
 			err = io.ErrUnexpectedEOF
 		}

@@ -1,0 +1,435 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/realserver"
+)
+
+func testClient(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, url string) (int, string, string) {
+	t.Helper()
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header.Get("X-Backend"), string(b)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startBalancer runs the balancer in process until the test ends.
+func startBalancer(t *testing.T, cfg config) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	urlc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, func(u string) { urlc <- u }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	select {
+	case u := <-urlc:
+		return u
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	return ""
+}
+
+func defaultConfig() config {
+	return config{
+		listen: "127.0.0.1:0", redisPrefix: "sluice:test", policy: "round-robin",
+		backends: 3, ttl: 10 * time.Second, healthPath: "/healthz",
+		healthInterval: 20 * time.Millisecond, coolDown: 100 * time.Millisecond,
+		timeout: 5 * time.Second, attempts: 3,
+	}
+}
+
+func stats(t *testing.T, c *http.Client, base string) []sluice.UpstreamStats {
+	t.Helper()
+	_, _, body := get(t, c, base+"/_balancer/stats")
+	var s []sluice.UpstreamStats
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("stats %q: %v", body, err)
+	}
+	return s
+}
+
+func TestDemoRotationHealthAndRetries(t *testing.T) {
+	leaktest.Check(t)
+	base := startBalancer(t, defaultConfig())
+	c := testClient(t)
+	eventually(t, "three demo backends registered", func() bool { return len(stats(t, c, base)) == 3 })
+
+	var seq []string
+	for range 6 {
+		status, backend, body := get(t, c, base+"/hello")
+		if status != 200 || !strings.Contains(body, "GET /hello") {
+			t.Fatalf("status %d body %q", status, body)
+		}
+		seq = append(seq, backend)
+	}
+	if diff := cmp.Diff([]string{"1", "2", "3", "1", "2", "3"}, seq); diff != "" {
+		t.Errorf("rotation (-want +got):\n%s", diff)
+	}
+
+	// Kill backend 2: every request is still answered (retries), and the
+	// health checks take it out.
+	res, err := c.Post(base+"/_balancer/demo/stop?n=2", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	for i := range 9 {
+		if status, backend, _ := get(t, c, base+"/"); status != 200 || backend == "2" {
+			t.Fatalf("request %d after the kill: status %d from backend %q", i, status, backend)
+		}
+	}
+	eventually(t, "backend 2 marked down", func() bool {
+		for _, s := range stats(t, c, base) {
+			if s.ID == "demo-2" {
+				return !s.Healthy
+			}
+		}
+		return false
+	})
+	page := func() string { _, _, b := get(t, c, base+"/_balancer/"); return b }()
+	if !strings.Contains(page, "demo-2") || !strings.Contains(page, `class="down"`) {
+		t.Errorf("status page does not show demo-2 down:\n%s", page)
+	}
+
+	// Restarted, it comes back (after the passive cool-down).
+	res, err = c.Post(base+"/_balancer/demo/start?n=2", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	eventually(t, "backend 2 serving again", func() bool {
+		_, backend, _ := get(t, c, base+"/")
+		return backend == "2"
+	})
+}
+
+func TestRegisterEndpointAndNoTarget(t *testing.T) {
+	leaktest.Check(t)
+	cfg := defaultConfig()
+	cfg.backends = 0
+	cfg.secret = "k"
+	base := startBalancer(t, cfg)
+	c := testClient(t)
+
+	// No target: 503 with Retry-After.
+	res, err := c.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" {
+		t.Errorf("empty pool: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "external "+r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	body := fmt.Sprintf(`{"url":%q,"ttl":5}`, up.URL)
+	req, _ := http.NewRequest("POST", base+"/register", strings.NewReader(body))
+	res, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Fatalf("registration without the secret: %d, want 401", res.StatusCode)
+	}
+	req, _ = http.NewRequest("POST", base+"/register", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer k")
+	res, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("registration: %d", res.StatusCode)
+	}
+	if status, _, b := get(t, c, base+"/x"); status != 200 || b != "external /x" {
+		t.Errorf("via the registered target: %d %q", status, b)
+	}
+}
+
+func TestUpstreamTimeout504(t *testing.T) {
+	leaktest.Check(t)
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	cfg := defaultConfig()
+	cfg.backends = 0
+	cfg.timeout = 100 * time.Millisecond
+	cfg.attempts = 1
+	base := startBalancer(t, cfg)
+	c := testClient(t)
+	res, err := c.Post(base+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q}`, slow.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if status, _, _ := get(t, c, base+"/slow"); status != 504 {
+		t.Errorf("status %d, want 504", status)
+	}
+}
+
+func newRedis(t *testing.T) *redis.Client {
+	rs := realserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func TestRedisRegistry(t *testing.T) {
+	rdb := newRedis(t)
+	ctx := context.Background()
+	reg := &RedisRegistry{Client: rdb, Prefix: "t"}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func() []string {
+		ms, err := reg.Members(ctx)
+		must(err)
+		var out []string
+		for _, m := range ms {
+			s := m.ID
+			if m.Down {
+				s += " down"
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	must(reg.Put(ctx, sluice.Member{ID: "a", URL: "http://127.0.0.1:1", Weight: 2}, 0))
+	must(reg.Put(ctx, sluice.Member{ID: "b", URL: "http://127.0.0.1:2"}, 100*time.Millisecond))
+	must(reg.Put(ctx, sluice.Member{URL: "http://127.0.0.1:3"}, time.Minute))
+	if diff := cmp.Diff([]string{"a", "b", "http://127.0.0.1:3"}, ids()); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+	ms, _ := reg.Members(ctx)
+	if ms[0].Weight != 2 || ms[0].URL != "http://127.0.0.1:1" {
+		t.Errorf("member a = %+v", ms[0])
+	}
+	must(reg.MarkDown(ctx, "a", time.Minute))
+	eventually(t, "b expired", func() bool { return len(ids()) == 2 })
+	if diff := cmp.Diff([]string{"a down", "http://127.0.0.1:3"}, ids()); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+	if n := rdb.SCard(ctx, "t:members").Val(); n != 2 {
+		t.Errorf("expired id still in the set: %d ids", n)
+	}
+	must(reg.MarkDown(ctx, "a", 0))
+	must(reg.Delete(ctx, "http://127.0.0.1:3"))
+	if diff := cmp.Diff([]string{"a"}, ids()); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+}
+
+func TestTwoPoolsShareRedis(t *testing.T) {
+	leaktest.Check(t)
+	rdb := newRedis(t)
+	newPool := func() *sluice.Pool {
+		p := &sluice.Pool{Registry: &RedisRegistry{Client: rdb, Prefix: "shared"}, SyncInterval: 10 * time.Millisecond,
+			Passive: &sluice.PassiveHealth{Failures: 1, CoolDown: time.Minute}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return p
+	}
+	a, b := newPool(), newPool()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	t.Cleanup(up.Close)
+
+	regA := httptest.NewServer(&sluice.Registrar{Pool: a})
+	t.Cleanup(regA.Close)
+	proxyB := &sluice.Proxy{Director: b}
+	srvB := httptest.NewServer(proxyB)
+	t.Cleanup(func() { srvB.Close(); proxyB.CloseIdleConnections() })
+	c := testClient(t)
+
+	res, err := c.Post(regA.URL, "application/json", strings.NewReader(fmt.Sprintf(`{"id":"up","url":%q,"ttl":60}`, up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	eventually(t, "b serving the target registered on a", func() bool {
+		status, _, body := get(t, c, srvB.URL)
+		return status == 200 && body == "up"
+	})
+
+	// Health is shared: the target fails on a, b stops using it.
+	up.Close()
+	proxyA := &sluice.Proxy{Director: a, Retry: &sluice.RetryPolicy{Attempts: 1}}
+	srvA := httptest.NewServer(proxyA)
+	t.Cleanup(func() { srvA.Close(); proxyA.CloseIdleConnections() })
+	if status, _, _ := get(t, c, srvA.URL); status != 502 {
+		t.Fatalf("dead target via a: %d, want 502", status)
+	}
+	eventually(t, "b sees the down mark", func() bool {
+		status, _, _ := get(t, c, srvB.URL)
+		return status == 503
+	})
+}
+
+// TestTwoBalancerProcesses runs the example as two processes sharing a
+// real redis-server: a target registered on one is used by the other.
+func TestTwoBalancerProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the example binary")
+	}
+	rs := realserver.StartRedis(t)
+	bin := filepath.Join(t.TempDir(), "balancer")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not on PATH")
+	}
+	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	start := func() string {
+		cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-backends", "0", "-redis", rs.Addr, "-redis-prefix", "procs")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		urlc := make(chan string, 1)
+		go func() {
+			defer close(exited)
+			re := regexp.MustCompile(`balancer: listening url=(\S+)/ `)
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				if m := re.FindStringSubmatch(sc.Text()); m != nil {
+					urlc <- m[1]
+				}
+			}
+			_ = cmd.Wait()
+		}()
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+		select {
+		case u := <-urlc:
+			return u
+		case <-exited:
+			t.Fatal("balancer exited before listening")
+		case <-time.After(30 * time.Second):
+			t.Fatal("balancer not listening after 30 s")
+		}
+		return ""
+	}
+	one, two := start(), start()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "target "+r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	c := testClient(t)
+	if status, _, _ := get(t, c, two+"/"); status != 503 {
+		t.Fatalf("second instance before registration: %d, want 503", status)
+	}
+	res, err := c.Post(one+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q,"ttl":60}`, up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("registration on the first instance: %d", res.StatusCode)
+	}
+	eventually(t, "second instance using the target", func() bool {
+		status, _, body := get(t, c, two+"/shared")
+		return status == 200 && body == "target /shared"
+	})
+	// Deregistered on the second, gone from the first.
+	req, _ := http.NewRequest("DELETE", two+"/register?url="+up.URL, nil)
+	res, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	eventually(t, "first instance without the target", func() bool {
+		status, _, _ := get(t, c, one+"/")
+		return status == 503
+	})
+}
+
+func TestStaticTargetWithoutHealthChecks(t *testing.T) {
+	leaktest.Check(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "static "+r.URL.Path) // no /healthz: 404 there
+	}))
+	t.Cleanup(up.Close)
+	cfg := defaultConfig()
+	cfg.backends, cfg.healthPath, cfg.targets = 0, "", up.URL
+	base := startBalancer(t, cfg)
+	c := testClient(t)
+	for range 3 {
+		if status, _, body := get(t, c, base+"/small"); status != 200 || body != "static /small" {
+			t.Fatalf("%d %q", status, body)
+		}
+	}
+}
