@@ -43,6 +43,7 @@ type conn struct {
 	reqErr    error
 	respDone  bool
 	respReuse bool
+	headDone  bool // the final response head was read
 	stop      func() bool // stops the context.AfterFunc that aborts on cancel
 	noReuse   bool
 	bodyBytes int64 // request body bytes consumed, written by the body writer
@@ -60,6 +61,7 @@ func (pc *conn) acquireBuffers() {
 	pc.tp.R = br
 	pc.closed, pc.stop, pc.noReuse, pc.bodyBytes = false, nil, false, 0
 	pc.hasWriter, pc.reqDone, pc.reqErr, pc.respDone, pc.respReuse = false, false, nil, false, false
+	pc.headDone = false
 }
 
 func (pc *conn) releaseBuffers() {
@@ -299,12 +301,23 @@ var errBodyNotSent = errors.New("h1client: request body not sent: upstream answe
 // timeout) first. Its result goes to pc.bodyErr.
 func (pc *conn) writeBody(req *http.Request, continueCh chan bool) {
 	err := pc.copyBody(req, continueCh)
-	if err != nil {
-		pc.close() // the upstream must not take a partial body as complete
+	if err != nil && err != errBodyNotSent {
+		// The upstream must not take a partial body as complete. (A body
+		// never sent because the upstream answered first is no partial
+		// body: that answer is still being read, and noReuse closes the
+		// connection after it.)
+		pc.close()
 	}
 	pc.mu.Lock()
 	pc.reqDone, pc.reqErr = true, err
 	last := pc.respDone
+	if err == nil && !pc.headDone {
+		// The response header timeout runs from the end of the request,
+		// as with http.Transport: a long upload is not a slow upstream.
+		if t := pc.client.ResponseHeaderTimeout; t > 0 {
+			pc.nc.SetReadDeadline(time.Now().Add(t))
+		}
+	}
 	pc.mu.Unlock()
 	close(pc.writerEnd)
 	if last {
@@ -430,7 +443,13 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 	for n1xx := 0; ; n1xx++ {
 		pc.lr.limit = pc.client.maxHeaderBytes()
 		if timeout > 0 {
-			pc.nc.SetReadDeadline(time.Now().Add(timeout))
+			// Armed now only if the request is fully sent; otherwise the
+			// body writer arms it when it is done.
+			pc.mu.Lock()
+			if !pc.hasWriter || pc.reqDone {
+				pc.nc.SetReadDeadline(time.Now().Add(timeout))
+			}
+			pc.mu.Unlock()
 		}
 		res, err := pc.readHead(req)
 		if err != nil {
@@ -441,12 +460,15 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 			if n1xx >= max1xxResponses {
 				return nil, fmt.Errorf("%w: too many 1xx responses", ErrBadResponse)
 			}
+			// The hook runs before the body writer is released, so that
+			// a relayed 100 reaches the client before anything reads its
+			// body (which would make net/http send a 100 of its own).
+			if hooks != nil {
+				hooks.Got1xx(code, res.Header)
+			}
 			if code == http.StatusContinue && continueCh != nil {
 				continueCh <- true
 				continueCh = nil
-			}
-			if hooks != nil {
-				hooks.Got1xx(code, res.Header)
 			}
 			continue
 		}
@@ -457,6 +479,9 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 			pc.noReuse = true
 		}
 		pc.lr.limit = -1
+		pc.mu.Lock()
+		pc.headDone = true
+		pc.mu.Unlock()
 		if timeout > 0 {
 			pc.nc.SetReadDeadline(time.Time{})
 		}
@@ -698,6 +723,12 @@ func (pc *conn) finish(closeAfter bool) {
 			select {
 			case <-pc.writerEnd:
 			case <-t.C:
+				// The upstream answered without taking the whole body and
+				// the writer is stuck: close, so that a writer blocked on
+				// the socket returns now (one blocked reading the client
+				// returns when the server closes that body).
+				reuse = false
+				pc.close()
 			}
 			t.Stop()
 		}
