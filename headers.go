@@ -155,12 +155,7 @@ func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	if in.TLS != nil {
 		proto = "https"
 	}
-	if !trusted {
-		delete(h, "X-Forwarded-For")
-		delete(h, "X-Forwarded-Host")
-		delete(h, "X-Forwarded-Proto")
-		delete(h, "Forwarded")
-	}
+	dropForwarding(h, trusted)
 	peerStr := "unknown"
 	if peer.IsValid() {
 		peerStr = peer.String()
@@ -192,6 +187,28 @@ func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	if p.Via != "" {
 		addVia(h, in.ProtoMajor, in.ProtoMinor, p.Via)
 	}
+}
+
+// dropForwarding deletes client-identity headers the proxy must not pass
+// on: from an untrusted peer every X-Forwarded-* field, Forwarded and
+// X-Real-Ip; from any peer their underscore spellings (X_Forwarded_For),
+// which CGI-style stacks read as the dashed name.
+func dropForwarding(h http.Header, trusted bool) {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			if isForwardingName(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
+				delete(h, k)
+			}
+			continue
+		}
+		if !trusted && isForwardingName(k) {
+			delete(h, k)
+		}
+	}
+}
+
+func isForwardingName(k string) bool {
+	return strings.HasPrefix(k, "X-Forwarded-") || k == "Forwarded" || k == "X-Real-Ip"
 }
 
 // forwardedElement formats one RFC 7239 forwarded-element; peerStr is

@@ -33,22 +33,40 @@ func newIdentityNames(names []string) identityNames {
 	return n
 }
 
-// strip deletes the identity headers from h.
+// strip deletes the identity headers from h, in any spelling that a
+// CGI-style upstream would read as the same name (X_User for X-User).
 func (n *identityNames) strip(h http.Header) {
 	for _, k := range n.exact {
 		delete(h, k)
 	}
-	if len(n.prefixes) == 0 {
+	if len(n.exact) == 0 && len(n.prefixes) == 0 {
 		return
 	}
 	for k := range h {
-		for _, p := range n.prefixes {
-			if strings.HasPrefix(k, p) {
-				delete(h, k)
-				break
-			}
+		name := k
+		if strings.IndexByte(k, '_') >= 0 {
+			name = textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+		} else if len(n.prefixes) == 0 {
+			continue
+		}
+		if n.matches(name) {
+			delete(h, k)
 		}
 	}
+}
+
+func (n *identityNames) matches(name string) bool {
+	for _, e := range n.exact {
+		if name == e {
+			return true
+		}
+	}
+	for _, p := range n.prefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // SigningKey is one secret of an IdentitySigner, named by ID so that the

@@ -151,17 +151,28 @@ func (t *routeTable) match(pr *ProxyRequest) *route {
 	return nil
 }
 
-// matchRequest returns a shallow copy of r with a cleaned path, so that a
-// route cannot be bypassed with "//", "/./" or "/../" segments.
+// matchRequest returns a shallow copy of r normalized the way upstreams
+// and Directors read requests, so that a route cannot be bypassed by
+// spelling: the path decoded ("%2F" is a slash, "%61" an "a") and cleaned
+// ("//", "/./", "/../"), the host in lower case without a trailing dot.
 func matchRequest(r *http.Request) *http.Request {
 	m := *r
 	u := *r.URL
 	u.Path = cleanPath(u.Path)
-	if u.RawPath != "" {
-		u.RawPath = cleanPath(u.RawPath)
-	}
+	u.RawPath = ""
 	m.URL = &u
+	m.Host = normalizeHost(r.Host)
 	return &m
+}
+
+// normalizeHost lowers the case of a Host value and drops the trailing
+// dot of its name, keeping the port.
+func normalizeHost(h string) string {
+	name, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		name, port = h[:i], h[i:]
+	}
+	return strings.ToLower(strings.TrimSuffix(name, ".")) + port
 }
 
 func cleanPath(p string) string {

@@ -177,8 +177,8 @@ type ProxyRequest struct {
 	rw           responseWriter
 	body         *requestBody // kept with the pooled ProxyRequest; see releaseProxyRequest
 	hooks        exchangeHooks
-	wroteHeaders bool
-	sent1xx      bool // a 1xx response reached the client: no retry
+	wroteHeaders atomic.Bool // set by the transport's goroutine
+	sent1xx      bool        // a 1xx response reached the client: no retry
 }
 
 // Proxy returns the Proxy handling the request.
@@ -226,6 +226,15 @@ func (pr *ProxyRequest) SetURL(target *url.URL) {
 // ServeHTTP runs the request through the pipeline described on Proxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// net/http drops a Content-Length sent along with chunked framing
+		// (RFC 9112 §6.3), so the handler cannot tell a smuggling attempt
+		// from a plain chunked request. The request itself is re-framed
+		// before it goes upstream; what is left is the RFC's "MUST close
+		// the connection" after such a message, done for every chunked
+		// request.
+		w.Header().Set("Connection", "close")
+	}
 	if err := checkRequest(r); err != nil {
 		// Whatever follows a refused request on this connection cannot be
 		// trusted to be framed as the client meant: close it.

@@ -158,7 +158,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	for {
 		*pr.Out.URL = orig
 		pr.Out.Host = origHost
-		pr.wroteHeaders = false
+		pr.wroteHeaders.Store(false)
 		if hasBody {
 			pr.Out.Body = pr.body.attempt()
 		}
@@ -227,7 +227,7 @@ func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Tim
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
 		return false
 	}
-	if !bs.started && (isConnectError(err) || !pr.wroteHeaders) {
+	if !bs.started && (isConnectError(err) || !pr.wroteHeaders.Load()) {
 		return true
 	}
 	if !policy.Idempotent || !isIdempotent(pr.Out.Method) {
@@ -252,7 +252,7 @@ func (pr *ProxyRequest) traceRequest() {
 	trace := &httptrace.ClientTrace{
 		Got100Continue: pr.got100Continue,
 		Got1xxResponse: pr.got1xxResponse,
-		WroteHeaders:   func() { pr.wroteHeaders = true },
+		WroteHeaders:   func() { pr.wroteHeaders.Store(true) },
 	}
 	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
 }
@@ -261,7 +261,7 @@ func (pr *ProxyRequest) traceRequest() {
 // request without allocating a trace.
 type exchangeHooks struct{ pr *ProxyRequest }
 
-func (h *exchangeHooks) WroteHeaders() { h.pr.wroteHeaders = true }
+func (h *exchangeHooks) WroteHeaders() { h.pr.wroteHeaders.Store(true) }
 
 func (h *exchangeHooks) Got1xx(code int, header http.Header) {
 	if code == http.StatusContinue {
@@ -276,7 +276,8 @@ func (h *exchangeHooks) Got1xx(code int, header http.Header) {
 // 100 Continue (sent on the first body read) is never sent on its own: the
 // client sees 100 only if the upstream sent it.
 func (pr *ProxyRequest) got100Continue() {
-	if pr.w != nil && !pr.w.started() {
+	// RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+	if pr.w != nil && !pr.w.started() && pr.In.ProtoAtLeast(1, 1) {
 		pr.sent1xx = true
 		pr.w.WriteHeader(http.StatusContinue)
 	}
@@ -285,8 +286,8 @@ func (pr *ProxyRequest) got100Continue() {
 // got1xxResponse relays other informational responses, such as 103 Early
 // Hints, with their headers (RFC 9110 §15.2).
 func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) error {
-	if code == http.StatusContinue || pr.w == nil || pr.w.started() {
-		return nil
+	if code == http.StatusContinue || pr.w == nil || pr.w.started() || !pr.In.ProtoAtLeast(1, 1) {
+		return nil // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client
 	}
 	h := pr.w.Header()
 	saved := make(http.Header, len(h))

@@ -318,6 +318,17 @@ func TestWebSocketShutdownContext(t *testing.T) {
 	p, up, srv := transparentSetup(t)
 	c, _ := dialUpgrade(t, srv, "", nil)
 	u := up.accept()
+	// The client sees the 101 a moment before the tunnel is registered.
+	deadline := time.Now().Add(testDeadline)
+	for {
+		if all, _ := p.conns.snapshot(); len(all) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tunnel never registered")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := p.Shutdown(ctx); !errors.Is(err, context.Canceled) {

@@ -43,7 +43,7 @@ type conn struct {
 	reqErr    error
 	respDone  bool
 	respReuse bool
-	headDone  bool // the final response head was read
+	headDone  bool        // the final response head was read
 	stop      func() bool // stops the context.AfterFunc that aborts on cancel
 	noReuse   bool
 	bodyBytes int64 // request body bytes consumed, written by the body writer

@@ -1,0 +1,123 @@
+package sluice
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+// A route must catch its requests however the client spells them, since
+// the Director and the upstream read them normalized.
+func TestRoutesCannotBeBypassedBySpelling(t *testing.T) {
+	leaktest.Check(t)
+	var hits atomic.Int32
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
+	u, _ := url.Parse(up.URL)
+	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = new(Routes).Add("/", u, RouteOptions{}) })
+	deny := InterceptorFunc(func(w http.ResponseWriter, pr *ProxyRequest) error {
+		http.Error(w, "denied", http.StatusForbidden)
+		return nil
+	})
+	p.Handle("admin.example.com/", deny)
+	p.Handle("/admin/", deny)
+	for _, tc := range []struct{ host, path string }{
+		{"admin.example.com", "/x"},
+		{"ADMIN.Example.com", "/x"},
+		{"admin.example.com.", "/x"},
+		{"admin.example.com:8080", "/x"},
+		{"a", "/admin/secret"},
+		{"a", "/admin%2Fsecret"},
+		{"a", "/%61dmin/secret"},
+		{"a", "//admin/secret"},
+		{"a", "/x/../admin/secret"},
+	} {
+		resp := rawExchange(t, hostOf(px), "GET "+tc.path+" HTTP/1.1\r\nHost: "+tc.host+"\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(resp, "HTTP/1.1 403") {
+			t.Errorf("Host %s, path %s: %q, want the route's 403", tc.host, tc.path, firstLine(resp))
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("%d requests bypassed their route to the upstream", n)
+	}
+}
+
+// Client-identity headers a client could forge are dropped: every
+// X-Forwarded-* from an untrusted peer, X-Real-Ip, underscore spellings,
+// and identity headers in any spelling.
+func TestForgedIdentityHeadersDropped(t *testing.T) {
+	leaktest.Check(t)
+	got := make(chan http.Header, 1)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
+	px, _, _ := newProxy(t, up.URL, func(p *Proxy) { p.IdentityHeaders = []string{"X-User", "X-Sluice-*"} })
+	rawExchange(t, hostOf(px), "GET / HTTP/1.1\r\nHost: a\r\n"+
+		"X-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real-Ip: 6.6.6.6\r\n"+
+		"X-Forwarded-Prefix: /evil\r\nX-Forwarded-Port: 443\r\nX-User: bob\r\nX_User: bob\r\n"+
+		"X_Sluice_Email: bob@evil\r\nX-Kept: yes\r\nConnection: close\r\n\r\n")
+	h := <-got
+	var names []string
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	want := []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Kept"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("headers reaching the upstream (-want +got):\n%s", diff)
+	}
+	if v := h.Get("X-Forwarded-For"); v != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q", v)
+	}
+}
+
+// RFC 9110 §15.2: a server must not send a 1xx response to an HTTP/1.0
+// client, which would take it for the final one.
+func TestNoInformationalToHTTP10Client(t *testing.T) {
+	leaktest.Check(t)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	px, _, _ := newProxy(t, up.URL)
+	resp := rawExchange(t, hostOf(px), "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.0 200") {
+		t.Errorf("HTTP/1.0 client got %q first, want the final 200", firstLine(resp))
+	}
+}
+
+// A request with both Content-Length and chunked framing is forwarded
+// re-framed (net/http drops the length) and its connection is closed
+// afterwards (RFC 9112 §6.1), so nothing can be smuggled behind it.
+func TestChunkedWithContentLengthClosesConnection(t *testing.T) {
+	leaktest.Check(t)
+	var paths []string
+	var hits atomic.Int32
+	seen := make(chan string, 4)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		seen <- r.URL.Path + " " + string(b)
+	})
+	px, _, _ := newProxy(t, up.URL)
+	resp := rawExchange(t, hostOf(px), "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 200") || !strings.Contains(resp, "Connection: close") {
+		t.Errorf("response %q, want 200 with Connection: close", resp)
+	}
+	if strings.Count(resp, "HTTP/1.1 ") != 1 {
+		t.Errorf("more than one response on the connection:\n%s", resp)
+	}
+	close(seen)
+	for s := range seen {
+		paths = append(paths, s)
+	}
+	if diff := cmp.Diff([]string{"/a hello"}, paths); diff != "" {
+		t.Errorf("upstream saw (-want +got):\n%s", diff)
+	}
+}
