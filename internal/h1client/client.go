@@ -123,17 +123,24 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // Do sends req and returns the response once its head arrived; the body
 // streams from the connection. hooks may be nil.
 //
-// A request whose connection came from the pool and turned out closed by
-// the server before any byte of the response is retried once on a new
-// connection, provided no byte of its body was consumed.
+// An idempotent request (RFC 9110 §9.2.2) whose connection came from the
+// pool and turned out closed by the server before any byte of the
+// response is retried once on a new connection, provided no byte of its
+// body was consumed. Other requests are never sent twice: before one of
+// them reuses a pooled connection, a non-blocking peek checks that the
+// server has not closed it.
 func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 	if req.URL == nil || req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("h1client: unsupported scheme in %v", req.URL)
 	}
 	addr := canonicalAddr(req.URL.Host)
 	ctx := req.Context()
+	idempotent := isIdempotent(req.Method)
 	for try := 0; ; try++ {
-		pc, reused, err := c.getConn(ctx, addr)
+		// An idempotent request without a body is retried anyway if the
+		// connection is stale: it skips the peek, a system call.
+		probe := !idempotent || (req.Body != nil && req.Body != http.NoBody)
+		pc, reused, err := c.getConn(ctx, addr, probe)
 		if err != nil {
 			return nil, err
 		}
@@ -141,7 +148,7 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 		if err == nil {
 			return res, nil
 		}
-		if reused && errors.Is(err, errServerClosedIdle) && try == 0 {
+		if reused && idempotent && errors.Is(err, errServerClosedIdle) && try == 0 {
 			continue
 		}
 		if errors.Is(err, errServerClosedIdle) {
@@ -149,6 +156,14 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+func isIdempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 func canonicalAddr(host string) string {
@@ -209,7 +224,7 @@ func (c *Client) pool(addr string) *hostPool {
 	return hp
 }
 
-func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) {
+func (c *Client) getConn(ctx context.Context, addr string, probe bool) (*conn, bool, error) {
 	hp := c.pool(addr)
 	now := time.Now()
 	for {
@@ -223,7 +238,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.alive() {
+		if now.Sub(pc.idleSince) > c.idleTimeout() || (probe && !pc.alive()) {
 			pc.nc.Close()
 			continue
 		}
