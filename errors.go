@@ -22,6 +22,7 @@ type Error struct {
 	Err    error
 }
 
+// Error returns the wrapped error's message, or the status text.
 func (e *Error) Error() string {
 	if e.Err == nil {
 		return http.StatusText(e.Status)
@@ -29,6 +30,7 @@ func (e *Error) Error() string {
 	return e.Err.Error()
 }
 
+// Unwrap returns the wrapped error.
 func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an *Error with status and a formatted message; %w wraps.

@@ -197,6 +197,7 @@ type Refusal struct {
 	Body   []byte
 }
 
+// Error describes the refusal by its status.
 func (r *Refusal) Error() string {
 	return "sluice: upload refused with status " + strconv.Itoa(r.Status)
 }

@@ -37,6 +37,7 @@ const (
 	ToClient
 )
 
+// String returns "client" or "upstream", the side a message comes from.
 func (d Direction) String() string {
 	switch d {
 	case ToUpstream:
@@ -57,6 +58,7 @@ const (
 	BinaryMessage MessageType = MessageType(ws.OpBinary)
 )
 
+// String returns "text" or "binary".
 func (t MessageType) String() string {
 	switch t {
 	case TextMessage:
@@ -94,6 +96,7 @@ type CloseError struct {
 	Reason string
 }
 
+// Error describes the close code and reason.
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("websocket close %d: %s", e.Code, e.Reason)
 }

@@ -41,6 +41,7 @@ type StatusError struct {
 	Message string
 }
 
+// Error describes the object store's answer.
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("objstore: %s: status %d", e.Op, e.Status)
 	if e.Code != "" {
@@ -341,7 +342,9 @@ func (m *Multipart) Upload(ctx context.Context, c *Client, r io.Reader, bufs []*
 // a failure of the store.
 type ReadError struct{ Err error }
 
+// Error describes the failure to read the upload.
 func (e *ReadError) Error() string { return "objstore: reading upload: " + e.Err.Error() }
+// Unwrap returns the read error.
 func (e *ReadError) Unwrap() error { return e.Err }
 
 // ObjectURL returns a presigned URL without its query: the address of the

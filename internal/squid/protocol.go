@@ -31,6 +31,7 @@ const (
 	BH
 )
 
+// String returns the result keyword as the protocol writes it.
 func (r Result) String() string {
 	switch r {
 	case OK:

@@ -24,6 +24,7 @@ type Error struct {
 	Reason string
 }
 
+// Error describes the violation and the close code it calls for.
 func (e *Error) Error() string { return fmt.Sprintf("websocket: %s (close %d)", e.Reason, e.Code) }
 
 func protocolError(format string, args ...any) error {
