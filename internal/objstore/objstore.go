@@ -344,6 +344,7 @@ type ReadError struct{ Err error }
 
 // Error describes the failure to read the upload.
 func (e *ReadError) Error() string { return "objstore: reading upload: " + e.Err.Error() }
+
 // Unwrap returns the read error.
 func (e *ReadError) Unwrap() error { return e.Err }
 
