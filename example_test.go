@@ -1,12 +1,15 @@
 package sluice_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -171,4 +174,30 @@ func ExampleStatusFor() {
 	// Output:
 	// 503
 	// 413
+}
+
+func ExampleServe() {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	defer app.Close()
+	target, _ := url.Parse(app.URL)
+	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	defer p.CloseIdleConnections()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background()) // signal.NotifyContext in a real program
+	done := make(chan error, 1)
+	go func() { done <- sluice.Serve(ctx, &http.Server{Handler: p}, ln, 5*time.Second, p) }()
+
+	fmt.Println(get("http://" + ln.Addr().String() + "/"))
+	stop() // graceful: in-flight requests finish, tunnels get close 1001
+	fmt.Println("serve returned", <-done)
+	// Output:
+	// 200 hello
+	// serve returned <nil>
 }
