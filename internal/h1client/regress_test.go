@@ -167,13 +167,13 @@ func TestHeaderTimeoutStartsAfterBody(t *testing.T) {
 		return "HTTP/1.1 200 OK\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + string(body)
 	}))
 	c := newClient(t)
-	c.ResponseHeaderTimeout = 100 * time.Millisecond
-	tick := time.NewTicker(30 * time.Millisecond)
+	c.ResponseHeaderTimeout = 300 * time.Millisecond
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	req, _ := http.NewRequest("POST", "http://"+s.addr+"/", io.NopCloser(&slowBody{n: 10, tick: tick.C}))
 	res, err := c.Do(req, nil)
 	if err != nil {
-		t.Fatalf("300 ms upload with a 100 ms response header timeout: %v", err)
+		t.Fatalf("1 s upload with a 300 ms response header timeout: %v", err)
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
