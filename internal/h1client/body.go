@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 type bodyMode uint8
@@ -21,6 +22,11 @@ const (
 // the end returns the connection to the pool; closing it earlier closes
 // the connection.
 type Body struct {
+	// state makes the end of the exchange and an early Close exclusive:
+	// Close can shut the connection under a blocked Read without ever
+	// touching a connection that went back to the pool.
+	state atomic.Int32 // bodyActive, bodyEnded or bodyClosed
+
 	mu         sync.Mutex
 	pc         *conn // nil once the exchange ended
 	res        *http.Response
@@ -28,7 +34,8 @@ type Body struct {
 	remaining  int64
 	cr         io.Reader
 	closeAfter bool
-	err        error // sticky
+	err        error    // sticky
+	nc         net.Conn // the connection, for Close
 }
 
 // Read implements io.Reader.
@@ -110,12 +117,18 @@ func (b *Body) readTrailer() error {
 	return nil
 }
 
+const (
+	bodyActive int32 = iota
+	bodyEnded
+	bodyClosed
+)
+
 // end finishes the exchange: on a clean end the connection may be reused.
 func (b *Body) end(err error) {
 	pc := b.pc
 	b.pc = nil
-	if err != nil || b.mode == modeEOF {
-		pc.abort()
+	if !b.state.CompareAndSwap(bodyActive, bodyEnded) || err != nil || b.mode == modeEOF {
+		pc.abort() // failed, or closed meanwhile
 		return
 	}
 	pc.finish(b.closeAfter)
@@ -123,8 +136,12 @@ func (b *Body) end(err error) {
 
 // Close implements io.Closer. Closing before the end closes the
 // connection: draining an unknown amount of body to save it is not worth
-// the latency.
+// the latency. Close may be called from another goroutine while Read or
+// WriteTo is blocked: the connection is closed first, so they return.
 func (b *Body) Close() error {
+	if b.state.CompareAndSwap(bodyActive, bodyClosed) {
+		b.nc.Close() // unblocks a Read waiting on the socket
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.pc != nil {
@@ -133,11 +150,7 @@ func (b *Body) Close() error {
 		}
 		pc := b.pc
 		b.pc = nil
-		if b.mode == modeLength && b.remaining == 0 {
-			pc.finish(b.closeAfter)
-		} else {
-			pc.abort()
-		}
+		pc.abort()
 	}
 	return nil
 }

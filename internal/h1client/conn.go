@@ -675,18 +675,18 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 			}
 			delete(h, "Trailer")
 		}
-		res.Body = &Body{pc: pc, res: res, mode: modeChunked, cr: httputil.NewChunkedReader(pc.br), closeAfter: res.Close}
+		res.Body = &Body{pc: pc, nc: pc.nc, res: res, mode: modeChunked, cr: httputil.NewChunkedReader(pc.br), closeAfter: res.Close}
 	case cl == 0:
 		res.ContentLength = 0
 		res.Body = http.NoBody
 		pc.finish(res.Close)
 	case cl > 0:
 		res.ContentLength = cl
-		res.Body = &Body{pc: pc, res: res, mode: modeLength, remaining: cl, closeAfter: res.Close}
+		res.Body = &Body{pc: pc, nc: pc.nc, res: res, mode: modeLength, remaining: cl, closeAfter: res.Close}
 	default:
 		res.ContentLength = -1
 		res.Close = true
-		res.Body = &Body{pc: pc, res: res, mode: modeEOF, closeAfter: true}
+		res.Body = &Body{pc: pc, nc: pc.nc, res: res, mode: modeEOF, closeAfter: true}
 	}
 	return nil
 }

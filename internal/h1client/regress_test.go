@@ -181,3 +181,34 @@ func TestHeaderTimeoutStartsAfterBody(t *testing.T) {
 		t.Errorf("echo of %d bytes, want 100", len(b))
 	}
 }
+
+// Close from another goroutine ends a Read blocked on a silent upstream.
+func TestCloseInterruptsBlockedRead(t *testing.T) {
+	leaktest.Check(t)
+	hold := make(chan struct{})
+	s := newServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
+		<-hold // the rest never comes
+	})
+	t.Cleanup(func() { close(hold) })
+	c := newClient(t)
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	res, err := c.Do(req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(res.Body)
+		read <- err
+	}()
+	// Close while the reader is (or is about to be) blocked; either way
+	// the read must end with an error, not hang.
+	res.Body.Close()
+	if err := <-read; err == nil {
+		t.Fatal("read of a closed, truncated body ended without error")
+	}
+}
