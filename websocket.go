@@ -459,7 +459,7 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 		limit := len(buf)
 		if t.closing.Load() {
 			if tr.AtBoundary() {
-				t.finish(src, dst, srcConn, toUpstream, buf)
+				t.finish(src, dst, srcConn, toUpstream, buf, nil)
 				return
 			}
 			if limit = tr.Until(limit); limit == 0 {
@@ -468,6 +468,14 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 			}
 		}
 		n, err := src.Read(buf[:limit])
+		if n > 0 && t.ws && t.closing.Load() && tr.AtBoundary() {
+			// Shutdown began while this read was blocked, and the bytes
+			// start a new frame (often the peer's answer to the close
+			// frame the other pump already sent): the close frame goes
+			// out first and these bytes are not forwarded.
+			t.finish(src, dst, srcConn, toUpstream, buf, buf[:n])
+			return
+		}
 		if n > 0 {
 			if t.idle > 0 {
 				t.touch()
@@ -514,7 +522,9 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 // finish sends the close frame to dst at a frame boundary, then reads
 // (and drops) what src still sends until its close frame, EOF or the end
 // of the grace period.
-func (t *tunnel) finish(src io.Reader, dst io.Writer, srcConn net.Conn, toUpstream bool, buf []byte) {
+//
+// already holds bytes of src read after the shutdown began, not forwarded.
+func (t *tunnel) finish(src io.Reader, dst io.Writer, srcConn net.Conn, toUpstream bool, buf, already []byte) {
 	t.mu.Lock()
 	code, why, end := t.closeCode, t.closeWhy, t.graceEnd
 	t.mu.Unlock()
@@ -527,6 +537,9 @@ func (t *tunnel) finish(src io.Reader, dst io.Writer, srcConn net.Conn, toUpstre
 		_ = srcConn.SetReadDeadline(end)
 	}
 	var tr wsframe.Tracker
+	if len(already) > 0 && tr.Advance(already) {
+		return // the peer's close frame was in what was already read
+	}
 	for {
 		n, err := src.Read(buf)
 		if n > 0 && tr.Advance(buf[:n]) {
