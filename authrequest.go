@@ -119,12 +119,13 @@ type AuthRequest struct {
 	// used (same connection pool, dial and header timeouts).
 	Transport http.RoundTripper
 
-	initOnce sync.Once
-	initErr  error
-	target   *url.URL
-	reqNames []string
-	cache    *flightcache.Cache[*authResult]
-	now      func() time.Time // for tests
+	initOnce  sync.Once
+	initErr   error
+	target    *url.URL
+	respNames identityNames
+	reqNames  []string
+	cache     *flightcache.Cache[*authResult]
+	now       func() time.Time // for tests
 }
 
 // CookieKey returns an AuthRequest.CacheKey that keys on the value of the
@@ -163,6 +164,7 @@ func (a *AuthRequest) init() error {
 			return
 		}
 		a.target = u
+		a.respNames = newIdentityNames(a.AuthResponseHeaders)
 		a.reqNames = a.RequestHeaders
 		if a.reqNames == nil {
 			a.reqNames = []string{"Authorization", "Cookie"}
@@ -183,9 +185,9 @@ func (a *AuthRequest) Authorize(pr *ProxyRequest) (Decision, error) {
 	if err := a.init(); err != nil {
 		return Decision{}, err
 	}
-	for _, k := range a.AuthResponseHeaders {
-		pr.Out.Header.Del(k)
-	}
+	// Client-sent copies go, in every spelling an upstream would read as
+	// the same name (X-Auth_User for X-Auth-User), whatever the decision.
+	a.respNames.strip(pr.Out.Header)
 	var body []byte
 	if a.SendBody && pr.Out.Body != nil && pr.Out.Body != http.NoBody {
 		var tooLarge bool

@@ -193,6 +193,7 @@ func TestAuthRequestSpoofedIdentity(t *testing.T) {
 			req.Header.Set("X-Sluice-User", "mallory")
 			req.Header.Set("X-Sluice-User-Email", "mallory@evil")
 			req.Header.Set("x-sluice-groups", "admin")
+			req.Header["X-Auth_user"] = []string{"mallory"} // read as X-Auth-User by CGI-style apps
 			if tt.cookie != "" {
 				req.AddCookie(&http.Cookie{Name: "session", Value: tt.cookie})
 			}
@@ -206,8 +207,10 @@ func TestAuthRequestSpoofedIdentity(t *testing.T) {
 				"X-Sluice-User-Email": r.echoed["X-Sluice-User-Email"],
 				"X-Sluice-Groups":     r.echoed["X-Sluice-Groups"],
 				"X-Secret":            r.echoed["X-Secret"],
+				"X-Auth_user":         r.echoed["X-Auth_user"],
 			}
 			want := map[string][]string{
+				"X-Auth_user":         nil,
 				"X-Auth-User":         tt.wantUser,
 				"X-Sluice-User":       tt.wantSluic,
 				"X-Sluice-User-Email": nil,

@@ -860,11 +860,19 @@ func preauthorizeUpstream(pr *ProxyRequest, suffix string, key []byte) (*UploadP
 // and not the informational headers or form fields, and check that Method
 // and Path are those of the request they serve.
 func VerifyUpload(r *http.Request, key []byte) (*UploadClaims, error) {
-	c := new(UploadClaims)
-	if err := verifyToken(r.Header.Get(HeaderUploadSignature), key, c, &c.Issuer, &c.ExpiresAt); err != nil {
+	// A pre-authorization token is signed with the same key: it must not
+	// pass for an upload description.
+	var c struct {
+		UploadClaims
+		Preauth bool `json:"preauthorize"`
+	}
+	if err := verifyToken(r.Header.Get(HeaderUploadSignature), key, &c, &c.Issuer, &c.ExpiresAt); err != nil {
 		return nil, err
 	}
-	return c, nil
+	if c.Preauth {
+		return nil, fmt.Errorf("%w: a pre-authorization token, not an upload description", ErrUploadSignature)
+	}
+	return &c.UploadClaims, nil
 }
 
 // VerifyPreauthorize checks that r is a pre-authorization request sent

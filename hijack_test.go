@@ -343,3 +343,18 @@ func FuzzUploadPlan(f *testing.F) {
 		}
 	})
 }
+
+// A pre-authorization token is signed with the same key as an upload
+// description: VerifyUpload must not take one for the other.
+func TestVerifyUploadRefusesPreauthorizeToken(t *testing.T) {
+	now := time.Now().Unix()
+	tok, err := hs256.Sign(hijackKey, preauthClaims{Issuer: "sluice", IssuedAt: now, ExpiresAt: now + 60, Method: "POST", Path: "/up", Preauth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest("POST", "http://app.test/up", nil)
+	r.Header.Set(HeaderUploadSignature, tok)
+	if c, err := VerifyUpload(r, hijackKey); !errors.Is(err, ErrUploadSignature) {
+		t.Fatalf("VerifyUpload accepted a pre-authorization token: %+v, %v", c, err)
+	}
+}

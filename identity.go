@@ -199,7 +199,8 @@ func (s *IdentitySigner) Verify(h http.Header) (map[string]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if now.Unix() >= claims.Expires || claims.IssuedAt > now.Add(time.Minute).Unix() {
+		if now.Unix() >= claims.Expires || claims.IssuedAt > now.Add(time.Minute).Unix() ||
+			now.Sub(time.Unix(claims.IssuedAt, 0)) >= s.maxAge() {
 			return nil, fmt.Errorf("%w: token expired or not yet valid", ErrBadSignature)
 		}
 		got := s.values(h)

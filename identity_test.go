@@ -115,3 +115,21 @@ func FuzzIdentityVerify(f *testing.F) {
 		}
 	})
 }
+
+// The verifier's MaxAge bounds a JWT too, whatever "exp" the signer wrote.
+func TestIdentitySignerVerifierMaxAge(t *testing.T) {
+	k := SigningKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	t0 := time.Unix(1_700_000_000, 0)
+	names := []string{"X-Sluice-User"}
+	for _, jwt := range []bool{false, true} {
+		signer := &IdentitySigner{Names: names, Keys: []SigningKey{k}, JWT: jwt, MaxAge: time.Hour, now: func() time.Time { return t0 }}
+		h := http.Header{"X-Sluice-User": {"alice"}}
+		if err := signer.Sign(h); err != nil {
+			t.Fatal(err)
+		}
+		verifier := &IdentitySigner{Names: names, Keys: []SigningKey{k}, JWT: jwt, MaxAge: time.Minute, now: func() time.Time { return t0.Add(10 * time.Minute) }}
+		if _, err := verifier.Verify(h); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("jwt=%v: a 10-minute-old signature passed a verifier with MaxAge 1m (err %v)", jwt, err)
+		}
+	}
+}
