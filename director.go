@@ -181,13 +181,14 @@ func validEncoded(u *url.URL) bool {
 	return err == nil && p == u.Path
 }
 
-// requestHost returns the request's host in lower case without port.
+// requestHost returns the request's host as routes match it (see
+// normalizeHost), without port.
 func requestHost(r *http.Request) string {
-	h := r.Host
+	h := normalizeHost(r.Host)
 	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+		return host
 	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
+	return h
 }
 
 func mustTarget(target *url.URL) {

@@ -144,18 +144,17 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 
 // setForwarded sets X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto
 // and the RFC 7239 Forwarded header on the outbound request. From an
-// untrusted peer the client's values are replaced; from a trusted one the
-// chains are extended and the host and proto kept.
+// untrusted peer the client's values are replaced (dropForged removed
+// them); from a trusted one the chains are extended and the host and
+// proto kept.
 func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	h := pr.Out.Header
 	in := pr.In
 	peer := pr.peer
-	trusted := isTrusted(peer, p.TrustedProxies)
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
-	dropForwarding(h, trusted)
 	peerStr := "unknown"
 	if peer.IsValid() {
 		peerStr = peer.String()
@@ -189,19 +188,23 @@ func (p *Proxy) setForwarded(pr *ProxyRequest) {
 	}
 }
 
-// dropForwarding deletes client-identity headers the proxy must not pass
-// on: from an untrusted peer every X-Forwarded-* field, Forwarded and
-// X-Real-Ip; from any peer their underscore spellings (X_Forwarded_For),
-// which CGI-style stacks read as the dashed name.
-func dropForwarding(h http.Header, trusted bool) {
+// dashedName returns a header name as CGI-style upstreams (PHP, WSGI)
+// read it, where an underscore counts as a dash: X_User is X-User.
+func dashedName(k string) string {
+	if strings.IndexByte(k, '_') < 0 {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+}
+
+// dropForged deletes the client-identity headers a client may not choose,
+// in one pass over h: every X-Forwarded-* field, Forwarded and X-Real-Ip
+// from an untrusted peer; their underscore spellings (X_Forwarded_For)
+// from any peer; and Proxy.IdentityHeaders in any spelling.
+func (p *Proxy) dropForged(h http.Header, trusted bool) {
 	for k := range h {
-		if strings.IndexByte(k, '_') >= 0 {
-			if isForwardingName(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
-				delete(h, k)
-			}
-			continue
-		}
-		if !trusted && isForwardingName(k) {
+		name := dashedName(k)
+		if isForwardingName(name) && (!trusted || name != k) || p.identity.matches(name) {
 			delete(h, k)
 		}
 	}

@@ -36,20 +36,11 @@ func newIdentityNames(names []string) identityNames {
 // strip deletes the identity headers from h, in any spelling that a
 // CGI-style upstream would read as the same name (X_User for X-User).
 func (n *identityNames) strip(h http.Header) {
-	for _, k := range n.exact {
-		delete(h, k)
-	}
 	if len(n.exact) == 0 && len(n.prefixes) == 0 {
 		return
 	}
 	for k := range h {
-		name := k
-		if strings.IndexByte(k, '_') >= 0 {
-			name = textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
-		} else if len(n.prefixes) == 0 {
-			continue
-		}
-		if n.matches(name) {
+		if n.matches(dashedName(k)) {
 			delete(h, k)
 		}
 	}

@@ -294,7 +294,7 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	pr.Out = outboundRequest(in)
 	pr.upgrade = upgradeType(in.Header)
 	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
-	p.identity.strip(pr.Out.Header)
+	p.dropForged(pr.Out.Header, isTrusted(pr.peer, p.TrustedProxies))
 	p.setForwarded(pr)
 	return pr
 }

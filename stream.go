@@ -153,6 +153,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
 	eng, _ := p.transport.(*engine)
+	obs, _ := director.(Observer)
+	pr.hooks.pr = pr
 	traced := false
 	first := time.Now()
 	for {
@@ -172,7 +174,6 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		var res *http.Response
 		var err error
 		if eng != nil && pr.Out.URL.Scheme == "http" {
-			pr.hooks.pr = pr
 			res, err = eng.h1.Do(pr.Out, &pr.hooks)
 		} else {
 			if !traced {
@@ -181,7 +182,6 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			}
 			res, err = p.transport.RoundTrip(pr.Out)
 		}
-		obs, _ := director.(Observer)
 		if err == nil {
 			if obs != nil {
 				ob := &observedBody{rc: res.Body, obs: obs, pr: pr,

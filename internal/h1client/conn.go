@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -35,21 +37,20 @@ type conn struct {
 	// State of the current exchange. The response side and the request
 	// body writer each finish on their own; whichever finishes last
 	// decides whether the connection goes back to the pool.
-	mu        sync.Mutex
-	closed    bool
-	hasWriter bool // a request body writer runs for this exchange
-	writerEnd chan struct{}
-	reqDone   bool
-	reqErr    error
-	respDone  bool
-	respReuse bool
-	headDone  bool        // the final response head was read
-	stop      func() bool // stops the context.AfterFunc that aborts on cancel
-	noReuse   bool
-	bodyBytes int64 // request body bytes consumed, written by the body writer
-	bodyMu    sync.Mutex
-	chunkHdr  [20]byte  // scratch for chunk sizes
-	iov       [3][]byte // scratch for writev
+	mu          sync.Mutex
+	closed      bool
+	hasWriter   bool // a request body writer runs for this exchange
+	writerEnd   chan struct{}
+	reqDone     bool
+	reqErr      error
+	respDone    bool
+	respReuse   bool
+	headDone    bool        // the final response head was read
+	stop        func() bool // stops the context.AfterFunc that aborts on cancel
+	noReuse     bool
+	bodyStarted atomic.Bool // the body writer consumed request body bytes
+	chunkHdr    [20]byte    // scratch for chunk sizes
+	iov         [3][]byte   // scratch for writev
 }
 
 func (pc *conn) acquireBuffers() {
@@ -59,7 +60,8 @@ func (pc *conn) acquireBuffers() {
 	bw.Reset(pc.nc)
 	pc.br, pc.bw = br, bw
 	pc.tp.R = br
-	pc.closed, pc.stop, pc.noReuse, pc.bodyBytes = false, nil, false, 0
+	pc.closed, pc.stop, pc.noReuse = false, nil, false
+	pc.bodyStarted.Store(false)
 	pc.hasWriter, pc.reqDone, pc.reqErr, pc.respDone, pc.respReuse = false, false, nil, false, false
 	pc.headDone = false
 }
@@ -166,9 +168,7 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 }
 
 func (pc *conn) consumedBody() bool {
-	pc.bodyMu.Lock()
-	defer pc.bodyMu.Unlock()
-	return pc.bodyBytes > 0
+	return pc.bodyStarted.Load()
 }
 
 // abort ends a failed exchange: the connection is closed and the body
@@ -362,9 +362,7 @@ func (pc *conn) copyBody(req *http.Request, continueCh chan bool) error {
 			rerr = io.EOF
 		}
 		if n > 0 {
-			pc.bodyMu.Lock()
-			pc.bodyBytes += int64(n)
-			pc.bodyMu.Unlock()
+			pc.bodyStarted.Store(true)
 			if err := pc.writeBodyChunk(p[:n], chunked); err != nil {
 				return err
 			}
@@ -757,7 +755,4 @@ func (pc *conn) release() {
 	pc.client.putIdle(pc)
 }
 
-func isReset(err error) bool {
-	var ne *net.OpError
-	return errors.As(err, &ne) && strings.Contains(err.Error(), "reset")
-}
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
