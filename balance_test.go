@@ -245,7 +245,7 @@ func TestPoolUpstreamTimeout504(t *testing.T) {
 func failingServer(t *testing.T, prefix string) (*rawServer, *atomic.Int32) {
 	var hits atomic.Int32
 	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := readRequestHead(br)
+		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
@@ -468,7 +468,7 @@ func TestPoolPassiveHealth(t *testing.T) {
 	var hits atomic.Int32
 	flaky := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			req, err := readRequestHead(br)
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
@@ -511,7 +511,7 @@ func TestPoolPassiveHealth(t *testing.T) {
 func TestPoolWebSocketThroughObserver(t *testing.T) {
 	leaktest.Check(t)
 	ws := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := readRequestHead(br)
+		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
@@ -688,7 +688,7 @@ func TestReplayWhileClientStillSending(t *testing.T) {
 	leaktest.Check(t)
 	firstHit := make(chan struct{}, 1)
 	first := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := readRequestHead(br); err != nil {
+		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		firstHit <- struct{}{}

@@ -2,7 +2,6 @@ package sluice
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -140,4 +139,3 @@ func BenchmarkSanitize(b *testing.B) {
 	}
 }
 
-var _ = io.Discard

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// quietLogger keeps expected failures out of the test output but lets a
+// logRecorder keeps expected failures out of the test output but lets a
 // test look at what was logged.
 type logRecorder struct {
 	mu   sync.Mutex
@@ -83,10 +83,9 @@ func client(t *testing.T) *http.Client {
 // rawServer is an upstream that speaks raw bytes: each accepted connection
 // is handed to serve, so tests control framing exactly.
 type rawServer struct {
-	ln    net.Listener
-	addr  string
-	conns chan struct{}
-	wg    sync.WaitGroup
+	ln   net.Listener
+	addr string
+	wg   sync.WaitGroup
 }
 
 func newRawServer(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawServer {
@@ -95,7 +94,7 @@ func newRawServer(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &rawServer{ln: ln, addr: ln.Addr().String(), conns: make(chan struct{}, 100)}
+	s := &rawServer{ln: ln, addr: ln.Addr().String()}
 	var mu sync.Mutex
 	var open []net.Conn
 	s.wg.Add(1)
@@ -105,10 +104,6 @@ func newRawServer(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawSe
 			c, err := ln.Accept()
 			if err != nil {
 				return
-			}
-			select {
-			case s.conns <- struct{}{}:
-			default:
 			}
 			mu.Lock()
 			open = append(open, c)
@@ -134,11 +129,6 @@ func newRawServer(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawSe
 }
 
 func (s *rawServer) URL() string { return "http://" + s.addr }
-
-// readRequestHead reads one request head from br and returns it.
-func readRequestHead(br *bufio.Reader) (*http.Request, error) {
-	return http.ReadRequest(br)
-}
 
 // rawExchange writes req to addr on a new connection and returns all that
 // comes back until the server closes the connection or 5 s pass.

@@ -128,7 +128,7 @@ func TestResponseFramingPreserved(t *testing.T) {
 	leaktest.Check(t)
 	up := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			req, err := readRequestHead(br)
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
@@ -275,11 +275,11 @@ func TestErrorMapping(t *testing.T) {
 		return "http://" + addr
 	}()
 	slow := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		readRequestHead(br)
+		http.ReadRequest(br)
 		io.Copy(io.Discard, br) // never answers; ends when the proxy gives up
 	})
 	garbage := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		readRequestHead(br)
+		http.ReadRequest(br)
 		io.WriteString(c, "HTTP/1.1 ABC nonsense\r\n\r\n")
 	})
 	tests := []struct {
@@ -345,7 +345,7 @@ func TestErrorMapping(t *testing.T) {
 func TestAbortAfterResponseStarted(t *testing.T) {
 	leaktest.Check(t)
 	up := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := readRequestHead(br)
+		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
@@ -460,7 +460,6 @@ func TestEarlyHintsRelayed(t *testing.T) {
 func TestExpectContinue(t *testing.T) {
 	leaktest.Check(t)
 	t.Run("upstream rejects at once: no 100", func(t *testing.T) {
-		bodyRead := make(chan int, 1)
 		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, "who are you")
@@ -480,7 +479,6 @@ func TestExpectContinue(t *testing.T) {
 		if res.StatusCode != 401 {
 			t.Errorf("first response %d, want 401 without a 100 before it", res.StatusCode)
 		}
-		close(bodyRead)
 	})
 	t.Run("upstream continues: 100 then body", func(t *testing.T) {
 		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -703,7 +701,7 @@ func TestNoRetryAfterRequestSent(t *testing.T) {
 	leaktest.Check(t)
 	var hits atomic.Int32
 	up := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := readRequestHead(br)
+		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
@@ -712,9 +710,8 @@ func TestNoRetryAfterRequestSent(t *testing.T) {
 		// reset without answering
 		c.(*net.TCPConn).SetLinger(0)
 	})
-	_, p, _ := newProxy(t, up.URL(), func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 3, Idempotent: true} })
-	px := newTestServer(t, p)
-	res, err := client(t).Post(px+"/", "text/plain", strings.NewReader("pay once"))
+	px, _, _ := newProxy(t, up.URL(), func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 3, Idempotent: true} })
+	res, err := client(t).Post(px.URL+"/", "text/plain", strings.NewReader("pay once"))
 	if err != nil {
 		t.Fatal(err)
 	}

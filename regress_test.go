@@ -97,10 +97,8 @@ func TestNoInformationalToHTTP10Client(t *testing.T) {
 func TestChunkedWithContentLengthClosesConnection(t *testing.T) {
 	leaktest.Check(t)
 	var paths []string
-	var hits atomic.Int32
 	seen := make(chan string, 4)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
 		b, _ := io.ReadAll(r.Body)
 		seen <- r.URL.Path + " " + string(b)
 	})

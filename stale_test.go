@@ -37,7 +37,7 @@ func TestStaleConnectionNeverSendsBodyWithHole(t *testing.T) {
 			up := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
 				n := conns.Add(1)
 				for {
-					req, err := readRequestHead(br)
+					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
