@@ -138,4 +138,3 @@ func BenchmarkSanitize(b *testing.B) {
 		p.releaseProxyRequest(pr)
 	}
 }
-
