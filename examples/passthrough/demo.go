@@ -3,30 +3,16 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/sluiceproxy/sluice/examples/internal/demo"
 )
 
-// demoServer is the embedded upstream the starter proxies when no
+// startDemo starts the embedded upstream the starter proxies when no
 // -upstream is given.
-type demoServer struct {
-	Addr string
-	srv  *http.Server
-}
-
-func (d *demoServer) Close() error { return d.srv.Close() }
-
-func startDemo() (*demoServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	d := &demoServer{Addr: ln.Addr().String(), srv: &http.Server{Handler: demoHandler(), ReadHeaderTimeout: 10 * time.Second}}
-	go func() { _ = d.srv.Serve(ln) }()
-	return d, nil
-}
+func startDemo() (*demo.Server, error) { return demo.Start(demoHandler()) }
 
 const demoIndex = `<!doctype html>
 <title>sluice demo upstream</title>
@@ -70,23 +56,7 @@ func demoHandler() http.Handler {
 			}
 		}
 	})
-	mux.HandleFunc("GET /download", func(w http.ResponseWriter, r *http.Request) {
-		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
-		if err != nil || n < 0 {
-			http.Error(w, "want ?n=BYTES", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		buf := make([]byte, 64<<10)
-		for n > 0 {
-			m := min(n, int64(len(buf)))
-			if _, err := w.Write(buf[:m]); err != nil {
-				return
-			}
-			n -= m
-		}
-	})
+	mux.HandleFunc("GET /download", demo.Download)
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			w.Header().Set("Content-Type", ct)

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/sluiceproxy/sluice/examples/internal/demo"
 )
 
 // backend is the embedded search engine: the subset of the Elasticsearch
@@ -29,8 +29,7 @@ import (
 // multi_match, query_string (as plain terms), match_all; size, from, q,
 // scroll), POST /_search/scroll.
 type backend struct {
-	Addr string
-	srv  *http.Server
+	*demo.Server
 
 	mu      sync.RWMutex
 	indices map[string]*index
@@ -41,19 +40,15 @@ type index struct {
 	docs map[string]json.RawMessage
 }
 
-func (b *backend) Close() error { return b.srv.Close() }
-
 // startBackend starts the embedded engine on a loopback port with the
 // demo corpus in the index "articles".
 func startBackend() (*backend, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	b := newBackend()
+	srv, err := demo.Start(b.handler())
 	if err != nil {
 		return nil, err
 	}
-	b := newBackend()
-	b.Addr = ln.Addr().String()
-	b.srv = &http.Server{Handler: b.handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = b.srv.Serve(ln) }()
+	b.Server = srv
 	return b, nil
 }
 

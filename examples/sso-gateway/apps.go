@@ -4,36 +4,32 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
-	"time"
+
+	"golang.org/x/net/websocket"
 
 	"github.com/sluiceproxy/sluice"
-	"golang.org/x/net/websocket"
+	"github.com/sluiceproxy/sluice/examples/internal/demo"
 )
 
 // demoApp is an embedded analysis tool behind the gateway. It trusts the
 // identity headers only after checking their signature.
 type demoApp struct {
+	*demo.Server
 	name     string
 	verifier *sluice.IdentitySigner
-	srv      *http.Server
-	Addr     string
 }
 
 func startApp(name string, verifier *sluice.IdentitySigner) (*demoApp, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a := &demoApp{name: name, verifier: verifier}
+	srv, err := demo.Start(a.handler())
 	if err != nil {
 		return nil, err
 	}
-	a := &demoApp{name: name, verifier: verifier, Addr: ln.Addr().String()}
-	a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = a.srv.Serve(ln) }()
+	a.Server = srv
 	return a, nil
 }
-
-func (a *demoApp) Close() error { return a.srv.Close() }
 
 var appPage = template.Must(template.New("app").Parse(`<!doctype html>
 <title>{{.App}}</title>
@@ -84,23 +80,7 @@ func (a *demoApp) handler() http.Handler {
 		}
 		fmt.Fprintf(w, "app=%s email=%s name=%s signature=%s\n", a.name, r.Header.Get(headerEmail), r.Header.Get(headerName), sig)
 	})
-	mux.HandleFunc("GET /download", func(w http.ResponseWriter, r *http.Request) {
-		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
-		if err != nil || n < 0 {
-			http.Error(w, "want ?n=BYTES", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		buf := make([]byte, 64<<10)
-		for n > 0 {
-			m := min(n, int64(len(buf)))
-			if _, err := w.Write(buf[:m]); err != nil {
-				return
-			}
-			n -= m
-		}
-	})
+	mux.HandleFunc("GET /download", demo.Download)
 	mux.HandleFunc("PUT /upload", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {

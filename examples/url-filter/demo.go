@@ -3,29 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"time"
+
+	"github.com/sluiceproxy/sluice/examples/internal/demo"
 )
 
-// demoServer is the embedded backend proxied when no -upstream is given:
-// every page shows the request as the backend received it.
-type demoServer struct {
-	Addr string
-	srv  *http.Server
-}
-
-func (d *demoServer) Close() error { return d.srv.Close() }
-
-func startDemo() (*demoServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	d := &demoServer{Addr: ln.Addr().String(), srv: &http.Server{Handler: demoHandler(), ReadHeaderTimeout: 10 * time.Second}}
-	go func() { _ = d.srv.Serve(ln) }()
-	return d, nil
-}
+// startDemo starts the embedded backend proxied when no -upstream is
+// given: every page shows the request as the backend received it.
+func startDemo() (*demo.Server, error) { return demo.Start(demoHandler()) }
 
 const demoIndex = `<!doctype html>
 <title>url-filter demo backend</title>
