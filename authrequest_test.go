@@ -123,7 +123,7 @@ func newAuthSetup(t *testing.T, configure func(*AuthRequest)) *authSetup {
 		pr.Out.Header.Set("X-Sluice-User", pr.Out.Header.Get("X-Auth-User"))
 		return Allow, nil
 	}))})
-	front := httptest.NewServer(p)
+	front := newFront(t, p)
 	t.Cleanup(front.Close)
 	t.Cleanup(p.CloseIdleConnections)
 	return &authSetup{proxy: p, front: front, auth: as, ar: ar, upstream: up}
@@ -339,7 +339,7 @@ func TestAuthRequestFailClosed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &Proxy{Director: SingleHost(target, false), Authorizer: tt.auth}
-			front := httptest.NewServer(p)
+			front := newFront(t, p)
 			defer front.Close()
 			defer p.CloseIdleConnections()
 			c := noRedirect()
@@ -554,7 +554,7 @@ func TestAllowFromAndRouteAuthorizer(t *testing.T) {
 	p := &Proxy{Director: SingleHost(target, false)}
 	p.AddRoute(Route{Pattern: "/lan/", Authorizer: AllowFrom(mustPrefix("127.0.0.0/8"))})
 	p.AddRoute(Route{Pattern: "/other/", Authorizer: AllowFrom(mustPrefix("10.0.0.0/8"))})
-	front := httptest.NewServer(p)
+	front := newFront(t, p)
 	t.Cleanup(front.Close)
 	t.Cleanup(p.CloseIdleConnections)
 	c := noRedirect()

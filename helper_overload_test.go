@@ -2,7 +2,6 @@ package sluice
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,7 +27,7 @@ func TestHelperOverload(t *testing.T) {
 	}
 	target, _ := url.Parse(up.URL)
 	p := &Proxy{Authorizer: h, Director: SingleHost(target, false)}
-	front := httptest.NewServer(p)
+	front := newFront(t, p)
 	t.Cleanup(front.Close)
 	t.Cleanup(p.CloseIdleConnections)
 	c := &http.Client{Transport: &http.Transport{}}

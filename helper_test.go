@@ -56,7 +56,7 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 		}
 		target, _ := url.Parse(up.URL)
 		p := &Proxy{Authorizer: h, Director: h.Director(ForwardProxy(SingleHost(target, false)))}
-		front := httptest.NewServer(p)
+		front := newFront(t, p)
 		c := noRedirect()
 
 		bh := http.StatusServiceUnavailable

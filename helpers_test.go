@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -61,13 +63,63 @@ func newProxy(t *testing.T, upstream string, configure ...func(*Proxy)) (*httpte
 	for _, c := range configure {
 		c(p)
 	}
-	s := httptest.NewServer(p)
+	s := newFront(t, p)
 	t.Cleanup(func() {
 		s.Close()
 		p.CloseIdleConnections()
 	})
 	return s, p, logs
 }
+
+// newFront serves h the way the proxy's tests are served: with sluice's
+// Server, or with net/http's when SLUICE_TEST_FRONT=net/http (.ci/run runs
+// the package both ways). The result is an httptest.Server whose Close
+// closes the front server's connections too.
+func newFront(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	if netHTTPFront() {
+		return httptest.NewServer(h)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: h}
+	fl := &frontListener{Listener: ln, srv: srv}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(fl)
+	}()
+	t.Cleanup(func() {
+		fl.Close()
+		<-done
+	})
+	return &httptest.Server{URL: "http://" + ln.Addr().String(), Listener: fl, Config: &http.Server{Handler: h}}
+}
+
+// frontListener closes its Server's connections when it is closed, as
+// httptest.Server.Close does for net/http's.
+type frontListener struct {
+	net.Listener
+	srv    *Server
+	closed atomic.Bool
+}
+
+func (l *frontListener) Close() error {
+	if l.closed.CompareAndSwap(false, true) {
+		l.srv.Close()
+		// Like httptest.Server.Close, wait for the handlers of the
+		// connections (not hijacked ones) to return.
+		for end := time.Now().Add(5 * time.Second); l.srv.server().Conns() > 0 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return l.Listener.Close()
+}
+
+// netHTTPFront reports whether the tests run behind net/http's server.
+func netHTTPFront() bool { return os.Getenv("SLUICE_TEST_FRONT") == "net/http" }
 
 // client returns an http.Client whose idle connections are closed when
 // the test ends.

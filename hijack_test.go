@@ -35,7 +35,7 @@ func hijackProxy(t *testing.T, h *Hijack, app http.Handler) (proxyURL string) {
 	u, _ := url.Parse(upstream.URL)
 	p := &Proxy{Director: SingleHost(u, false)}
 	p.Handle("PUT /up/{name}", h)
-	srv := httptest.NewServer(p)
+	srv := newFront(t, p)
 	t.Cleanup(func() {
 		srv.Close()
 		p.CloseIdleConnections()
@@ -186,7 +186,7 @@ func TestHijackForwardsRequestsWithoutBody(t *testing.T) {
 	u, _ := url.Parse(upstream.URL)
 	p := &Proxy{Director: SingleHost(u, false)}
 	p.Handle("/up/{name}", h)
-	srv := httptest.NewServer(p)
+	srv := newFront(t, p)
 	defer srv.Close()
 	defer p.CloseIdleConnections()
 	req := mustNewRequest(t, http.MethodGet, srv.URL+"/up/x", nil)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -786,7 +785,7 @@ func newTestServer(t *testing.T, p *Proxy) string {
 	if p.Logger == nil {
 		p.Logger = (&logRecorder{}).logger()
 	}
-	s := httptest.NewServer(p)
+	s := newFront(t, p)
 	t.Cleanup(func() {
 		s.Close()
 		p.CloseIdleConnections()

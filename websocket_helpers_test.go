@@ -129,7 +129,7 @@ func (u *rawUpstream) accept() *rawPeer {
 // caller sets p.Director.
 func newTestProxy(t *testing.T, p *Proxy) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(p)
+	srv := newFront(t, p)
 	t.Cleanup(func() {
 		srv.Close()
 		p.CloseIdleConnections()

@@ -402,13 +402,12 @@ func TestWebSocketInterceptorPlainRequests(t *testing.T) {
 	p := &Proxy{Director: SingleHost(mustParse(t, up.URL), false)}
 	p.Handle("/", &WebSocketInterceptor{})
 	srv := newTestProxy(t, p)
-	res, err := srv.Client().Get(srv.URL + "/x")
+	res, err := client(t).Get(srv.URL + "/x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	srv.Client().CloseIdleConnections()
 	if string(body) != "plain /x" {
 		t.Errorf("got %q", body)
 	}

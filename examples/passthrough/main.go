@@ -27,26 +27,32 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
 	upstream := flag.String("upstream", "", "upstream URL (default: an embedded demo upstream)")
 	timeout := flag.Duration("timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
+	server := flag.String("server", "sluice", `client-side server: "sluice" (sluice.Server) or "net/http" (http.Server)`)
 	flag.Parse()
-	if err := run(*listen, *upstream, *timeout); err != nil {
+	if *server != "sluice" && *server != "net/http" {
+		fmt.Fprintf(os.Stderr, "passthrough: bad -server %q: want sluice or net/http\n", *server)
+		os.Exit(2)
+	}
+	if err := run(*listen, *upstream, *timeout, *server == "net/http"); err != nil {
 		fmt.Fprintln(os.Stderr, "passthrough:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, upstream string, timeout time.Duration) error {
+func run(listen, upstream string, timeout time.Duration, netHTTP bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, ln, upstream, timeout)
+	return serve(ctx, ln, upstream, timeout, netHTTP)
 }
 
 // serve runs the proxy on ln until ctx ends, then shuts down gracefully.
-// An empty upstream starts the embedded demo upstream.
-func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.Duration) error {
+// An empty upstream starts the embedded demo upstream. netHTTP serves with
+// net/http's server instead of sluice's.
+func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.Duration, netHTTP bool) error {
 	defer ln.Close()
 	if upstream == "" {
 		demo, err := startDemo()
@@ -65,7 +71,10 @@ func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.D
 		ResponseHeaderTimeout: timeout,
 	}
 	defer proxy.CloseIdleConnections()
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	var srv sluice.HTTPServer = &sluice.Server{Handler: proxy}
+	if netHTTP {
+		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: sluice.DefaultReadHeaderTimeout}
+	}
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 
 	return sluice.Serve(ctx, srv, ln, 0, proxy)

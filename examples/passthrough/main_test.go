@@ -14,6 +14,12 @@ import (
 )
 
 func TestStarterProxiesDemo(t *testing.T) {
+	for _, server := range []string{"sluice", "net/http"} {
+		t.Run(server, func(t *testing.T) { testStarter(t, server == "net/http") })
+	}
+}
+
+func testStarter(t *testing.T, netHTTP bool) {
 	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -21,7 +27,7 @@ func TestStarterProxiesDemo(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, "", 5*time.Second) }()
+	go func() { done <- serve(ctx, ln, "", 5*time.Second, netHTTP) }()
 	base := "http://" + ln.Addr().String()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -71,7 +77,7 @@ func TestBadUpstreamFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := serve(context.Background(), ln, "not a url", time.Second); err == nil {
+	if err := serve(context.Background(), ln, "not a url", time.Second, false); err == nil {
 		t.Fatal("serve accepted a bad -upstream")
 	}
 }

@@ -1,0 +1,362 @@
+package h1server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Connection states. Shutdown closes only idle connections, and the
+// goroutine that wakes an idle connection claims it first.
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateHijacked
+	stateClosed
+)
+
+// Messages of a handler to the goroutine waiting for the next request.
+const (
+	handoffKeep     = iota // the response is done: serve the next request
+	handoffClose           // the connection closed
+	handoffHijacked        // the handler took the connection
+)
+
+// conn is one client connection. It is owned by one goroutine at a time:
+// the one serving a request, or the one waiting for the next request once
+// the handler handed over.
+type conn struct {
+	srv        *Server
+	nc         net.Conn
+	rc         syscall.RawConn // nil when the connection has no descriptor to peek at
+	ctx        context.Context // carries http.LocalAddrContextKey
+	remoteAddr string
+	state      atomic.Int32
+
+	// While a request is served, waiting tells whether a goroutine waits
+	// for the next request (see await); the handler hands over through
+	// handoff, and cancel ends the request's context.
+	waiting bool
+	handoff chan int
+	cancel  context.CancelFunc
+
+	upgrade bool // the request asks for a protocol upgrade
+
+	// Buffers, held only while a request is read or answered.
+	br   *bufio.Reader
+	lr   limitReader
+	tp   textproto.Reader
+	outp *[]byte // the pooled output buffer behind out
+	out  []byte
+	iov  [4][]byte
+
+	peekFn  func(uintptr) bool
+	peekBuf [1]byte
+	peekErr error
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
+	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
+	c.lr = limitReader{r: nc, n: -1}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+			c.peekFn = c.peek
+		}
+	}
+	return c
+}
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+
+func (c *conn) acquireReader() {
+	if c.br == nil {
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(&c.lr)
+		c.tp = textproto.Reader{R: c.br}
+	}
+}
+
+// releaseBuffers gives the buffers back; the reader only when it holds no
+// unread byte.
+func (c *conn) releaseBuffers() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br, c.tp = nil, textproto.Reader{}
+	}
+	c.releaseOut()
+}
+
+// close closes the socket and forgets the connection. The goroutine that
+// owns it releases the buffers.
+func (c *conn) close() {
+	if c.state.Swap(stateClosed) != stateClosed {
+		c.nc.Close()
+	}
+	c.srv.trackConn(c, false)
+}
+
+// await runs on a fresh goroutine, so that a connection waiting for its
+// next request holds only the small stack of the wait, no buffer. It waits
+// until the client sends something (or goes away), then serves.
+//
+// With busy set, a request is still being served: a client that goes away
+// meanwhile cancels its context, and the handler's handoff says when the
+// connection is free.
+func (c *conn) await(busy bool) {
+	for {
+		err := c.waitReadable()
+		if busy {
+			if err != nil && !isTimeout(err) && c.state.Load() != stateHijacked {
+				// The client went away, or Close closed the connection:
+				// stop the request's work.
+				c.cancel()
+			}
+			msg := <-c.handoff
+			busy = false
+			if msg != handoffKeep {
+				return
+			}
+			if err != nil && isTimeout(err) {
+				// A deadline set for the handler, not an idle timeout
+				// (the handler set that one when it handed over): wait
+				// again.
+				continue
+			}
+		}
+		if err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
+			c.close()
+			c.releaseBuffers()
+			return
+		}
+		c.serve()
+		return
+	}
+}
+
+// waitReadable blocks until the connection has a byte to read, its peer
+// closed it (io.EOF), or its read deadline passed.
+func (c *conn) waitReadable() error {
+	if c.rc == nil {
+		c.acquireReader()
+		_, err := c.br.Peek(1)
+		return err
+	}
+	c.peekErr = nil
+	if err := c.rc.Read(c.peekFn); err != nil {
+		return err
+	}
+	return c.peekErr
+}
+
+// peek looks at the socket without taking anything from it.
+func (c *conn) peek(fd uintptr) bool {
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case n > 0:
+			return true
+		case err == nil:
+			c.peekErr = io.EOF
+			return true
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+			return false // wait for the poller
+		default:
+			c.peekErr = os.NewSyscallError("recvfrom", err)
+			return true
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// serve reads and answers requests on the calling goroutine for as long
+// as bytes of the next request are already buffered; then it hands the
+// connection to a waiting goroutine and returns.
+func (c *conn) serve() {
+	for {
+		c.acquireReader()
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
+		ctx, cancel := context.WithCancel(c.ctx)
+		req, w, err := c.readRequest(ctx)
+		if err != nil {
+			cancel()
+			c.reject(err)
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Time{})
+		c.cancel = cancel
+		c.waiting = false
+		b, hasBody := req.Body.(*body)
+		if !hasBody {
+			c.startWaiting()
+		}
+		ok := c.runHandler(w, req)
+		cancel()
+		if !ok {
+			if hasBody {
+				b.abandon()
+			}
+			c.abort()
+			return
+		}
+		if w.hijacked {
+			return
+		}
+		keep := w.finish()
+		if hasBody && !b.closeAndDrain() {
+			keep = false
+		}
+		if c.waiting {
+			c.handOver(keep)
+			return
+		}
+		if !keep {
+			c.close()
+			c.releaseBuffers()
+			return
+		}
+		if c.br.Buffered() > 0 {
+			continue // a pipelined request: serve it on this goroutine
+		}
+		c.releaseBuffers()
+		if !c.state.CompareAndSwap(stateActive, stateIdle) {
+			c.close()
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		if c.rc == nil {
+			continue
+		}
+		go c.await(false)
+		return
+	}
+}
+
+// startWaiting starts the goroutine that waits for the next request while
+// this one is served: when the request's body is read to the end (or it
+// has none), nothing is buffered past it, and nothing else will read the
+// connection before the response (an upgrade may hijack it).
+func (c *conn) startWaiting() {
+	if c.rc == nil || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
+		return
+	}
+	c.waiting = true
+	go c.await(true)
+}
+
+// handOver passes the connection to the goroutine waiting for the next
+// request. Nothing of c may be touched after it.
+func (c *conn) handOver(keep bool) {
+	c.releaseBuffers()
+	if !keep || !c.state.CompareAndSwap(stateActive, stateIdle) {
+		c.close()
+		c.handoff <- handoffClose
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+	c.handoff <- handoffKeep
+}
+
+// abort ends a connection whose handler panicked: the client sees the
+// response cut short.
+func (c *conn) abort() {
+	c.close()
+	if c.waiting {
+		c.handoff <- handoffClose
+	}
+	c.releaseBuffers()
+}
+
+// runHandler calls the handler, and reports false if it panicked. A panic
+// with http.ErrAbortHandler is the quiet way to abort a response.
+func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logger().Error("h1server: panic serving "+c.remoteAddr, "panic", v, "stack", string(buf))
+			}
+			ok = false
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, req)
+	return true
+}
+
+// reject answers a request that could not be read, when there is someone
+// to answer, and closes the connection.
+func (c *conn) reject(err error) {
+	var re *requestError
+	if errors.As(err, &re) {
+		b := append(c.outBuf(), "HTTP/1.1 "...)
+		b = append(b, statusLine(re.status)...)
+		b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"...)
+		b = append(b, statusLine(re.status)...)
+		if re.msg != "" {
+			b = append(append(b, ": "...), re.msg...)
+		}
+		c.out = b
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if c.flushOut(nil, nil, nil) == nil {
+			closeWriteAndLinger(c.nc)
+		}
+	}
+	c.close()
+	c.releaseBuffers()
+}
+
+// closeWriteAndLinger half-closes a TCP connection before it is closed, so
+// that an error response is not lost to a reset caused by unread request
+// bytes (as net/http does).
+func closeWriteAndLinger(nc net.Conn) {
+	if tc, ok := nc.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// limitReader bounds what the connection reads while n >= 0: the request
+// head, then a trailer.
+type limitReader struct {
+	r   io.Reader
+	n   int64
+	err error // the last read error of r
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	if err != nil {
+		l.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,473 @@
+package h1server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// requestError is a request that cannot be served; it is answered with
+// status before the connection closes.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
+
+func badRequest(msg string) error { return &requestError{http.StatusBadRequest, msg} }
+
+var emptyRequest http.Request
+
+// readRequest reads a request head (RFC 9112 §2-§7) and sets up its body.
+// Errors that deserve an answer are *requestError; others (EOF, timeouts)
+// end the connection silently.
+func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error) {
+	c.lr.n, c.lr.err = c.srv.maxHeaderBytes(), nil
+	defer func() { c.lr.n = -1 }()
+
+	line, err := c.readLine()
+	if err == nil && len(line) == 0 {
+		// RFC 9112 §2.2: ignore at least one empty line before the
+		// request line (some clients send a CRLF after a POST body).
+		line, err = c.readLine()
+	}
+	if err != nil {
+		return nil, nil, c.headError(err)
+	}
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	if !validMethod(method) {
+		return nil, nil, badRequest("invalid method")
+	}
+	req := emptyRequest.WithContext(ctx)
+	req.Method = internMethod(method)
+	req.RequestURI = target
+	switch proto {
+	case "HTTP/1.1":
+		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
+	case "HTTP/1.0":
+		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.0", 1, 0
+	default:
+		major, minor, ok := http.ParseHTTPVersion(proto)
+		if !ok || major == 2 {
+			// HTTP/2.0 here is a connection preface or a confused
+			// client, not a version to negotiate.
+			return nil, nil, badRequest("malformed HTTP version")
+		}
+		if major != 1 {
+			return nil, nil, &requestError{http.StatusHTTPVersionNotSupported, "only HTTP/1.x is served"}
+		}
+		req.Proto, req.ProtoMajor, req.ProtoMinor = proto, major, minor
+	}
+
+	// The request target (RFC 9112 §3.2): origin, absolute, authority
+	// (CONNECT only) or asterisk form.
+	rawURL := target
+	authority := req.Method == http.MethodConnect && !strings.HasPrefix(target, "/")
+	if authority {
+		rawURL = "http://" + target
+	}
+	if req.URL, err = url.ParseRequestURI(rawURL); err != nil {
+		return nil, nil, badRequest("malformed request target")
+	}
+	if authority {
+		req.URL.Scheme = ""
+	}
+
+	h, err := c.tp.ReadMIMEHeader()
+	if err != nil {
+		return nil, nil, c.headError(err)
+	}
+	for k := range h {
+		// textproto keeps names it cannot canonicalize, such as one with
+		// a space before the colon; they are no field names.
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, nil, badRequest("invalid header name")
+		}
+	}
+	req.Header = http.Header(h)
+	req.RemoteAddr = c.remoteAddr
+
+	// Host (RFC 9112 §3.2): exactly one in HTTP/1.1, and well formed.
+	hosts, haveHost := h["Host"]
+	switch {
+	case len(hosts) > 1:
+		return nil, nil, badRequest("too many Host headers")
+	case !haveHost && req.ProtoMinor >= 1 && req.Method != http.MethodConnect:
+		return nil, nil, badRequest("missing required Host header")
+	case haveHost && !httpguts.ValidHostHeader(hosts[0]):
+		return nil, nil, badRequest("malformed Host header")
+	}
+	req.Host = req.URL.Host
+	if req.Host == "" && haveHost {
+		req.Host = hosts[0]
+	}
+	delete(h, "Host")
+
+	req.Close = shouldClose(req, h)
+	c.upgrade = h["Upgrade"] != nil
+
+	w := newResponse(c, req)
+	if err := c.setupBody(req, w); err != nil {
+		return nil, nil, err
+	}
+	return req, w, nil
+}
+
+// headError classifies a failure to read a request head. A head cut by
+// a timeout or the client's close is no malformed head (textproto reports
+// a cut line as one): nobody gets an answer.
+func (c *conn) headError(err error) error {
+	if c.lr.err != nil && c.lr.err != errHeaderTooLarge {
+		return c.lr.err
+	}
+	var pe textproto.ProtocolError
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
+		return &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
+	case errors.As(err, &pe):
+		return badRequest("malformed header")
+	case errors.Is(err, errBadLine):
+		return badRequest("malformed request line")
+	}
+	return err // EOF, reset or timeout: nobody to answer
+}
+
+var errBadLine = errors.New("malformed line")
+
+// readLine reads one line of a request head, of any length up to the
+// header limit, without its line ending (CRLF, or a bare LF as RFC 9112
+// §2.2 allows a server to accept).
+func (c *conn) readLine() (string, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		long := append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull {
+			line, err = c.br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	for _, b := range line {
+		if b == '\r' || b == 0 {
+			return "", errBadLine
+		}
+	}
+	return string(line), nil
+}
+
+// validMethod reports whether m is a token (RFC 9110 §9.1).
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+var methods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
+
+// internMethod returns the standard methods without an allocation.
+func internMethod(m string) string {
+	for _, s := range methods {
+		if s == m {
+			return s
+		}
+	}
+	return m
+}
+
+// shouldClose tells whether the connection ends after this request (RFC
+// 9112 §9.3): HTTP/1.0 unless keep-alive was asked for, or a "close"
+// connection option. The Connection header stays, for a proxy to find the
+// hop-by-hop fields it names.
+func shouldClose(req *http.Request, h textproto.MIMEHeader) bool {
+	conn := h["Connection"]
+	hasClose := httpguts.HeaderValuesContainsToken(conn, "close")
+	if req.ProtoMinor == 0 {
+		return hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+	}
+	return hasClose
+}
+
+var chunkedTE = []string{"chunked"}
+
+// setupBody decides the request body's framing (RFC 9112 §6). Messages
+// whose framing is ambiguous are refused, not guessed at: both
+// Transfer-Encoding and Content-Length, Transfer-Encoding in HTTP/1.0,
+// differing Content-Lengths.
+func (c *conn) setupBody(req *http.Request, w *response) error {
+	h := req.Header
+	te, hasTE := h["Transfer-Encoding"]
+	cls, hasCL := h["Content-Length"]
+	chunked := false
+	if hasTE {
+		switch {
+		case req.ProtoMinor == 0:
+			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
+		case hasCL:
+			return badRequest("both Transfer-Encoding and Content-Length")
+		case len(te) != 1 || !strings.EqualFold(textproto.TrimString(te[0]), "chunked"):
+			return &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
+		}
+		delete(h, "Transfer-Encoding")
+		chunked = true
+	}
+	length := int64(0)
+	if hasCL {
+		n, err := parseContentLength(cls[0])
+		for _, v := range cls[1:] {
+			if m, err2 := parseContentLength(v); err2 != nil || m != n {
+				err = errBadLength
+			}
+		}
+		if err != nil {
+			return badRequest("bad Content-Length")
+		}
+		if len(cls) > 1 {
+			h["Content-Length"] = cls[:1]
+		}
+		length = n
+	}
+
+	if vv, ok := h["Trailer"]; ok && chunked {
+		trailer := make(http.Header)
+		for _, v := range vv {
+			for k := range strings.SplitSeq(v, ",") {
+				k = http.CanonicalHeaderKey(textproto.TrimString(k))
+				switch k {
+				case "":
+					continue
+				case "Transfer-Encoding", "Trailer", "Content-Length":
+					return badRequest("bad trailer key " + k)
+				}
+				trailer[k] = nil
+			}
+		}
+		delete(h, "Trailer")
+		req.Trailer = trailer
+	}
+
+	expectContinue := false
+	if ex := h["Expect"]; len(ex) > 0 {
+		if len(ex) != 1 || !strings.EqualFold(textproto.TrimString(ex[0]), "100-continue") {
+			return &requestError{http.StatusExpectationFailed, "unsupported expectation"}
+		}
+		expectContinue = req.ProtoMinor >= 1 && (chunked || length > 0)
+	}
+
+	switch {
+	case chunked:
+		req.ContentLength = -1
+		req.TransferEncoding = chunkedTE
+		req.Body = &body{c: c, w: w, req: req, cr: httputil.NewChunkedReader(c.br), expectContinue: expectContinue}
+	case length > 0:
+		req.ContentLength = length
+		req.Body = &body{c: c, w: w, req: req, remaining: length, expectContinue: expectContinue}
+	default:
+		req.Body = http.NoBody
+	}
+	w.canContinue = expectContinue
+	return nil
+}
+
+var errBadLength = errors.New("bad Content-Length")
+
+// parseContentLength parses a Content-Length value: digits only, at most
+// 18 of them, so that it cannot overflow.
+func parseContentLength(v string) (int64, error) {
+	v = textproto.TrimString(v)
+	if v == "" || len(v) > 18 {
+		return 0, errBadLength
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, errBadLength
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, nil
+}
+
+// body is a request body read from the connection: Content-Length bytes,
+// or chunks and a trailer. Reading it to the end lets the connection wait
+// for its next request while the response is still being written.
+type body struct {
+	mu             sync.Mutex
+	c              *conn
+	w              *response
+	req            *http.Request // receives the trailer
+	remaining      int64         // for a Content-Length body
+	cr             io.Reader     // the chunked reader, or nil
+	expectContinue bool          // 100 Continue is due before the first read
+	sawEOF         bool
+	closed         bool
+	err            error // sticky
+}
+
+// maxDrain is how much of an unread request body is read and dropped
+// after the handler, to keep the connection; beyond it, it closes.
+const maxDrain = 256 << 10
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.readLocked(p)
+}
+
+func (b *body) readLocked(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.expectContinue {
+		b.expectContinue = false
+		if err := b.w.sendContinue(); err != nil {
+			b.err = err
+			return 0, err
+		}
+	}
+	n, err := b.read(p)
+	if err != nil {
+		b.err = err
+		if err == io.EOF {
+			b.sawEOF = true
+			b.c.startWaiting()
+		}
+	}
+	return n, err
+}
+
+func (b *body) read(p []byte) (int, error) {
+	br := b.c.br
+	if b.cr == nil {
+		if b.remaining <= 0 {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err := br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	}
+	n, err := b.cr.Read(p)
+	if err == io.EOF {
+		if terr := b.readTrailer(); terr != nil {
+			return n, terr
+		}
+	}
+	return n, err
+}
+
+// readTrailer reads the trailer section after the last chunk (RFC 9112
+// §7.1.2), bounded like the head, into the request's Trailer.
+func (b *body) readTrailer() error {
+	c := b.c
+	if buf, err := c.br.Peek(2); err == nil && buf[0] == '\r' && buf[1] == '\n' {
+		c.br.Discard(2)
+		return nil
+	}
+	c.lr.n = c.srv.maxHeaderBytes()
+	defer func() { c.lr.n = -1 }()
+	h, err := c.tp.ReadMIMEHeader()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("reading request trailer: %w", err)
+	}
+	if b.req.Trailer == nil {
+		b.req.Trailer = make(http.Header, len(h))
+	}
+	for k, vv := range h {
+		b.req.Trailer[k] = vv
+	}
+	return nil
+}
+
+// closeAndDrain ends the body after the handler. It reports whether the
+// connection can serve another request: the body was read to its end, or
+// what was left of it (up to maxDrain) could be read and dropped.
+func (b *body) closeAndDrain() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.sawEOF {
+		return true
+	}
+	if b.err != nil || b.expectContinue {
+		// A read failed, or the client still waits for 100 Continue and
+		// may or may not send the body: the stream is out of step.
+		return false
+	}
+	bp := drainPool.Get().(*[]byte)
+	defer drainPool.Put(bp)
+	for total := 0; total <= maxDrain; {
+		n, err := b.readLocked(*bp)
+		total += n
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// Close implements io.Closer: later reads fail. What is left of the body
+// is read and dropped after the handler, to keep the connection.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// abandon ends the body of a connection that is closing.
+func (b *body) abandon() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+var drainPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}

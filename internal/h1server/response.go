@@ -1,0 +1,537 @@
+package h1server
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// response is the http.ResponseWriter of one request. The head and small
+// bodies collect in the connection's output buffer and leave in one
+// write; bigger pieces go out with the buffer in one writev(2), and bodies
+// of known length can move socket to socket through ReadFrom (splice).
+//
+// Like net/http's, it also implements http.Flusher, http.Hijacker,
+// io.ReaderFrom and the deadline and full-duplex methods of
+// http.ResponseController.
+type response struct {
+	c      *conn
+	req    *http.Request
+	header http.Header
+
+	status      int   // 0 until the final status is set
+	headWritten bool  // the head is in the output buffer (or sent)
+	cl          int64 // the body's length, -1 while unknown
+	written     int64
+	chunked     bool
+	noBody      bool // HEAD, 1xx, 204, 304: nothing of the body is sent
+	notAllowed  bool // 204, 304: writing a body is an error
+	closeAfter  bool
+	trailers    []string // declared trailer names
+	pending     []byte   // the start of a body of unknown length, held to frame it
+	hijacked    bool
+	err         error // sticky write error
+
+	mu          sync.Mutex // guards canContinue against the body's reader
+	canContinue bool       // a 100 Continue may still be sent
+	chunkHdr    [20]byte
+}
+
+// pendingMax is how much of a body of unknown length is held back before
+// the head goes out: a body that ends within it gets a Content-Length
+// instead of chunked framing.
+const pendingMax = 2048
+
+func newResponse(c *conn, req *http.Request) *response {
+	return &response{c: c, req: req, header: make(http.Header), cl: -1}
+}
+
+// Header implements http.ResponseWriter.
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader implements http.ResponseWriter. Informational statuses
+// (1xx other than 101) are sent at once, except to HTTP/1.0 clients.
+func (w *response) WriteHeader(code int) {
+	if w.hijacked || w.status != 0 {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("h1server: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeInterim(code)
+		return
+	}
+	w.status = code
+	w.mu.Lock()
+	if w.canContinue {
+		// The client waits for 100 Continue that will not come now: it
+		// may send the body or not, so the connection cannot be reused.
+		w.canContinue = false
+		w.closeAfter = true
+	}
+	w.mu.Unlock()
+
+	h := w.header
+	switch {
+	case code == http.StatusNoContent || code == http.StatusNotModified:
+		w.noBody, w.notAllowed = true, true
+	case code == http.StatusSwitchingProtocols:
+		w.noBody, w.notAllowed, w.closeAfter = true, true, true
+	case w.req.Method == http.MethodHead:
+		w.noBody = true
+	}
+	if vv := h["Content-Length"]; len(vv) > 0 {
+		if n, err := parseContentLength(vv[0]); err == nil && len(vv) == 1 {
+			w.cl = n
+		} else {
+			delete(h, "Content-Length")
+		}
+	}
+	delete(h, "Transfer-Encoding") // the framing is the server's choice
+	if !w.noBody && w.req.ProtoMinor >= 1 {
+		for _, v := range h["Trailer"] {
+			for k := range strings.SplitSeq(v, ",") {
+				if k = textprotoTrim(k); k != "" {
+					w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
+				}
+			}
+		}
+	}
+	if w.req.Close || w.c.srv.closing.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+		w.closeAfter = true
+	}
+}
+
+func textprotoTrim(s string) string { return strings.Trim(s, " \t") }
+
+// writeInterim sends a 1xx response with the current header.
+func (w *response) writeInterim(code int) {
+	if w.req.ProtoMinor == 0 {
+		return // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client
+	}
+	if code == http.StatusContinue {
+		w.mu.Lock()
+		w.canContinue = false
+		w.mu.Unlock()
+	}
+	c := w.c
+	b := c.outBuf()
+	b = append(b, "HTTP/1.1 "...)
+	b = append(b, statusLine(code)...)
+	b = append(b, "\r\n"...)
+	for k, vv := range w.header {
+		if k == "Content-Length" || k == "Transfer-Encoding" || k == "Trailer" {
+			continue
+		}
+		b = appendField(b, k, vv)
+	}
+	c.out = append(b, "\r\n"...)
+	w.fail(c.flushOut(nil, nil, nil))
+}
+
+// sendContinue answers Expect: 100-continue when the handler first reads
+// the body, unless the final response began. It runs on the goroutine
+// that reads the body, so it writes to the socket directly: the head,
+// when the handler writes one, stays in the buffer until after this.
+func (w *response) sendContinue() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.canContinue {
+		return nil
+	}
+	w.canContinue = false
+	_, err := io.WriteString(w.c.nc, "HTTP/1.1 100 Continue\r\n\r\n")
+	return err
+}
+
+// Write implements http.ResponseWriter.
+func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	switch {
+	case w.err != nil:
+		return 0, w.err
+	case w.notAllowed:
+		return 0, http.ErrBodyNotAllowed
+	case w.noBody:
+		w.written += int64(len(p))
+		return len(p), nil
+	case w.cl >= 0 && w.written+int64(len(p)) > w.cl:
+		return 0, http.ErrContentLength
+	}
+	if !w.headWritten {
+		if w.cl < 0 && w.trailers == nil && len(w.pending)+len(p) <= pendingMax {
+			w.pending = append(w.pending, p...)
+			return len(p), nil
+		}
+		w.startBody(p)
+	}
+	if err := w.writeBody(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// startBody writes the head, choosing the framing, and what was pending.
+func (w *response) startBody(first []byte) {
+	if len(w.pending) > 0 {
+		first = w.pending
+	}
+	w.writeHead(first)
+	if len(w.pending) > 0 {
+		p := w.pending
+		w.pending = nil
+		w.writeBody(p)
+	}
+}
+
+// writeBody frames p and queues or sends it.
+func (w *response) writeBody(p []byte) error {
+	if len(p) == 0 || w.err != nil {
+		return w.err
+	}
+	c := w.c
+	w.written += int64(len(p))
+	if !w.chunked {
+		if len(c.out)+len(p) <= cap(c.out) {
+			c.out = append(c.out, p...)
+			return nil
+		}
+		return w.fail(c.flushOut(p, nil, nil))
+	}
+	hdr := append(strconv.AppendInt(w.chunkHdr[:0], int64(len(p)), 16), '\r', '\n')
+	if len(c.out)+len(hdr)+len(p)+2 <= cap(c.out) {
+		c.out = append(append(append(c.out, hdr...), p...), '\r', '\n')
+		return nil
+	}
+	return w.fail(c.flushOut(hdr, p, crlf))
+}
+
+var crlf = []byte("\r\n")
+
+func (w *response) fail(err error) error {
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return err
+}
+
+// writeHead puts the status line and header in the output buffer. first
+// is the start of the body, for Content-Type sniffing as net/http does.
+func (w *response) writeHead(first []byte) {
+	w.headWritten = true
+	h := w.header
+	proto11 := w.req.ProtoMinor >= 1
+	if !w.noBody {
+		switch {
+		case len(w.trailers) > 0:
+			w.chunked, w.cl = true, -1 // trailers need chunked framing
+		case w.cl < 0 && proto11:
+			w.chunked = true
+		case w.cl < 0:
+			w.closeAfter = true // HTTP/1.0: the end of the body is the close
+		}
+	}
+	keepAlive10 := !proto11 && !w.closeAfter
+
+	b := w.c.outBuf()
+	if proto11 {
+		b = append(b, "HTTP/1.1 "...)
+	} else {
+		b = append(b, "HTTP/1.0 "...) // as net/http answers HTTP/1.0 clients
+	}
+	b = append(b, statusLine(w.status)...)
+	b = append(b, "\r\n"...)
+	for k, vv := range h {
+		switch k {
+		case "Content-Length":
+			if w.chunked || w.status == http.StatusNoContent || w.status < 200 {
+				continue
+			}
+		case "Trailer":
+			if !w.chunked {
+				continue
+			}
+		}
+		b = appendField(b, k, vv)
+	}
+	if _, ok := h["Date"]; !ok {
+		b = appendDate(b)
+	}
+	if _, ok := h["Content-Type"]; !ok && !w.noBody && len(first) > 0 {
+		b = append(b, "Content-Type: "...)
+		b = append(b, http.DetectContentType(first)...)
+		b = append(b, "\r\n"...)
+	}
+	if w.cl >= 0 && h["Content-Length"] == nil && !w.notAllowed {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, w.cl, 10)
+		b = append(b, "\r\n"...)
+	}
+	if w.chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	switch {
+	case w.closeAfter && !httpguts.HeaderValuesContainsToken(h["Connection"], "close"):
+		b = append(b, "Connection: close\r\n"...)
+	case keepAlive10:
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	w.c.out = append(b, "\r\n"...)
+}
+
+// appendField appends a header field; names that are not tokens are
+// dropped, and CR or LF in values become spaces, so that a handler cannot
+// split the response.
+func appendField(b []byte, k string, vv []string) []byte {
+	if len(vv) == 0 || !httpguts.ValidHeaderFieldName(k) {
+		return b
+	}
+	for _, v := range vv {
+		b = append(b, k...)
+		b = append(b, ": "...)
+		if strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0 {
+			b = append(b, v...)
+		} else {
+			for i := 0; i < len(v); i++ {
+				c := v[i]
+				if c == '\r' || c == '\n' {
+					c = ' '
+				}
+				b = append(b, c)
+			}
+		}
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+// FlushError sends what is buffered, head included; http.ResponseController
+// uses it.
+func (w *response) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.headWritten {
+		w.startBody(nil)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	return w.fail(w.c.flushOut(nil, nil, nil))
+}
+
+// Flush implements http.Flusher.
+func (w *response) Flush() { _ = w.FlushError() }
+
+// ReadFrom implements io.ReaderFrom. A body of known length read from an
+// *io.LimitedReader that fits it (how sluice's engine hands over an
+// upstream body) moves socket to socket with splice(2); anything else is
+// copied through Write.
+func (w *response) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	var sniffed int64
+	if !w.headWritten && !w.noBody {
+		if _, ok := w.header["Content-Type"]; !ok && len(w.pending) == 0 {
+			// Sniff from the first bytes, as net/http does.
+			n, err := copyThrough(w, io.LimitReader(src, 512))
+			sniffed = n
+			if err != nil || n < 512 {
+				return n, err
+			}
+		}
+	}
+	lr, ok := src.(*io.LimitedReader)
+	rf, canSplice := w.c.nc.(io.ReaderFrom)
+	if ok && canSplice && !w.hijacked && !w.noBody && w.err == nil && !w.chunked && w.trailers == nil &&
+		w.cl >= 0 && lr.N <= w.cl-w.written {
+		if !w.headWritten {
+			w.startBody(nil)
+		}
+		if err := w.fail(w.c.flushOut(nil, nil, nil)); err != nil {
+			return sniffed, err
+		}
+		n, err := rf.ReadFrom(lr)
+		w.written += n
+		w.fail(err)
+		return sniffed + n, err
+	}
+	n, err := copyThrough(w, src)
+	return sniffed + n, err
+}
+
+var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyThrough copies src to w with a pooled buffer, through w.Write.
+func copyThrough(w *response, src io.Reader) (int64, error) {
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	return io.CopyBuffer(writerOnly{w}, src, *bp)
+}
+
+type writerOnly struct{ io.Writer }
+
+// Hijack implements http.Hijacker: what was written so far is sent, and
+// the connection with its buffered reader leaves the server's hands.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	c := w.c
+	if w.status != 0 && !w.headWritten {
+		w.startBody(nil)
+	}
+	if len(c.out) > 0 {
+		if err := w.fail(c.flushOut(nil, nil, nil)); err != nil {
+			return nil, nil, err
+		}
+	}
+	w.hijacked = true
+	c.state.Store(stateHijacked)
+	c.srv.trackConn(c, false)
+	if c.waiting {
+		c.handoff <- handoffHijacked
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	br := c.br
+	c.br = nil // the hijacker owns it now, with what it buffered
+	c.releaseBuffers()
+	return c.nc, bufio.NewReadWriter(br, bufio.NewWriter(c.nc)), nil
+}
+
+// SetReadDeadline is for http.ResponseController.
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline is for http.ResponseController.
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+
+// EnableFullDuplex is for http.ResponseController: this server always
+// lets a handler read the request body while it writes the response.
+func (w *response) EnableFullDuplex() error { return nil }
+
+// finish completes the response after the handler returned and reports
+// whether the connection may serve another request.
+func (w *response) finish() bool {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.headWritten {
+		if w.cl < 0 && !w.noBody && w.trailers == nil {
+			w.cl = int64(len(w.pending)) // the whole body is known now
+		}
+		w.startBody(nil)
+	}
+	c := w.c
+	if w.chunked && w.err == nil {
+		b := append(c.out, "0\r\n"...)
+		for _, k := range w.trailers {
+			b = appendField(b, k, w.header[k])
+		}
+		for k, vv := range w.header {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+				b = appendField(b, http.CanonicalHeaderKey(name), vv)
+			}
+		}
+		c.out = append(b, "\r\n"...)
+	}
+	if w.cl >= 0 && !w.noBody && w.written < w.cl {
+		w.closeAfter = true // a short body: the client sees it cut
+	}
+	if w.err == nil {
+		w.fail(c.flushOut(nil, nil, nil))
+	}
+	return w.err == nil && !w.closeAfter
+}
+
+// statusLines holds "200 OK" and the like for the registered codes.
+var statusLines = func() (s [600]string) {
+	for code := range s {
+		if t := http.StatusText(code); t != "" {
+			s[code] = strconv.Itoa(code) + " " + t
+		}
+	}
+	return s
+}()
+
+func statusLine(code int) string {
+	if code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return strconv.Itoa(code) + " status code " + strconv.Itoa(code)
+}
+
+// The Date header changes once a second; it is formatted once a second.
+type dateLine struct {
+	sec  int64
+	line []byte
+}
+
+var dateCache atomic.Pointer[dateLine]
+
+func appendDate(b []byte) []byte {
+	now := time.Now()
+	d := dateCache.Load()
+	if d == nil || d.sec != now.Unix() {
+		line := now.UTC().AppendFormat([]byte("Date: "), http.TimeFormat)
+		d = &dateLine{sec: now.Unix(), line: append(line, "\r\n"...)}
+		dateCache.Store(d)
+	}
+	return append(b, d.line...)
+}
+
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// outBuf returns the output buffer, taking one from the pool if needed.
+func (c *conn) outBuf() []byte {
+	if c.outp == nil {
+		c.outp = outPool.Get().(*[]byte)
+		c.out = (*c.outp)[:0]
+	}
+	return c.out
+}
+
+// flushOut sends the output buffer followed by up to three more pieces,
+// in one writev(2).
+func (c *conn) flushOut(a, b, d []byte) error {
+	if len(c.out) == 0 && len(b) == 0 && len(d) == 0 {
+		if len(a) == 0 {
+			return nil
+		}
+		_, err := c.nc.Write(a)
+		return err
+	}
+	c.iov = [4][]byte{c.out, a, b, d}
+	bufs := net.Buffers(c.iov[:])
+	_, err := bufs.WriteTo(c.nc)
+	c.iov = [4][]byte{}
+	c.out = c.out[:0]
+	return err
+}
+
+func (c *conn) releaseOut() {
+	if c.outp != nil {
+		if cap(c.out) <= 64<<10 {
+			*c.outp = c.out[:0]
+			outPool.Put(c.outp)
+		}
+		c.outp, c.out = nil, nil
+	}
+}

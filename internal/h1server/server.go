@@ -1,0 +1,236 @@
+// Package h1server is sluice's HTTP/1.1 server. It serves an http.Handler
+// like net/http's Server, with a different cost model for connections:
+//
+//   - A keep-alive connection waiting for its next request holds no
+//     buffer: the read and write buffers go back to pools after every
+//     response, and the wait runs on a fresh goroutine whose stack is as
+//     small as the wait needs, not as deep as the last handler went.
+//   - A request costs no background-read goroutine. The goroutine that
+//     waits for the connection's next request is started while the
+//     current one is still served; it notices a client that goes away
+//     (and cancels the request's context) and, once the handler is done,
+//     reads the next request itself.
+//
+// Requests are parsed with net/textproto's header reader and net/http's
+// chunked reader; the request line, framing and the checks of RFC 9112 are
+// this package's. HTTP/2 is not served (use net/http for that).
+package h1server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the Server fields left zero.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 1 << 20
+)
+
+// Server serves HTTP/1.x requests to Handler. Its zero value (with a
+// Handler) is ready to use; fields must not change once serving began.
+type Server struct {
+	Handler http.Handler
+
+	// ReadHeaderTimeout bounds the time to read a request head, from its
+	// first byte (or from the connection's accept). If zero,
+	// DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request. If zero, DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	// MaxHeaderBytes bounds the request line and header (and the trailer
+	// of a chunked body). If zero, DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+
+	// Logger receives handler panics. If nil, slog.Default().
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+}
+
+func (s *Server) readHeaderTimeout() time.Duration {
+	if s.ReadHeaderTimeout > 0 {
+		return s.ReadHeaderTimeout
+	}
+	return DefaultReadHeaderTimeout
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+func (s *Server) maxHeaderBytes() int64 {
+	if s.MaxHeaderBytes > 0 {
+		return int64(s.MaxHeaderBytes)
+	}
+	return DefaultMaxHeaderBytes
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Serve accepts connections on ln and serves them until Shutdown or Close,
+// then returns http.ErrServerClosed; other accept failures that persist
+// end it with their error. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.Handler == nil {
+		return errors.New("h1server: Serve with a nil Handler")
+	}
+	if !s.track(&ln, true) {
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	defer s.track(&ln, false)
+	defer ln.Close()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				// Out of file descriptors and the like: wait, as
+				// net/http does, instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := newConn(s, nc)
+		if !s.trackConn(c, true) {
+			nc.Close()
+			continue
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(s.readHeaderTimeout()))
+		go c.await(false)
+	}
+}
+
+func (s *Server) track(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.listeners, ln)
+		return true
+	}
+	if s.closing.Load() {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[*net.Listener]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) trackConn(c *conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		return true
+	}
+	if s.closing.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// closeListeners stops accepting.
+func (s *Server) closeListeners() {
+	s.closing.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		(*ln).Close()
+	}
+}
+
+// closeIdle closes the connections waiting for a request and reports
+// whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.nc.Close()
+			delete(s.conns, c)
+		}
+	}
+	return len(s.conns) == 0
+}
+
+// Shutdown stops the server gracefully: the listeners close, idle
+// connections close, and connections serving a request close once their
+// response is done (with Connection: close). It returns when all are
+// closed, or with ctx's error when ctx ends first. Hijacked connections
+// are not tracked.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	const maxPoll = 200 * time.Millisecond
+	poll := time.Millisecond
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	for {
+		if s.closeIdle() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			poll = min(2*poll, maxPoll)
+			t.Reset(poll)
+		}
+	}
+}
+
+// Close closes the listeners and every tracked connection at once.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		// The goroutine that owns c notices and forgets it.
+		if c.state.Swap(stateClosed) != stateClosed {
+			c.nc.Close()
+		}
+	}
+	return nil
+}
+
+// Conns reports how many connections the server tracks: open and not
+// hijacked.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

@@ -1,0 +1,705 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+// start serves h on a loopback port and returns the server and its
+// address; the server closes when the test ends.
+func start(t *testing.T, h http.Handler, configure ...func(*Server)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, c := range configure {
+		c(s)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+		for end := time.Now().Add(5 * time.Second); s.Conns() > 0 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+// readResponse reads one response (to a request with method) and its body.
+func readResponse(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	res, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading response body: %v", err)
+	}
+	return res, string(b)
+}
+
+// echo answers with what it saw of the request.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	fmt.Fprintf(w, "%s %s host=%s len=%d body=%s", r.Method, r.RequestURI, r.Host, r.ContentLength, b)
+	for _, k := range []string{"X-T"} {
+		if v := r.Trailer.Get(k); v != "" {
+			fmt.Fprintf(w, " trailer %s=%s", k, v)
+		}
+	}
+})
+
+func TestKeepAliveAndPipelining(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, echo)
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+	_, b1 := readResponse(t, br, "GET")
+	_, b2 := readResponse(t, br, "POST")
+	time.Sleep(20 * time.Millisecond) // now the connection waits idle
+	io.WriteString(c, "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+	_, b3 := readResponse(t, br, "GET")
+	want := []string{"GET /1 host=a len=0 body=", "POST /2 host=a len=2 body=hi", "GET /3 host=a len=0 body="}
+	if diff := cmp.Diff(want, []string{b1, b2, b3}); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestRequestFraming(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, echo, func(s *Server) { s.MaxHeaderBytes = 16 << 10 })
+	long := strings.Repeat("a", 12<<10)
+	tests := []struct {
+		name, req, status, body string
+	}{
+		{"content-length", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", "200", "POST /p host=a len=5 body=hello"},
+		{"chunked with trailer", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: v\r\n\r\n", "200", "POST /p host=a len=-1 body=abcde trailer X-T=v"},
+		{"undeclared trailer", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\nX-T: u\r\n\r\n", "200", "POST /p host=a len=-1 body=z trailer X-T=u"},
+		{"identical lengths", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", "200", "POST /p host=a len=1 body=x"},
+		{"absolute form", "GET http://b.example/x?q HTTP/1.1\r\nHost: a\r\n\r\n", "200", "GET http://b.example/x?q host=b.example len=0 body="},
+		{"HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n", "200", "GET / host= len=0 body="},
+		{"bare LF lines", "GET /lf HTTP/1.1\nHost: a\n\n", "200", "GET /lf host=a len=0 body="},
+		{"leading empty line", "\r\nGET /e HTTP/1.1\r\nHost: a\r\n\r\n", "200", "GET /e host=a len=0 body="},
+		{"request line beyond the buffer", "GET /" + long + " HTTP/1.1\r\nHost: a\r\n\r\n", "200", "GET /" + long + " host=a len=0 body="},
+		{"both framings", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400", ""},
+		{"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400", ""},
+		{"unknown coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501", ""},
+		{"differing lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", "400", ""},
+		{"signed length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", "400", ""},
+		{"no Host", "GET / HTTP/1.1\r\n\r\n", "400", ""},
+		{"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400", ""},
+		{"bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "400", ""},
+		{"space before colon", "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", "400", ""},
+		{"NUL in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n", "400", ""},
+		{"CR in request line", "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n", "400", ""},
+		{"bad method", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", "400", ""},
+		{"double space", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", "400", ""},
+		{"HTTP/0.9", "GET /\r\n\r\n", "400", ""},
+		{"h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "400", ""},
+		{"HTTP/3", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", "505", ""},
+		{"unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", "417", ""},
+		{"bad trailer name", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n0\r\n\r\n", "400", ""},
+		{"header too large", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 20<<10) + "\r\n\r\n", "431", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dial(t, addr)
+			io.WriteString(c, tc.req)
+			res, body := readResponse(t, br, "GET")
+			if got := res.Status[:3]; got != tc.status {
+				t.Fatalf("status %s, want %s (body %q)", res.Status, tc.status, body)
+			}
+			if tc.body != "" && body != tc.body {
+				t.Errorf("handler saw %q, want %q", body, tc.body)
+			}
+			if tc.status != "200" && !res.Close {
+				t.Error("a refused request must close the connection")
+			}
+		})
+	}
+}
+
+func TestResponseFraming(t *testing.T) {
+	leaktest.Check(t)
+	big := strings.Repeat("x", 10<<10)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/small":
+			io.WriteString(w, "<html>hi")
+		case "/big":
+			io.WriteString(w, big)
+		case "/typed":
+			w.Header().Set("Content-Type", "application/x-test")
+			w.Header().Set("Content-Length", "3")
+			io.WriteString(w, "abc")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			if _, err := io.WriteString(w, "x"); err != http.ErrBodyNotAllowed {
+				panic("write to 204 did not fail")
+			}
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+		case "/inject":
+			w.Header().Set("X-A", "1\r\nX-Evil: 1")
+			w.Header()["Bad Name"] = []string{"v"}
+		case "/hints":
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			io.WriteString(w, "final")
+		case "/nodate":
+			w.Header()["Date"] = nil
+			w.Header()["Content-Type"] = nil
+			io.WriteString(w, "plain")
+		}
+	}))
+	t.Run("small body gets a length", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /small HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		if res.ContentLength != 8 || body != "<html>hi" || res.Header.Get("Content-Type") != "text/html; charset=utf-8" || res.Header.Get("Date") == "" {
+			t.Errorf("got length %d, body %q, header %v", res.ContentLength, body, res.Header)
+		}
+	})
+	t.Run("big body is chunked", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		if len(res.TransferEncoding) != 1 || body != big || res.Close {
+			t.Errorf("got TE %v, %d bytes, close %v", res.TransferEncoding, len(body), res.Close)
+		}
+	})
+	t.Run("HTTP/1.0 gets the end of the body as close", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		if res.Proto != "HTTP/1.0" || res.TransferEncoding != nil || body != big || !res.Close {
+			t.Errorf("got %s TE %v, %d bytes, close %v", res.Proto, res.TransferEncoding, len(body), res.Close)
+		}
+	})
+	t.Run("HTTP/1.0 keep-alive with a length", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /typed HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		if res.Close || body != "abc" || res.Header.Get("Connection") != "keep-alive" {
+			t.Errorf("got close %v, body %q, header %v", res.Close, body, res.Header)
+		}
+		io.WriteString(c, "GET /typed HTTP/1.0\r\n\r\n")
+		if res, _ := readResponse(t, br, "GET"); !res.Close {
+			t.Error("second HTTP/1.0 response without keep-alive must close")
+		}
+	})
+	t.Run("HEAD", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "HEAD /typed HTTP/1.1\r\nHost: a\r\n\r\nGET /typed HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, body := readResponse(t, br, "HEAD")
+		if res.ContentLength != 3 || body != "" {
+			t.Errorf("HEAD: length %d body %q", res.ContentLength, body)
+		}
+		if _, body := readResponse(t, br, "GET"); body != "abc" {
+			t.Errorf("GET after HEAD: %q", body)
+		}
+	})
+	t.Run("204", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /nocontent HTTP/1.1\r\nHost: a\r\n\r\nGET /typed HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, _ := readResponse(t, br, "GET")
+		if res.StatusCode != 204 || res.Header.Get("Content-Length") != "" {
+			t.Errorf("got %s %v", res.Status, res.Header)
+		}
+		if _, body := readResponse(t, br, "GET"); body != "abc" {
+			t.Errorf("after 204: %q", body)
+		}
+	})
+	t.Run("trailers", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /trailers HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		want := http.Header{"X-Sum": {"42"}, "X-Late": {"yes"}}
+		if diff := cmp.Diff(want, res.Trailer); diff != "" || body != "body" {
+			t.Errorf("body %q, trailer (-want +got):\n%s", body, diff)
+		}
+	})
+	t.Run("no response splitting", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /inject HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, _ := readResponse(t, br, "GET")
+		if res.Header.Get("X-Evil") != "" || res.Header.Get("X-A") != "1  X-Evil: 1" || len(res.Header["Bad Name"]) > 0 {
+			t.Errorf("header %v", res.Header)
+		}
+	})
+	t.Run("103 early hints", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /hints HTTP/1.1\r\nHost: a\r\n\r\n")
+		line, _ := br.ReadString('\n')
+		if line != "HTTP/1.1 103 Early Hints\r\n" {
+			t.Fatalf("first line %q", line)
+		}
+		hints, err := http.ReadResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 103 Early Hints\r\n")), nil)
+		_ = hints
+		_ = err
+		for {
+			l, _ := br.ReadString('\n')
+			if l == "\r\n" {
+				break
+			}
+		}
+		res, body := readResponse(t, br, "GET")
+		if res.StatusCode != 200 || body != "final" || res.Header.Get("Link") != "" {
+			t.Errorf("final %s %q %v", res.Status, body, res.Header)
+		}
+	})
+	t.Run("no 1xx to HTTP/1.0", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /hints HTTP/1.0\r\n\r\n")
+		res, body := readResponse(t, br, "GET")
+		if res.StatusCode != 200 || body != "final" {
+			t.Errorf("got %s %q", res.Status, body)
+		}
+	})
+	t.Run("suppressed Date and sniffing", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /nodate HTTP/1.1\r\nHost: a\r\n\r\n")
+		res, _ := readResponse(t, br, "GET")
+		if _, ok := res.Header["Date"]; ok || res.Header.Get("Content-Type") != "" {
+			t.Errorf("header %v", res.Header)
+		}
+	})
+}
+
+func TestContentLengthMismatch(t *testing.T) {
+	leaktest.Check(t)
+	errc := make(chan error, 1)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "4")
+		if r.URL.Path == "/long" {
+			_, err := io.WriteString(w, "12345")
+			errc <- err
+			return
+		}
+		io.WriteString(w, "12")
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /long HTTP/1.1\r\nHost: a\r\n\r\n")
+	if err := <-errc; err != http.ErrContentLength {
+		t.Errorf("writing past Content-Length: %v", err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(res.Body); err != io.ErrUnexpectedEOF {
+		t.Errorf("short body: %v, want unexpected EOF (the connection closes)", err)
+	}
+	c2, br2 := dial(t, addr)
+	io.WriteString(c2, "GET /short HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, err = http.ReadResponse(br2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(res.Body); err != io.ErrUnexpectedEOF {
+		t.Errorf("short body: %v, want unexpected EOF", err)
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		echo(w, r)
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("got %q, %v; want 100 Continue", line, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "abc")
+	if _, body := readResponse(t, br, "POST"); body != "POST /e host=a len=3 body=abc" {
+		t.Errorf("got %q", body)
+	}
+
+	// Refused without reading: no 100, and the connection closes, since
+	// the client may or may not send the body.
+	c2, br2 := dial(t, addr)
+	io.WriteString(c2, "POST /refuse HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	res, _ := readResponse(t, br2, "POST")
+	if res.StatusCode != 403 || !res.Close {
+		t.Errorf("got %s, close %v; want 403 and close", res.Status, res.Close)
+	}
+}
+
+func TestUnreadBody(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ignored "+r.URL.Path)
+	}))
+	t.Run("small: drained, connection kept", func(t *testing.T) {
+		c, br := dial(t, addr)
+		fmt.Fprintf(c, "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n%s", strings.Repeat("z", 1000))
+		res, _ := readResponse(t, br, "POST")
+		io.WriteString(c, "GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); res.Close || body != "ignored /b" {
+			t.Errorf("close %v, next %q", res.Close, body)
+		}
+	})
+	t.Run("large: connection closed", func(t *testing.T) {
+		c, br := dial(t, addr)
+		go func() {
+			fmt.Fprintf(c, "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+			c.Write(make([]byte, 1<<20))
+		}()
+		res, _ := readResponse(t, br, "POST")
+		if _, err := br.ReadByte(); err == nil {
+			t.Errorf("connection still open after a large unread body (close %v)", res.Close)
+		}
+	})
+}
+
+func TestClientGoneCancelsContext(t *testing.T) {
+	leaktest.Check(t)
+	ended := make(chan error, 1)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(5 * time.Second):
+			ended <- nil
+		}
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if _, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-ended; err != context.Canceled {
+		t.Fatalf("handler context: %v, want canceled", err)
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, echo, func(s *Server) {
+		s.IdleTimeout = 50 * time.Millisecond
+		s.ReadHeaderTimeout = 50 * time.Millisecond
+	})
+	t.Run("idle", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		readResponse(t, br, "GET")
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("idle connection: %v, want EOF", err)
+		}
+	})
+	t.Run("slow head", func(t *testing.T) {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHos")
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("slow head: %v, want EOF", err)
+		}
+	})
+	t.Run("silent client", func(t *testing.T) {
+		_, br := dial(t, addr)
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("silent client: %v, want EOF", err)
+		}
+	})
+}
+
+func TestShutdown(t *testing.T) {
+	leaktest.Check(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	s, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done")
+	}))
+	idle, ibr := dial(t, addr)
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	readResponse(t, ibr, "GET")
+	busy, bbr := dial(t, addr)
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	if _, err := ibr.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection after Shutdown: %v, want EOF", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	res, body := readResponse(t, bbr, "GET")
+	if body != "done" || !res.Close {
+		t.Errorf("in-flight response %q, close %v; want done and Connection: close", body, res.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Error("listener still open")
+	}
+}
+
+func TestHijack(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer nc.Close()
+		io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		buf := make([]byte, 64)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				nc.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nearly")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 101 {
+		t.Fatalf("%v %v", res, err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "early" {
+		t.Fatalf("bytes sent with the upgrade: %q %v", got, err)
+	}
+	io.WriteString(c, "later")
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "later" {
+		t.Fatalf("after: %q %v", got, err)
+	}
+}
+
+func TestPanic(t *testing.T) {
+	leaktest.Check(t)
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		panic("boom")
+	}), func(s *Server) {
+		s.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+	})
+	for _, path := range []string{"/abort", "/boom"} {
+		c, br := dial(t, addr)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(res.Body); err == nil {
+			t.Errorf("%s: body ended cleanly after a panic", path)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logged.String(), "level=ERROR"); n != 1 || !strings.Contains(logged.String(), "panic=boom") {
+		t.Errorf("log (want one panic, boom):\n%s", logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// A body of known length handed over as an *io.LimitedReader over a TCP
+// connection (what sluice's engine does) arrives whole, whatever path
+// ReadFrom takes.
+func TestReadFromConnection(t *testing.T) {
+	leaktest.Check(t)
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	src, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	go func() {
+		for {
+			c, err := src.Accept()
+			if err != nil {
+				return
+			}
+			c.Write(payload)
+			c.Close()
+		}
+	}()
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up, err := net.Dial("tcp", src.Addr().String())
+		if err != nil {
+			panic(err)
+		}
+		defer up.Close()
+		w.Header().Set("Content-Length", fmt.Sprint(len(payload)))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.(io.ReaderFrom).ReadFrom(&io.LimitedReader{R: up, N: int64(len(payload))})
+	}))
+	c, br := dial(t, addr)
+	for range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); body != string(payload) {
+			t.Fatalf("body of %d bytes differs", len(body))
+		}
+	}
+}
+
+// A keep-alive connection waiting for its next request holds no buffer
+// and one goroutine.
+func TestIdleConnectionHoldsNoBuffer(t *testing.T) {
+	leaktest.Check(t)
+	s, addr := start(t, echo)
+	const n = 20
+	before := runtime.NumGoroutine()
+	for range n {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		readResponse(t, br, "GET")
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	var held int
+	for c := range s.conns {
+		if c.state.Load() != stateIdle {
+			t.Errorf("connection state %d, want idle", c.state.Load())
+		}
+		if c.br != nil || c.outp != nil {
+			held++
+		}
+	}
+	s.mu.Unlock()
+	if held > 0 {
+		t.Errorf("%d of %d idle connections hold buffers", held, n)
+	}
+	if g := runtime.NumGoroutine() - before; g > n {
+		t.Errorf("%d goroutines for %d idle connections", g, n)
+	}
+}
+
+// The request parser agrees with net/http's on every request both accept.
+func FuzzReadRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /p?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: v\r\n\r\n",
+		"GET http://b/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+		"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	srv := &Server{Handler: echo}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c := newConn(srv, &bytesConn{r: bytes.NewReader(raw)})
+		c.acquireReader()
+		req, _, err := c.readRequest(context.Background())
+		if err != nil {
+			return // refusing more than net/http is allowed (ambiguous framing)
+		}
+		want, werr := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
+		if werr != nil {
+			t.Fatalf("accepted a head net/http refuses (%v):\n%q", werr, raw)
+		}
+		// Bodies are compared when both read to the end: this parser also
+		// takes a bare LF ending a trailer at the end of the input.
+		body, berr := io.ReadAll(req.Body)
+		wantBody, wberr := io.ReadAll(want.Body)
+		if berr != nil || wberr != nil {
+			body, wantBody = nil, nil
+		}
+		got := []any{req.Method, req.RequestURI, req.URL.String(), req.Host, req.ProtoMinor, req.ContentLength, string(body), req.Close}
+		exp := []any{want.Method, want.RequestURI, want.URL.String(), want.Host, want.ProtoMinor, want.ContentLength, string(wantBody), want.Close}
+		if diff := cmp.Diff(exp, got); diff != "" {
+			t.Fatalf("request %q differs from net/http's (-net/http +sluice):\n%s", raw, diff)
+		}
+		wh := want.Header.Clone()
+		delete(wh, "Host")
+		if diff := cmp.Diff(wh, req.Header); diff != "" {
+			t.Fatalf("header of %q differs from net/http's:\n%s", raw, diff)
+		}
+	})
+}
+
+// bytesConn is a net.Conn that reads from a byte slice and drops writes.
+type bytesConn struct{ r *bytes.Reader }
+
+func (c *bytesConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *bytesConn) Close() error                     { return nil }
+func (c *bytesConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *bytesConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
+func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
+
+var _ = httputil.DumpRequest
