@@ -201,3 +201,32 @@ func ExampleServe() {
 	// 200 hello
 	// serve returned <nil>
 }
+
+// Server serves a Proxy (or any handler) over HTTP/1.1 with sluice's own
+// connection handling; Shutdown ends it gracefully.
+func ExampleServer() {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app saw %s", r.URL.Path)
+	}))
+	defer app.Close()
+	target, _ := url.Parse(app.URL)
+	proxy := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	defer proxy.CloseIdleConnections()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	srv := &sluice.Server{Handler: proxy}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+
+	fmt.Println(get("http://" + ln.Addr().String() + "/hello"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fmt.Println(srv.Shutdown(ctx), <-done)
+	// Output:
+	// 200 app saw /hello
+	// <nil> http: Server closed
+}

@@ -184,7 +184,7 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	if ready != nil {
 		ready(base)
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv := &sluice.Server{Handler: proxy}
 	return sluice.Serve(serveCtx, srv, ln, 0, proxy)
 }
 

@@ -112,7 +112,7 @@ type deployment struct {
 	appAddr string
 	app     *app
 	proxy   *sluice.Proxy
-	srv     *http.Server
+	srv     *sluice.Server
 	appSrv  *http.Server
 }
 
@@ -143,7 +143,7 @@ func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger, 
 	if wrap != nil {
 		h = wrap(a, h)
 	}
-	d.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	d.srv = &sluice.Server{Handler: h}
 	go d.srv.Serve(ln)
 	return d, nil
 }

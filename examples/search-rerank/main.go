@@ -87,7 +87,7 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv := &sluice.Server{Handler: proxy}
 	base := "http://" + ln.Addr().String()
 	slog.Info("search-rerank: proxying", "url", base+"/", "upstream", cfg.upstream,
 		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath)

@@ -190,7 +190,7 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: g.proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv := &sluice.Server{Handler: g.proxy}
 	addr := ln.Addr().String()
 	sessions := "memory"
 	if cfg.redis != "" {

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -202,7 +201,7 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: f.proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv := &sluice.Server{Handler: f.proxy}
 	addr := ln.Addr().String()
 	slog.Info("url-filter: listening", "url", "http://"+addr+"/", "upstream", cfg.upstream,
 		"try", "curl http://"+addr+"/old/page ; curl -x http://"+addr+" http://ads.example/")

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -97,7 +96,7 @@ func run(listen, upstream string, cfg config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	srv := &sluice.Server{Handler: proxy}
 	slog.Info("ws-filter: open this in two tabs", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 
 	return sluice.Serve(ctx, srv, ln, 0, proxy)

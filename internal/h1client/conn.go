@@ -86,6 +86,14 @@ func (pc *conn) close() {
 	}
 }
 
+// reset closes the connection with a TCP reset (SO_LINGER 0).
+func (pc *conn) reset() {
+	if tc, ok := pc.nc.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	pc.close()
+}
+
 // limitReader bounds how much a response head may read from the
 // connection.
 type limitReader struct {
@@ -305,8 +313,9 @@ func (pc *conn) writeBody(req *http.Request, continueCh chan bool) {
 		// The upstream must not take a partial body as complete. (A body
 		// never sent because the upstream answered first is no partial
 		// body: that answer is still being read, and noReuse closes the
-		// connection after it.)
-		pc.close()
+		// connection after it.) A reset, not a FIN: some servers take
+		// the end of the stream for the end of a Content-Length body.
+		pc.reset()
 	}
 	pc.mu.Lock()
 	pc.reqDone, pc.reqErr = true, err

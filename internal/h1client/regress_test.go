@@ -212,3 +212,37 @@ func TestCloseInterruptsBlockedRead(t *testing.T) {
 		t.Fatal("read of a closed, truncated body ended without error")
 	}
 }
+
+// A request body that fails half way ends the upstream connection with a
+// reset, not a FIN: a server that took the end of the stream for the end
+// of a Content-Length body (versitygw stored such a PUT) must see an
+// error.
+func TestFailedBodyResetsConnection(t *testing.T) {
+	leaktest.Check(t)
+	readErr := make(chan error, 1)
+	s := newServer(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			readErr <- err
+			return
+		}
+		_, err = io.ReadAll(req.Body)
+		readErr <- err
+	})
+	c := newClient(t)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", "http://"+s.addr+"/", io.NopCloser(pr))
+	req.ContentLength = 10
+	go func() {
+		pw.Write([]byte("hello"))
+		time.Sleep(20 * time.Millisecond) // let the bytes reach the upstream
+		pw.CloseWithError(io.ErrUnexpectedEOF)
+	}()
+	if _, err := c.Do(req, nil); err == nil {
+		t.Fatal("a request whose body failed succeeded")
+	}
+	err := <-readErr
+	if err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("upstream read the body with error %v, want a connection reset", err)
+	}
+}

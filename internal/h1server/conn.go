@@ -220,8 +220,13 @@ func (c *conn) serve() {
 			return
 		}
 		keep := w.finish()
-		if hasBody && !b.closeAndDrain() {
-			keep = false
+		drained := !hasBody || b.closeAndDrain()
+		if !drained {
+			// The client may still be sending the body it was refused:
+			// let it read the response before the connection goes.
+			c.lingerClose()
+			c.releaseBuffers()
+			return
 		}
 		if c.waiting {
 			c.handOver(keep)
@@ -321,6 +326,33 @@ func (c *conn) reject(err error) {
 	}
 	c.close()
 	c.releaseBuffers()
+}
+
+// Bounds of lingerClose.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 16 << 20
+)
+
+// lingerClose closes a connection whose request body was not read to its
+// end. Closing a socket with unread bytes makes the kernel send a reset,
+// which can destroy the response in the client's receive buffer before
+// the client read it; so the write side closes first, and what the client
+// still sends is read and dropped for a while (net/http sleeps instead).
+func (c *conn) lingerClose() {
+	if tc, ok := c.nc.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+		bp := drainPool.Get().(*[]byte)
+		for n := 0; n < lingerBytes; {
+			m, err := c.nc.Read(*bp)
+			n += m
+			if err != nil {
+				break
+			}
+		}
+		drainPool.Put(bp)
+	}
+	c.close()
 }
 
 // closeWriteAndLinger half-closes a TCP connection before it is closed, so

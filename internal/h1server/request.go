@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -288,10 +289,14 @@ func (c *conn) setupBody(req *http.Request, w *response) error {
 	case chunked:
 		req.ContentLength = -1
 		req.TransferEncoding = chunkedTE
-		req.Body = &body{c: c, w: w, req: req, cr: httputil.NewChunkedReader(c.br), expectContinue: expectContinue}
+		b := &body{c: c, w: w, req: req, cr: httputil.NewChunkedReader(c.br), expectContinue: expectContinue}
+		b.unread.Store(-1)
+		req.Body = b
 	case length > 0:
 		req.ContentLength = length
-		req.Body = &body{c: c, w: w, req: req, remaining: length, expectContinue: expectContinue}
+		b := &body{c: c, w: w, req: req, remaining: length, expectContinue: expectContinue}
+		b.unread.Store(length)
+		req.Body = b
 	default:
 		req.Body = http.NoBody
 	}
@@ -333,6 +338,10 @@ type body struct {
 	sawEOF         bool
 	closed         bool
 	err            error // sticky
+
+	// unread mirrors remaining for the response's head, which must not
+	// wait for mu while a read blocks (-1 for a chunked body; 0 at EOF).
+	unread atomic.Int64
 }
 
 // maxDrain is how much of an unread request body is read and dropped
@@ -360,9 +369,18 @@ func (b *body) readLocked(p []byte) (int, error) {
 		}
 	}
 	n, err := b.read(p)
+	if b.cr == nil {
+		b.unread.Store(b.remaining)
+	}
 	if err != nil {
 		b.err = err
+		if err != io.EOF {
+			// As with net/http, a client whose body cannot be read is
+			// gone: the request's work stops.
+			b.c.cancel()
+		}
 		if err == io.EOF {
+			b.unread.Store(0)
 			b.sawEOF = true
 			b.c.startWaiting()
 		}

@@ -245,6 +245,11 @@ func (w *response) writeHead(first []byte) {
 			w.closeAfter = true // HTTP/1.0: the end of the body is the close
 		}
 	}
+	if b, ok := w.req.Body.(*body); ok && b.unread.Load() > maxDrain {
+		// More of the request body is left than will be drained: this
+		// response ends the connection, and says so.
+		w.closeAfter = true
+	}
 	keepAlive10 := !proto11 && !w.closeAfter
 
 	b := w.c.outBuf()
@@ -403,6 +408,9 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		if err := w.fail(c.flushOut(nil, nil, nil)); err != nil {
 			return nil, nil, err
 		}
+	}
+	if b, ok := w.req.Body.(*body); ok {
+		b.abandon() // no end of body can start a waiting goroutine now
 	}
 	w.hijacked = true
 	c.state.Store(stateHijacked)

@@ -400,6 +400,29 @@ func TestUnreadBody(t *testing.T) {
 	})
 }
 
+// A large upload refused before it is read reaches the client as the
+// refusal, not as a reset: the connection closes its write side first and
+// keeps reading for a while.
+func TestRefusedUploadGetsTheResponse(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for range 3 {
+		req, _ := http.NewRequest("PUT", "http://"+addr+"/", bytes.NewReader(make([]byte, 12<<20)))
+		res, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatalf("client got %v, want the 413", err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 413 || !res.Close {
+			t.Errorf("got %s, close %v; want 413 with Connection: close", res.Status, res.Close)
+		}
+	}
+}
+
 func TestClientGoneCancelsContext(t *testing.T) {
 	leaktest.Check(t)
 	ended := make(chan error, 1)
@@ -421,6 +444,23 @@ func TestClientGoneCancelsContext(t *testing.T) {
 	c.Close()
 	if err := <-ended; err != context.Canceled {
 		t.Fatalf("handler context: %v, want canceled", err)
+	}
+}
+
+// A body cut short by the client fails with io.ErrUnexpectedEOF and, as
+// with net/http, cancels the request's context.
+func TestCutBodyCancelsContext(t *testing.T) {
+	leaktest.Check(t)
+	got := make(chan string, 1)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- fmt.Sprint(err, " ", r.Context().Err())
+	}))
+	c, _ := dial(t, addr)
+	io.WriteString(c, "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+	c.Close()
+	if s := <-got; s != "unexpected EOF context canceled" {
+		t.Errorf("handler saw %q", s)
 	}
 }
 
