@@ -262,10 +262,10 @@ func (w *response) writeHead(first []byte) {
 	b = append(b, "\r\n"...)
 	for k, vv := range h {
 		switch k {
-		case "Content-Length":
-			if w.chunked || w.status == http.StatusNoContent || w.status < 200 {
-				continue
-			}
+		case "Content-Length", "Transfer-Encoding":
+			// The framing is the one decided in WriteHeader, whatever
+			// the handler changed since.
+			continue
 		case "Trailer":
 			if !w.chunked {
 				continue
@@ -281,7 +281,7 @@ func (w *response) writeHead(first []byte) {
 		b = append(b, http.DetectContentType(first)...)
 		b = append(b, "\r\n"...)
 	}
-	if w.cl >= 0 && h["Content-Length"] == nil && !w.notAllowed {
+	if w.cl >= 0 && !w.chunked && w.status >= 200 && w.status != http.StatusNoContent {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, w.cl, 10)
 		b = append(b, "\r\n"...)

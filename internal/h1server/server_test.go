@@ -746,3 +746,31 @@ func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
 
 var _ = httputil.DumpRequest
+
+// Framing fields set after WriteHeader have no effect (as with net/http):
+// the server frames the body it sends, so that a handler cannot make the
+// head disagree with the body and desync the client's next response.
+func TestFramingHeaderAfterWriteHeader(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		switch r.URL.Path {
+		case "/cl":
+			w.Header().Set("Content-Length", "10")
+		case "/te":
+			w.Header().Set("Transfer-Encoding", "chunked")
+		}
+		io.WriteString(w, "hello")
+	}))
+	for _, path := range []string{"/cl", "/te"} {
+		c, br := dial(t, addr)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n", path)
+		res, body := readResponse(t, br, "GET")
+		if body != "hello" || len(res.Header["Content-Length"])+len(res.TransferEncoding) != 1 {
+			t.Errorf("%s: body %q, Content-Length %q, Transfer-Encoding %q", path, body, res.Header["Content-Length"], res.TransferEncoding)
+		}
+		if _, body := readResponse(t, br, "GET"); body != "hello" {
+			t.Errorf("%s: next response %q", path, body)
+		}
+	}
+}
