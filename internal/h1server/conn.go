@@ -247,6 +247,13 @@ func (c *conn) serve() {
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
 		if c.rc == nil {
+			// No descriptor to peek at: wait on this goroutine, with
+			// the idle timeout until the next request's first byte.
+			if err := c.waitReadable(); err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
+				c.close()
+				c.releaseBuffers()
+				return
+			}
 			continue
 		}
 		go c.await(false)

@@ -774,3 +774,39 @@ func TestFramingHeaderAfterWriteHeader(t *testing.T) {
 		}
 	}
 }
+
+// plainListener hides the connections' descriptors (as tls.Listener does),
+// so that the server waits for requests with a blocking read, not a peek.
+type plainListener struct{ net.Listener }
+
+type plainConn struct{ net.Conn }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return plainConn{c}, nil
+}
+
+// A keep-alive connection without a descriptor to peek at waits for its
+// next request for IdleTimeout, not ReadHeaderTimeout.
+func TestIdleTimeoutWithoutDescriptor(t *testing.T) {
+	leaktest.Check(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: echo, ReadHeaderTimeout: 50 * time.Millisecond, IdleTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(plainListener{ln}) }()
+	defer func() { s.Close(); <-done }()
+	c, br := dial(t, ln.Addr().String())
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+	readResponse(t, br, "GET")
+	time.Sleep(200 * time.Millisecond) // idle longer than the head timeout
+	io.WriteString(c, "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+	if _, body := readResponse(t, br, "GET"); body != "GET /2 host=a len=0 body=" {
+		t.Errorf("second request: %q", body)
+	}
+}
