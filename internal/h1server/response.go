@@ -442,7 +442,7 @@ func (w *response) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headWritten {
-		if w.cl < 0 && !w.noBody && w.trailers == nil {
+		if w.cl < 0 && !w.noBody && w.trailers == nil && !w.hasPrefixTrailer() {
 			w.cl = int64(len(w.pending)) // the whole body is known now
 		}
 		w.startBody(nil)
@@ -467,6 +467,17 @@ func (w *response) finish() bool {
 		w.fail(c.flushOut(nil, nil, nil))
 	}
 	return w.err == nil && !w.closeAfter
+}
+
+// hasPrefixTrailer reports whether the handler set a trailer with
+// http.TrailerPrefix, which needs chunked framing.
+func (w *response) hasPrefixTrailer() bool {
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // statusLines holds "200 OK" and the like for the registered codes.

@@ -810,3 +810,19 @@ func TestIdleTimeoutWithoutDescriptor(t *testing.T) {
 		t.Errorf("second request: %q", body)
 	}
 }
+
+// Trailers given with http.TrailerPrefix after a small body still reach
+// the client (net/http then chunks the body instead of sending a length).
+func TestPrefixTrailerAfterSmallBody(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hi")
+		w.Header().Set(http.TrailerPrefix+"X-Sum", "7")
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, body := readResponse(t, br, "GET")
+	if body != "hi" || res.Trailer.Get("X-Sum") != "7" {
+		t.Errorf("body %q, trailer %v", body, res.Trailer)
+	}
+}
