@@ -290,7 +290,9 @@ func (w *response) writeHead(first []byte) {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	switch {
-	case w.closeAfter && !httpguts.HeaderValuesContainsToken(h["Connection"], "close"):
+	case w.closeAfter && w.status != http.StatusSwitchingProtocols &&
+		!httpguts.HeaderValuesContainsToken(h["Connection"], "close"):
+		// (A 101 keeps its Connection: Upgrade alone, as with net/http.)
 		b = append(b, "Connection: close\r\n"...)
 	case keepAlive10:
 		b = append(b, "Connection: keep-alive\r\n"...)

@@ -826,3 +826,28 @@ func TestPrefixTrailerAfterSmallBody(t *testing.T) {
 		t.Errorf("body %q, trailer %v", body, res.Trailer)
 	}
 }
+
+// A 101 written with WriteHeader before Hijack (as coder/websocket does)
+// keeps its Connection: Upgrade alone, as with net/http.
+func TestSwitchingProtocolsHead(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", "echo")
+		w.Header().Set("Connection", "Upgrade")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		nc.Close()
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	head, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) || bytes.Count(head, []byte("\r\nConnection:")) != 1 {
+		t.Errorf("got %q", head)
+	}
+}
