@@ -236,7 +236,7 @@ func (c *conn) setupBody(req *http.Request, w *response) error {
 			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
 		case hasCL:
 			return badRequest("both Transfer-Encoding and Content-Length")
-		case len(te) != 1 || !strings.EqualFold(textproto.TrimString(te[0]), "chunked"):
+		case len(te) != 1 || !strings.EqualFold(te[0], "chunked"):
 			return &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
 		}
 		delete(h, "Transfer-Encoding")

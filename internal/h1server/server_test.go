@@ -120,6 +120,7 @@ func TestRequestFraming(t *testing.T) {
 		{"request line beyond the buffer", "GET /" + long + " HTTP/1.1\r\nHost: a\r\n\r\n", "200", "GET /" + long + " host=a len=0 body="},
 		{"both framings", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400", ""},
 		{"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400", ""},
+		{"coding folded with a blank line", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n  \r\n\r\n0\r\n\r\n", "501", ""},
 		{"unknown coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501", ""},
 		{"differing lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", "400", ""},
 		{"signed length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", "400", ""},
