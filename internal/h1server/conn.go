@@ -17,12 +17,15 @@ import (
 )
 
 // Connection states. Shutdown closes only idle connections, and the
-// goroutine that wakes an idle connection claims it first.
+// goroutine that wakes an idle connection claims it first. A new
+// connection, whose first request may be on its way, is not idle: it
+// closes on its ReadHeaderTimeout if nothing comes.
 const (
 	stateIdle int32 = iota
 	stateActive
 	stateHijacked
 	stateClosed
+	stateNew
 )
 
 // Messages of a handler to the goroutine waiting for the next request.
@@ -69,6 +72,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
 	c.lr = limitReader{r: nc, n: -1}
+	c.state.Store(stateNew)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
@@ -136,7 +140,7 @@ func (c *conn) await(busy bool) {
 				continue
 			}
 		}
-		if err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
+		if err != nil || !(c.state.CompareAndSwap(stateIdle, stateActive) || c.state.CompareAndSwap(stateNew, stateActive)) {
 			c.close()
 			c.releaseBuffers()
 			return

@@ -190,7 +190,8 @@ func (s *Server) closeIdle() bool {
 
 // Shutdown stops the server gracefully: the listeners close, idle
 // connections close, and connections serving a request close once their
-// response is done (with Connection: close). It returns when all are
+// response is done (with Connection: close); so do connections accepted
+// before whose first request comes within ReadHeaderTimeout. It returns when all are
 // closed, or with ctx's error when ctx ends first. Hijacked connections
 // are not tracked.
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -852,3 +852,29 @@ func TestSwitchingProtocolsHead(t *testing.T) {
 		t.Errorf("got %q", head)
 	}
 }
+
+// A connection accepted before Shutdown whose first request is still on
+// its way is served (with Connection: close), not closed as idle: as with
+// net/http, only a connection that served a request, or has sent nothing
+// for ReadHeaderTimeout, counts as idle.
+func TestShutdownServesNewConnection(t *testing.T) {
+	leaktest.Check(t)
+	s, addr := start(t, echo)
+	c, br := dial(t, addr)
+	time.Sleep(20 * time.Millisecond) // accepted
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	time.Sleep(20 * time.Millisecond) // Shutdown closed what it sees as idle
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("request on a connection accepted before Shutdown: %v", err)
+	}
+	io.ReadAll(res.Body)
+	if !res.Close {
+		t.Error("response during Shutdown without Connection: close")
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
