@@ -213,14 +213,14 @@ func (c *conn) serve() {
 		}
 		ok := c.runHandler(w, req)
 		cancel()
+		if w.hijacked {
+			return // the connection is the hijacker's, even after a panic
+		}
 		if !ok {
 			if hasBody {
 				b.abandon()
 			}
 			c.abort()
-			return
-		}
-		if w.hijacked {
 			return
 		}
 		keep := w.finish()

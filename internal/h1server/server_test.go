@@ -878,3 +878,31 @@ func TestShutdownServesNewConnection(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// A handler that panics after Hijack leaves the connection to whoever
+// it handed it to, as with net/http.
+func TestPanicAfterHijack(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		go func() {
+			defer nc.Close()
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(nc, "tunnel")
+		}()
+		panic(http.ErrAbortHandler)
+	}))
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",               // a goroutine waits for the next request
+		"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\n", // none does
+	} {
+		c, br := dial(t, addr)
+		io.WriteString(c, req)
+		if b, err := io.ReadAll(br); string(b) != "tunnel" {
+			t.Errorf("client got %q, %v", b, err)
+		}
+	}
+}
