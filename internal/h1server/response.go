@@ -444,8 +444,12 @@ func (w *response) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headWritten {
-		if w.cl < 0 && !w.noBody && w.trailers == nil && !w.hasPrefixTrailer() {
+		switch {
+		case w.cl >= 0 || w.trailers != nil || w.hasPrefixTrailer():
+		case !w.noBody:
 			w.cl = int64(len(w.pending)) // the whole body is known now
+		case w.req.Method == http.MethodHead && !w.notAllowed && w.written > 0 && w.written <= pendingMax:
+			w.cl = w.written // what a GET would get, as net/http says
 		}
 		w.startBody(nil)
 	}

@@ -906,3 +906,21 @@ func TestPanicAfterHijack(t *testing.T) {
 		}
 	}
 }
+
+// A HEAD response whose handler wrote a small body (without setting
+// Content-Length) gets the length that body would have, as with net/http.
+func TestHeadLengthFromBody(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, _ := readResponse(t, br, "HEAD")
+	if res.ContentLength != 5 {
+		t.Errorf("HEAD: Content-Length %d, want 5", res.ContentLength)
+	}
+	if _, body := readResponse(t, br, "GET"); body != "hello" {
+		t.Errorf("GET after HEAD: %q", body)
+	}
+}
