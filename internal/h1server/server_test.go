@@ -710,7 +710,9 @@ func FuzzReadRequest(f *testing.F) {
 		if err != nil {
 			return // refusing more than net/http is allowed (ambiguous framing)
 		}
-		want, werr := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
+		wr := bytes.NewReader(raw)
+		wbr := bufio.NewReader(wr)
+		want, werr := http.ReadRequest(wbr)
 		if werr != nil {
 			t.Fatalf("accepted a head net/http refuses (%v):\n%q", werr, raw)
 		}
@@ -720,6 +722,13 @@ func FuzzReadRequest(f *testing.F) {
 		wantBody, wberr := io.ReadAll(want.Body)
 		if berr != nil || wberr != nil {
 			body, wantBody = nil, nil
+		} else {
+			// Both found the end of the message at the same byte: the
+			// next request starts where net/http would start it.
+			rest := c.br.Buffered() + c.lr.r.(*bytesConn).r.Len()
+			if wrest := wbr.Buffered() + wr.Len(); rest != wrest {
+				t.Fatalf("request %q ends %d bytes before the input's end, net/http's %d", raw, rest, wrest)
+			}
 		}
 		got := []any{req.Method, req.RequestURI, req.URL.String(), req.Host, req.ProtoMinor, req.ContentLength, string(body), req.Close}
 		exp := []any{want.Method, want.RequestURI, want.URL.String(), want.Host, want.ProtoMinor, want.ContentLength, string(wantBody), want.Close}
