@@ -276,7 +276,7 @@ func (w *response) writeHead(first []byte) {
 	if _, ok := h["Date"]; !ok {
 		b = appendDate(b)
 	}
-	if _, ok := h["Content-Type"]; !ok && !w.noBody && len(first) > 0 {
+	if w.sniffs() && len(first) > 0 {
 		b = append(b, "Content-Type: "...)
 		b = append(b, http.DetectContentType(first)...)
 		b = append(b, "\r\n"...)
@@ -357,7 +357,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	}
 	var sniffed int64
 	if !w.headWritten && !w.noBody {
-		if _, ok := w.header["Content-Type"]; !ok && len(w.pending) == 0 {
+		if w.sniffs() && len(w.pending) == 0 {
 			// Sniff from the first bytes, as net/http does.
 			n, err := copyThrough(w, io.LimitReader(src, 512))
 			sniffed = n
@@ -473,6 +473,14 @@ func (w *response) finish() bool {
 		w.fail(c.flushOut(nil, nil, nil))
 	}
 	return w.err == nil && !w.closeAfter
+}
+
+// sniffs reports whether the head gets a Content-Type sniffed from the
+// body: none was set (not even nil, to suppress it), and the body has no
+// Content-Encoding, whose type would be sniffed instead (as net/http).
+func (w *response) sniffs() bool {
+	_, typed := w.header["Content-Type"]
+	return !typed && !w.noBody && w.header.Get("Content-Encoding") == ""
 }
 
 // hasPrefixTrailer reports whether the handler set a trailer with

@@ -933,3 +933,26 @@ func TestHeadLengthFromBody(t *testing.T) {
 		t.Errorf("GET after HEAD: %q", body)
 	}
 }
+
+// A body with a Content-Encoding is not sniffed for a Content-Type (as
+// net/http: the sniffed type would be the encoding's, say gzip's).
+func TestNoSniffingEncodedBody(t *testing.T) {
+	leaktest.Check(t)
+	gz := "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		if r.URL.Path == "/readfrom" {
+			w.(io.ReaderFrom).ReadFrom(strings.NewReader(gz))
+			return
+		}
+		io.WriteString(w, gz)
+	}))
+	for _, path := range []string{"/write", "/readfrom"} {
+		c, br := dial(t, addr)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path)
+		res, body := readResponse(t, br, "GET")
+		if ct, ok := res.Header["Content-Type"]; ok || body != gz {
+			t.Errorf("%s: Content-Type %q, body %q", path, ct, body)
+		}
+	}
+}
