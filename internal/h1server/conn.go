@@ -3,6 +3,7 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -54,6 +55,8 @@ type conn struct {
 	cancel  context.CancelFunc
 
 	upgrade bool // the request asks for a protocol upgrade
+
+	tlsState *tls.ConnectionState // of a *tls.Conn, once its handshake is done
 
 	// Buffers, held only while a request is read or answered.
 	br   *bufio.Reader

@@ -3,6 +3,7 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -102,6 +103,14 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 	}
 	req.Header = http.Header(h)
 	req.RemoteAddr = c.remoteAddr
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		// The handshake is done: the head was read through it.
+		if c.tlsState == nil {
+			cs := tc.ConnectionState()
+			c.tlsState = &cs
+		}
+		req.TLS = c.tlsState
+	}
 
 	// Host (RFC 9112 §3.2): exactly one in HTTP/1.1, and well formed.
 	hosts, haveHost := h["Host"]

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"runtime"
 	"strings"
@@ -953,6 +955,43 @@ func TestNoSniffingEncodedBody(t *testing.T) {
 		res, body := readResponse(t, br, "GET")
 		if ct, ok := res.Header["Content-Type"]; ok || body != gz {
 			t.Errorf("%s: Content-Type %q, body %q", path, ct, body)
+		}
+	}
+}
+
+// Over a tls.Listener, Request.TLS is set, as net/http sets it (sluice
+// derives X-Forwarded-Proto and secure cookies from it).
+func TestRequestTLS(t *testing.T) {
+	leaktest.Check(t)
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	cfg := &tls.Config{Certificates: ts.TLS.Certificates}
+	ts.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || !r.TLS.HandshakeComplete {
+			io.WriteString(w, "no TLS state")
+			return
+		}
+		io.WriteString(w, "tls")
+	})}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tls.NewListener(ln, cfg)) }()
+	defer func() { s.Close(); <-done }()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); body != "tls" {
+			t.Errorf("handler saw %q", body)
 		}
 	}
 }
