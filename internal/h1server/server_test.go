@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -993,5 +994,98 @@ func TestRequestTLS(t *testing.T) {
 		if _, body := readResponse(t, br, "GET"); body != "tls" {
 			t.Errorf("handler saw %q", body)
 		}
+	}
+}
+
+// Random pipelined requests (no body, Content-Length, chunked with a
+// trailer; bodies read or left to the server to drain), sent in random
+// pieces, are answered in order, each with what its handler saw.
+func TestPipelinedFragments(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("read") == "0" {
+			fmt.Fprintf(w, "%s", r.URL.Path)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s:%s", r.URL.Path, b)
+	}))
+	rng := rand.New(rand.NewSource(1))
+	for iter := 0; iter < 100; iter++ {
+		var sb strings.Builder
+		var want []string
+		n := 1 + rng.Intn(6)
+		for i := 0; i < n; i++ {
+			path := fmt.Sprintf("/r%d", i)
+			body := strings.Repeat("x", rng.Intn(3000))
+			q := ""
+			if rng.Intn(3) == 0 {
+				q = "?read=0"
+			}
+			switch rng.Intn(3) {
+			case 0:
+				fmt.Fprintf(&sb, "GET %s%s HTTP/1.1\r\nHost: a\r\n\r\n", path, q)
+				if q != "" {
+					want = append(want, path)
+				} else {
+					want = append(want, path+":")
+				}
+			case 1:
+				fmt.Fprintf(&sb, "POST %s%s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", path, q, len(body), body)
+				if q != "" {
+					want = append(want, path)
+				} else {
+					want = append(want, path+":"+body)
+				}
+			case 2:
+				fmt.Fprintf(&sb, "POST %s%s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", path, q)
+				rest := body
+				for len(rest) > 0 {
+					k := 1 + rng.Intn(len(rest))
+					fmt.Fprintf(&sb, "%x\r\n%s\r\n", k, rest[:k])
+					rest = rest[k:]
+				}
+				sb.WriteString("0\r\nX-T: 1\r\n\r\n")
+				if q != "" {
+					want = append(want, path)
+				} else {
+					want = append(want, path+":"+body)
+				}
+			}
+		}
+		raw := sb.String()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		wrng := rand.New(rand.NewSource(int64(iter)))
+		go func() {
+			rng := wrng
+			rest := raw
+			for len(rest) > 0 {
+				k := 1 + rng.Intn(len(rest))
+				if rng.Intn(2) == 0 {
+					k = len(rest)
+				}
+				c.Write([]byte(rest[:k]))
+				rest = rest[k:]
+				if rng.Intn(3) == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+		br := bufio.NewReader(c)
+		for i, w := range want {
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("iter %d response %d: %v", iter, i, err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			if string(b) != w {
+				t.Fatalf("iter %d response %d: %q want %q", iter, i, b, w)
+			}
+		}
+		c.Close()
 	}
 }
