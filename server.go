@@ -28,7 +28,9 @@ const (
 //     against net/http's 20 or more);
 //   - a request costs no background-read goroutine: the goroutine that
 //     waits for the next request also notices a client that went away,
-//     and cancels the request's context;
+//     and cancels the request's context (on TCP connections; behind a
+//     tls.Listener a client that leaves is noticed when a read or write
+//     fails);
 //   - a response's head and a small body leave in one write, a bigger
 //     piece in one writev(2), and a body of known length from sluice's
 //     engine moves socket to socket with splice(2).

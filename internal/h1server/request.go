@@ -442,6 +442,11 @@ func (b *body) readTrailer() error {
 		}
 		return fmt.Errorf("reading request trailer: %w", err)
 	}
+	for k := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("reading request trailer: invalid field name %q", k)
+		}
+	}
 	if b.req.Trailer == nil {
 		b.req.Trailer = make(http.Header, len(h))
 	}

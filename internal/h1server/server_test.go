@@ -139,6 +139,7 @@ func TestRequestFraming(t *testing.T) {
 		{"h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "400", ""},
 		{"HTTP/3", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", "505", ""},
 		{"unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", "417", ""},
+		{"invalid trailer field", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\nX-T : u\r\n\r\n", "400", "reading request trailer: invalid field name \"X-T \"\n"},
 		{"bad trailer name", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n0\r\n\r\n", "400", ""},
 		{"header too large", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 20<<10) + "\r\n\r\n", "431", ""},
 	}
