@@ -349,8 +349,10 @@ type body struct {
 	err            error // sticky
 
 	// unread mirrors remaining for the response's head, which must not
-	// wait for mu while a read blocks (-1 for a chunked body; 0 at EOF).
+	// wait for mu while a read blocks (-1 for a chunked body; 0 at EOF);
+	// failed tells it that a read failed.
 	unread atomic.Int64
+	failed atomic.Bool
 }
 
 // maxDrain is how much of an unread request body is read and dropped
@@ -386,6 +388,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 		if err != io.EOF {
 			// As with net/http, a client whose body cannot be read is
 			// gone: the request's work stops.
+			b.failed.Store(true)
 			b.c.cancel()
 		}
 		if err == io.EOF {

@@ -245,9 +245,10 @@ func (w *response) writeHead(first []byte) {
 			w.closeAfter = true // HTTP/1.0: the end of the body is the close
 		}
 	}
-	if b, ok := w.req.Body.(*body); ok && b.unread.Load() > maxDrain {
-		// More of the request body is left than will be drained: this
-		// response ends the connection, and says so.
+	if b, ok := w.req.Body.(*body); ok && (b.unread.Load() > maxDrain || b.failed.Load()) {
+		// More of the request body is left than will be drained, or it
+		// could not be read: this response ends the connection, and says
+		// so.
 		w.closeAfter = true
 	}
 	keepAlive10 := !proto11 && !w.closeAfter
