@@ -347,7 +347,8 @@ type tunnel struct {
 
 	small [2][512]byte
 
-	lastActive atomic.Int64
+	start      time.Time    // with its monotonic clock reading
+	lastActive atomic.Int64 // time.Since(start) at the last read
 	idleTimer  *time.Timer
 	closing    atomic.Bool
 	closeCode  uint16
@@ -359,6 +360,7 @@ type tunnel struct {
 
 func (t *tunnel) run() {
 	if t.idle > 0 {
+		t.start = time.Now()
 		t.touch()
 		t.mu.Lock()
 		t.idleTimer = time.AfterFunc(t.idle, t.checkIdle)
@@ -381,11 +383,14 @@ func (t *tunnel) upstreamConnOrNil() net.Conn {
 	return t.upstream.conn
 }
 
-func (t *tunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
+// touch notes activity. It reads only the monotonic clock (time.Now reads
+// the wall clock too): it runs for every read, and a step of the wall
+// clock must not end or prolong idle tunnels.
+func (t *tunnel) touch() { t.lastActive.Store(int64(time.Since(t.start))) }
 
 func (t *tunnel) checkIdle() {
-	last := time.Unix(0, t.lastActive.Load())
-	if left := t.idle - time.Since(last); left > 0 {
+	idleFor := time.Since(t.start) - time.Duration(t.lastActive.Load())
+	if left := t.idle - idleFor; left > 0 {
 		t.mu.Lock()
 		t.idleTimer.Reset(left)
 		t.mu.Unlock()
