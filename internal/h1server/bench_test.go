@@ -2,6 +2,8 @@ package h1server
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -66,4 +68,38 @@ func BenchmarkNetHTTPServerKeepAlive(b *testing.B) {
 	s := &http.Server{Handler: smallHandler}
 	defer s.Close()
 	benchKeepAlive(b, func(ln net.Listener) { s.Serve(ln) })
+}
+
+var benchHead = []byte("GET /search?q=sluice HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
+	"Accept: text/html,application/xhtml+xml\r\nAccept-Language: en\r\nAccept-Encoding: gzip, deflate\r\n" +
+	"Cookie: session=0123456789abcdef\r\nConnection: keep-alive\r\n\r\n")
+
+// BenchmarkReadRequest parses a browser-like request head, against
+// net/http's http.ReadRequest on the same bytes.
+func BenchmarkReadRequest(b *testing.B) {
+	srv := &Server{Handler: smallHandler}
+	rd := bytes.NewReader(benchHead)
+	c := newConn(srv, &bytesConn{r: rd})
+	b.ReportAllocs()
+	for range b.N {
+		rd.Reset(benchHead)
+		c.acquireReader()
+		if _, _, err := c.readRequest(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		c.releaseBuffers()
+	}
+}
+
+func BenchmarkNetHTTPReadRequest(b *testing.B) {
+	rd := bytes.NewReader(benchHead)
+	br := bufio.NewReader(rd)
+	b.ReportAllocs()
+	for range b.N {
+		rd.Reset(benchHead)
+		br.Reset(rd)
+		if _, err := http.ReadRequest(br); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
