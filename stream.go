@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1client"
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
 
 // Result describes how one attempt to reach an upstream ended; see
@@ -136,7 +137,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		pr.body.detach()
 	} else if hasBody {
 		var limit int64
-		if attempts > 1 && policy.Idempotent && isIdempotent(pr.Out.Method) {
+		if attempts > 1 && policy.Idempotent && h1wire.IsIdempotent(pr.Out.Method) {
 			limit = policy.ReplayLimit
 			if limit == 0 {
 				limit = DefaultReplayLimit
@@ -230,19 +231,10 @@ func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Tim
 	if !bs.started && (isConnectError(err) || !pr.wroteHeaders.Load()) {
 		return true
 	}
-	if !policy.Idempotent || !isIdempotent(pr.Out.Method) {
+	if !policy.Idempotent || !h1wire.IsIdempotent(pr.Out.Method) {
 		return false
 	}
 	return !hasBody || !bs.started || bs.replayable
-}
-
-func isIdempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace,
-		http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
 }
 
 // traceRequest attaches an httptrace.ClientTrace to the outbound request

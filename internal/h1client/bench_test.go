@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
 
 // replayConn is a net.Conn that swallows writes and replays one
@@ -30,7 +32,7 @@ func (c *replayConn) Write(p []byte) (int, error) { return len(p), nil }
 func benchConn(resp string) *conn {
 	rc := &replayConn{resp: []byte(resp), r: bytes.NewReader(nil)}
 	pc := &conn{client: &Client{}, pool: &hostPool{}, nc: rc}
-	pc.lr.conn = rc
+	pc.lr = h1wire.LimitReader{R: rc, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
 
 type bodyMode uint8
@@ -91,22 +93,18 @@ func (b *Body) read(p []byte) (int, error) {
 	}
 }
 
-// readTrailer reads the trailer section after the last chunk (RFC 9112
-// §7.1.2) into res.Trailer, bounded like a response head.
+// readTrailer reads the trailer section after the last chunk, bounded
+// like a response head, into res.Trailer.
 func (b *Body) readTrailer() error {
 	pc := b.pc
-	if buf, err := pc.br.Peek(2); err == nil && buf[0] == '\r' && buf[1] == '\n' {
-		pc.br.Discard(2)
-		return nil
-	}
-	pc.lr.limit = pc.client.maxHeaderBytes()
-	defer func() { pc.lr.limit = -1 }()
-	h, err := pc.tp.ReadMIMEHeader()
+	pc.lr.N = pc.client.maxHeaderBytes()
+	defer func() { pc.lr.N = -1 }()
+	h, err := h1wire.ReadTrailer(pc.br, &pc.tp)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return fmt.Errorf("%w: trailer: %w", ErrBadResponse, err)
+		return fmt.Errorf("%w: %w", ErrBadResponse, err)
+	}
+	if len(h) == 0 {
+		return nil
 	}
 	if b.res.Trailer == nil {
 		b.res.Trailer = make(http.Header, len(h))

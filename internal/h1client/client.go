@@ -23,6 +23,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
 
 // Defaults for zero Client fields.
@@ -135,7 +137,7 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 	}
 	addr := canonicalAddr(req.URL.Host)
 	ctx := req.Context()
-	idempotent := isIdempotent(req.Method)
+	idempotent := h1wire.IsIdempotent(req.Method)
 	for try := 0; ; try++ {
 		// An idempotent request without a body is retried anyway if the
 		// connection is stale: it skips the peek, a system call.
@@ -156,14 +158,6 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 		}
 		return nil, err
 	}
-}
-
-func isIdempotent(method string) bool {
-	switch method {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-		return true
-	}
-	return false
 }
 
 func canonicalAddr(host string) string {
@@ -259,7 +253,7 @@ func (c *Client) getConn(ctx context.Context, addr string, probe bool) (*conn, b
 		return nil, false, err
 	}
 	pc := &conn{client: c, pool: hp, nc: nc, probe: newProber(nc)}
-	pc.lr.conn = nc
+	pc.lr = h1wire.LimitReader{R: nc, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc, false, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -424,7 +425,7 @@ func FuzzResponse(f *testing.F) {
 		}()
 		c := &Client{MaxResponseHeaderBytes: 4096}
 		pc := &conn{client: c, pool: &hostPool{}, nc: client}
-		pc.lr.conn = client
+		pc.lr = h1wire.LimitReader{R: client, N: -1, TooLarge: errHeaderTooLarge}
 		pc.acquireBuffers()
 		req, _ := http.NewRequest("GET", "http://fuzz.test/", nil)
 		res, err := pc.roundTrip(req, nil)

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -28,7 +29,7 @@ type conn struct {
 	pool      *hostPool
 	nc        net.Conn
 	probe     *prober
-	lr        limitReader
+	lr        h1wire.LimitReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	tp        textproto.Reader
@@ -94,29 +95,7 @@ func (pc *conn) reset() {
 	pc.close()
 }
 
-// limitReader bounds how much a response head may read from the
-// connection.
-type limitReader struct {
-	conn  net.Conn
-	limit int64 // < 0: unlimited
-}
-
 var errHeaderTooLarge = fmt.Errorf("%w: response head too large", ErrBadResponse)
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.limit < 0 {
-		return l.conn.Read(p)
-	}
-	if l.limit == 0 {
-		return 0, errHeaderTooLarge
-	}
-	if int64(len(p)) > l.limit {
-		p = p[:l.limit]
-	}
-	n, err := l.conn.Read(p)
-	l.limit -= int64(n)
-	return n, err
-}
 
 func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error) {
 	if ctx := req.Context(); ctx.Done() != nil {
@@ -201,7 +180,7 @@ func (pc *conn) writeHead(req *http.Request, hasBody bool) error {
 	if !httpguts.ValidHostHeader(host) {
 		return fmt.Errorf("%w: Host %q", errInvalidHeader, host)
 	}
-	if !validMethod(req.Method) {
+	if !h1wire.ValidMethod(req.Method) {
 		return fmt.Errorf("%w: method %q", errInvalidHeader, req.Method)
 	}
 	path, query := requestTarget(req.URL)
@@ -285,18 +264,6 @@ func requestTarget(u *url.URL) (path, query string) {
 		return path + "?", ""
 	}
 	return path, u.RawQuery
-}
-
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if !httpguts.IsTokenRune(rune(m[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -448,7 +415,7 @@ const max1xxResponses = 10
 func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan bool) (*http.Response, error) {
 	timeout := pc.client.ResponseHeaderTimeout
 	for n1xx := 0; ; n1xx++ {
-		pc.lr.limit = pc.client.maxHeaderBytes()
+		pc.lr.N = pc.client.maxHeaderBytes()
 		if timeout > 0 {
 			// Armed now only if the request is fully sent; otherwise the
 			// body writer arms it when it is done.
@@ -485,7 +452,7 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 			continueCh <- false
 			pc.noReuse = true
 		}
-		pc.lr.limit = -1
+		pc.lr.N = -1
 		pc.mu.Lock()
 		pc.headDone = true
 		pc.mu.Unlock()
@@ -633,7 +600,7 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 	cl := int64(-1)
 	if vv := h["Content-Length"]; len(vv) > 0 {
 		for _, v := range vv {
-			n, err := parseContentLength(v)
+			n, err := h1wire.ParseContentLength(v)
 			if err != nil || (cl >= 0 && n != cl) {
 				return fmt.Errorf("%w: Content-Length %q", ErrBadResponse, vv)
 			}
@@ -696,22 +663,6 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 		res.Body = &Body{pc: pc, nc: pc.nc, res: res, mode: modeEOF, closeAfter: true}
 	}
 	return nil
-}
-
-func parseContentLength(v string) (int64, error) {
-	v = textproto.TrimString(v)
-	if v == "" || len(v) > 18 {
-		return 0, errors.New("bad Content-Length")
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 0, errors.New("bad Content-Length")
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, nil
 }
 
 // finish ends the response side of the exchange once its body was read

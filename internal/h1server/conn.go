@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
 
 // Connection states. Shutdown closes only idle connections, and the
@@ -60,7 +62,7 @@ type conn struct {
 
 	// Buffers, held only while a request is read or answered.
 	br   *bufio.Reader
-	lr   limitReader
+	lr   h1wire.LimitReader
 	tp   textproto.Reader
 	outp *[]byte // the pooled output buffer behind out
 	out  []byte
@@ -74,7 +76,7 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
-	c.lr = limitReader{r: nc, n: -1}
+	c.lr = h1wire.LimitReader{R: nc, N: -1, TooLarge: errHeaderTooLarge}
 	c.state.Store(stateNew)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -379,30 +381,4 @@ func closeWriteAndLinger(nc net.Conn) {
 	}
 }
 
-// limitReader bounds what the connection reads while n >= 0: the request
-// head, then a trailer.
-type limitReader struct {
-	r   io.Reader
-	n   int64
-	err error // the last read error of r
-}
-
 var errHeaderTooLarge = errors.New("request header too large")
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n < 0 {
-		return l.r.Read(p)
-	}
-	if l.n == 0 {
-		return 0, errHeaderTooLarge
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	if err != nil {
-		l.err = err
-	}
-	return n, err
-}

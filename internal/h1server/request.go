@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -35,8 +36,8 @@ var emptyRequest http.Request
 // Errors that deserve an answer are *requestError; others (EOF, timeouts)
 // end the connection silently.
 func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error) {
-	c.lr.n, c.lr.err = c.srv.maxHeaderBytes(), nil
-	defer func() { c.lr.n = -1 }()
+	c.lr.N, c.lr.Err = c.srv.maxHeaderBytes(), nil
+	defer func() { c.lr.N = -1 }()
 
 	line, err := c.readLine()
 	if err == nil && len(line) == 0 {
@@ -52,7 +53,7 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 	if !ok1 || !ok2 {
 		return nil, nil, badRequest("malformed request line")
 	}
-	if !validMethod(method) {
+	if !h1wire.ValidMethod(method) {
 		return nil, nil, badRequest("invalid method")
 	}
 	req := emptyRequest.WithContext(ctx)
@@ -142,8 +143,8 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 // a timeout or the client's close is no malformed head (textproto reports
 // a cut line as one): nobody gets an answer.
 func (c *conn) headError(err error) error {
-	if c.lr.err != nil && c.lr.err != errHeaderTooLarge {
-		return c.lr.err
+	if c.lr.Err != nil {
+		return c.lr.Err
 	}
 	var pe textproto.ProtocolError
 	switch {
@@ -188,19 +189,6 @@ func (c *conn) readLine() (string, error) {
 		}
 	}
 	return string(line), nil
-}
-
-// validMethod reports whether m is a token (RFC 9110 §9.1).
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if !httpguts.IsTokenRune(rune(m[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 var methods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
@@ -253,10 +241,10 @@ func (c *conn) setupBody(req *http.Request, w *response) error {
 	}
 	length := int64(0)
 	if hasCL {
-		n, err := parseContentLength(cls[0])
+		n, err := h1wire.ParseContentLength(cls[0])
 		for _, v := range cls[1:] {
-			if m, err2 := parseContentLength(v); err2 != nil || m != n {
-				err = errBadLength
+			if m, err2 := h1wire.ParseContentLength(v); err2 != nil || m != n {
+				err = h1wire.ErrBadLength
 			}
 		}
 		if err != nil {
@@ -311,26 +299,6 @@ func (c *conn) setupBody(req *http.Request, w *response) error {
 	}
 	w.canContinue = expectContinue
 	return nil
-}
-
-var errBadLength = errors.New("bad Content-Length")
-
-// parseContentLength parses a Content-Length value: digits only, at most
-// 18 of them, so that it cannot overflow.
-func parseContentLength(v string) (int64, error) {
-	v = textproto.TrimString(v)
-	if v == "" || len(v) > 18 {
-		return 0, errBadLength
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 0, errBadLength
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, nil
 }
 
 // body is a request body read from the connection: Content-Length bytes,
@@ -428,27 +396,18 @@ func (b *body) read(p []byte) (int, error) {
 	return n, err
 }
 
-// readTrailer reads the trailer section after the last chunk (RFC 9112
-// §7.1.2), bounded like the head, into the request's Trailer.
+// readTrailer reads the trailer section after the last chunk, bounded
+// like the head, into the request's Trailer.
 func (b *body) readTrailer() error {
 	c := b.c
-	if buf, err := c.br.Peek(2); err == nil && buf[0] == '\r' && buf[1] == '\n' {
-		c.br.Discard(2)
-		return nil
-	}
-	c.lr.n = c.srv.maxHeaderBytes()
-	defer func() { c.lr.n = -1 }()
-	h, err := c.tp.ReadMIMEHeader()
+	c.lr.N = c.srv.maxHeaderBytes()
+	defer func() { c.lr.N = -1 }()
+	h, err := h1wire.ReadTrailer(c.br, &c.tp)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return fmt.Errorf("reading request trailer: %w", err)
+		return fmt.Errorf("reading request %w", err)
 	}
-	for k := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("reading request trailer: invalid field name %q", k)
-		}
+	if len(h) == 0 {
+		return nil
 	}
 	if b.req.Trailer == nil {
 		b.req.Trailer = make(http.Header, len(h))

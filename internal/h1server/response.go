@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -90,7 +91,7 @@ func (w *response) WriteHeader(code int) {
 		w.noBody = true
 	}
 	if vv := h["Content-Length"]; len(vv) > 0 {
-		if n, err := parseContentLength(vv[0]); err == nil && len(vv) == 1 {
+		if n, err := h1wire.ParseContentLength(vv[0]); err == nil && len(vv) == 1 {
 			w.cl = n
 		} else {
 			delete(h, "Content-Length")

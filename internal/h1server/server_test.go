@@ -729,7 +729,7 @@ func FuzzReadRequest(f *testing.F) {
 		} else {
 			// Both found the end of the message at the same byte: the
 			// next request starts where net/http would start it.
-			rest := c.br.Buffered() + c.lr.r.(*bytesConn).r.Len()
+			rest := c.br.Buffered() + c.lr.R.(*bytesConn).r.Len()
 			if wrest := wbr.Buffered() + wr.Len(); rest != wrest {
 				t.Fatalf("request %q ends %d bytes before the input's end, net/http's %d", raw, rest, wrest)
 			}
