@@ -44,7 +44,7 @@ const (
 type conn struct {
 	srv        *Server
 	nc         net.Conn
-	rc         syscall.RawConn // nil when the connection has no descriptor to peek at
+	rc         syscall.RawConn // nil when the connection has no descriptor to wait on
 	ctx        context.Context // carries http.LocalAddrContextKey
 	remoteAddr string
 	state      atomic.Int32
@@ -68,26 +68,60 @@ type conn struct {
 	out  []byte
 	iov  [4][]byte
 
-	peekFn  func(uintptr) bool
-	peekBuf [1]byte
-	peekErr error
+	// The goroutine waiting for the next request reads its first bytes
+	// itself (one system call, not a peek and a read): pre holds them,
+	// in the pooled buffer prep, until the reader takes them. waitMu is
+	// held by a waiting goroutine started during a request, so that
+	// Hijack can know it is gone.
+	fillFn  func(uintptr) bool
+	pre     []byte
+	prep    *[]byte
+	fillErr error
+	waitMu  sync.Mutex
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
-	c.lr = h1wire.LimitReader{R: nc, N: -1, TooLarge: errHeaderTooLarge}
+	c.lr = h1wire.LimitReader{R: (*source)(c), N: -1, TooLarge: errHeaderTooLarge}
 	c.state.Store(stateNew)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
-			c.peekFn = c.peek
+			c.fillFn = c.fill
 		}
 	}
 	return c
 }
 
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	prePool    = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+)
+
+// source is what the connection's reader reads: the bytes the waiting
+// goroutine read, then the socket.
+type source conn
+
+func (s *source) Read(p []byte) (int, error) {
+	c := (*conn)(s)
+	if len(c.pre) == 0 {
+		return c.nc.Read(p)
+	}
+	n := copy(p, c.pre)
+	c.pre = c.pre[n:]
+	if len(c.pre) == 0 {
+		c.releasePre()
+	}
+	return n, nil
+}
+
+func (c *conn) releasePre() {
+	if c.prep != nil {
+		prePool.Put(c.prep)
+		c.prep, c.pre = nil, nil
+	}
+}
 
 func (c *conn) acquireReader() {
 	if c.br == nil {
@@ -125,6 +159,9 @@ func (c *conn) close() {
 // meanwhile cancels its context, and the handler's handoff says when the
 // connection is free.
 func (c *conn) await(busy bool) {
+	if busy {
+		c.waitMu.Lock()
+	}
 	for {
 		err := c.waitReadable()
 		if busy {
@@ -135,7 +172,12 @@ func (c *conn) await(busy bool) {
 			}
 			msg := <-c.handoff
 			busy = false
+			c.waitMu.Unlock()
+			if msg == handoffHijacked {
+				return // what was read is the hijacker's now
+			}
 			if msg != handoffKeep {
+				c.releasePre()
 				return
 			}
 			if err != nil && isTimeout(err) {
@@ -147,6 +189,7 @@ func (c *conn) await(busy bool) {
 		}
 		if err != nil || !(c.state.CompareAndSwap(stateIdle, stateActive) || c.state.CompareAndSwap(stateNew, stateActive)) {
 			c.close()
+			c.releasePre()
 			c.releaseBuffers()
 			return
 		}
@@ -155,39 +198,49 @@ func (c *conn) await(busy bool) {
 	}
 }
 
-// waitReadable blocks until the connection has a byte to read, its peer
-// closed it (io.EOF), or its read deadline passed.
+// waitReadable blocks until the connection has bytes to read (read into
+// pre), its peer closed it (io.EOF), or its read deadline passed.
 func (c *conn) waitReadable() error {
 	if c.rc == nil {
 		c.acquireReader()
 		_, err := c.br.Peek(1)
 		return err
 	}
-	c.peekErr = nil
-	if err := c.rc.Read(c.peekFn); err != nil {
+	if len(c.pre) > 0 {
+		return nil
+	}
+	c.fillErr = nil
+	if err := c.rc.Read(c.fillFn); err != nil {
 		return err
 	}
-	return c.peekErr
+	return c.fillErr
 }
 
-// peek looks at the socket without taking anything from it.
-func (c *conn) peek(fd uintptr) bool {
+// fill reads what the socket has, without blocking: false (wait for the
+// poller) when it has nothing. The buffer is taken from its pool only for
+// the read, so that a waiting connection holds none.
+func (c *conn) fill(fd uintptr) bool {
+	if c.prep == nil {
+		c.prep = prePool.Get().(*[]byte)
+	}
 	for {
-		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, err := syscall.Read(int(fd), *c.prep)
 		switch {
-		case n > 0:
-			return true
-		case err == nil:
-			c.peekErr = io.EOF
-			return true
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			return false // wait for the poller
+			c.releasePre()
+			return false
+		case err != nil:
+			c.releasePre()
+			c.fillErr = os.NewSyscallError("read", err)
+		case n == 0:
+			c.releasePre()
+			c.fillErr = io.EOF
 		default:
-			c.peekErr = os.NewSyscallError("recvfrom", err)
-			return true
+			c.pre = (*c.prep)[:n]
 		}
+		return true
 	}
 }
 
@@ -256,7 +309,7 @@ func (c *conn) serve() {
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
 		if c.rc == nil {
-			// No descriptor to peek at: wait on this goroutine, with
+			// No descriptor to wait on: wait on this goroutine, with
 			// the idle timeout until the next request's first byte.
 			if err := c.waitReadable(); err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
 				c.close()

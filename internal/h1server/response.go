@@ -420,7 +420,13 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.state.Store(stateHijacked)
 	c.srv.trackConn(c, false)
 	if c.waiting {
+		// Stop the goroutine waiting for the next request, and wait
+		// until it is gone: bytes it read are in c.pre, which br gives
+		// the hijacker first.
 		c.handoff <- handoffHijacked
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+		c.waitMu.Lock()
+		c.waitMu.Unlock() //lint:ignore SA2001 the lock is the wait
 	}
 	_ = c.nc.SetDeadline(time.Time{})
 	br := c.br

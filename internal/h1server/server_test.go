@@ -729,7 +729,7 @@ func FuzzReadRequest(f *testing.F) {
 		} else {
 			// Both found the end of the message at the same byte: the
 			// next request starts where net/http would start it.
-			rest := c.br.Buffered() + c.lr.R.(*bytesConn).r.Len()
+			rest := c.br.Buffered() + len(c.pre) + c.nc.(*bytesConn).r.Len()
 			if wrest := wbr.Buffered() + wr.Len(); rest != wrest {
 				t.Fatalf("request %q ends %d bytes before the input's end, net/http's %d", raw, rest, wrest)
 			}
@@ -1088,5 +1088,33 @@ func TestPipelinedFragments(t *testing.T) {
 			}
 		}
 		c.Close()
+	}
+}
+
+// A handler that hijacks a request without Upgrade (so a goroutine already
+// waits for the next request, and may have read bytes) gets every byte
+// the client sent after the request.
+func TestHijackAfterWaiterRead(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond) // the client's bytes arrive meanwhile
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer nc.Close()
+		buf := make([]byte, 10)
+		n, _ := io.ReadFull(brw, buf)
+		nc.Write(buf[:n])
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	io.WriteString(c, "01234")
+	time.Sleep(60 * time.Millisecond)
+	io.WriteString(c, "56789")
+	got, err := io.ReadAll(br)
+	if string(got) != "0123456789" {
+		t.Fatalf("hijacker echoed %q (%v)", got, err)
 	}
 }
