@@ -317,7 +317,7 @@ type WebSocketSession struct {
 	subprotocol      string
 
 	closing    atomic.Bool
-	lastActive atomic.Int64
+	lastActive atomic.Int64 // time.Since(start) at the last frame
 	pingSeq    atomic.Uint64
 
 	mu       sync.Mutex // guards timers, dead
@@ -564,10 +564,13 @@ func (s *WebSocketSession) every(d time.Duration, f func() time.Duration) {
 	s.timers = append(s.timers, t)
 }
 
-func (s *WebSocketSession) touch() { s.lastActive.Store(time.Now().UnixNano()) }
+// touch notes activity on the monotonic clock, as the tunnel does: a step
+// of the wall clock must not end or prolong idle sessions.
+func (s *WebSocketSession) touch() { s.lastActive.Store(int64(time.Since(s.start))) }
 
 func (s *WebSocketSession) checkIdle() time.Duration {
-	left := s.idle - time.Since(time.Unix(0, s.lastActive.Load()))
+	idleFor := time.Since(s.start) - time.Duration(s.lastActive.Load())
+	left := s.idle - idleFor
 	if left > 0 {
 		return left
 	}
