@@ -18,7 +18,14 @@
 //		_, err := io.WriteString(w, "ok\n")
 //		return err
 //	})
-//	http.ListenAndServe(":8080", p)
+//	(&sluice.Server{Handler: p}).ListenAndServe(":8080")
+//
+// A Proxy works under any server: Server is sluice's own HTTP/1.1 server,
+// with the smallest cost per connection (an idle keep-alive connection
+// holds no buffer and only a small goroutine); http.Server works too, and
+// is needed for HTTP/2 or TLS termination. Serve runs either until a
+// context ends, then shuts it and the Proxy's WebSocket tunnels down
+// gracefully.
 //
 // Hooks see the request twice: ProxyRequest.In as the client sent it, and
 // ProxyRequest.Out, the request that will go upstream, already sanitized
