@@ -714,7 +714,15 @@ func FuzzReadRequest(f *testing.F) {
 		if err != nil {
 			return // refusing more than net/http is allowed (ambiguous framing)
 		}
-		wr := bytes.NewReader(raw)
+		// RFC 9112 §2.2 lets a server ignore an empty line before the
+		// request line, as this one does and net/http does not.
+		wraw := raw
+		if rest, ok := bytes.CutPrefix(wraw, []byte("\r\n")); ok {
+			wraw = rest
+		} else if rest, ok := bytes.CutPrefix(wraw, []byte("\n")); ok {
+			wraw = rest
+		}
+		wr := bytes.NewReader(wraw)
 		wbr := bufio.NewReader(wr)
 		want, werr := http.ReadRequest(wbr)
 		if werr != nil {
