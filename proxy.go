@@ -223,16 +223,34 @@ func (pr *ProxyRequest) SetURL(target *url.URL) {
 	pr.Out.Host = ""
 }
 
+// refusesAmbiguousFraming reports whether w comes from a server that
+// answers 400 to requests with both Content-Length and Transfer-Encoding
+// instead of passing them on normalized (Server does; net/http does not).
+// Wrappers are looked through with Unwrap.
+func refusesAmbiguousFraming(w http.ResponseWriter) bool {
+	for {
+		switch v := w.(type) {
+		case interface{ RefusesAmbiguousFraming() bool }:
+			return v.RefusesAmbiguousFraming()
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
 // ServeHTTP runs the request through the pipeline described on Proxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
-	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 && !refusesAmbiguousFraming(w) {
 		// net/http drops a Content-Length sent along with chunked framing
 		// (RFC 9112 §6.3), so the handler cannot tell a smuggling attempt
 		// from a plain chunked request. The request itself is re-framed
 		// before it goes upstream; what is left is the RFC's "MUST close
 		// the connection" after such a message, done for every chunked
-		// request.
+		// request. (Server refuses such messages itself, so behind it
+		// chunked requests keep their connection.)
 		w.Header().Set("Connection", "close")
 	}
 	if err := checkRequest(r); err != nil {

@@ -1,13 +1,16 @@
 package sluice
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
@@ -123,5 +126,48 @@ func TestChunkedWithContentLengthClosesConnection(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantPaths, paths); diff != "" {
 		t.Errorf("upstream saw (-want +got):\n%s", diff)
+	}
+}
+
+// Behind sluice's Server, which refuses ambiguous framing itself, a
+// chunked request keeps its connection; behind net/http's, which
+// normalizes it before the handler runs, the connection closes after it.
+func TestChunkedRequestKeepsConnectionBehindServer(t *testing.T) {
+	leaktest.Check(t)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.URL.Path+" "+string(b))
+	})
+	px, _, _ := newProxy(t, up.URL)
+	c, err := net.Dial("tcp", hostOf(px))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if string(b) != "/a hello" {
+		t.Fatalf("body %q", b)
+	}
+	if res.Close != netHTTPFront() {
+		t.Fatalf("Connection: close is %v, want %v", res.Close, netHTTPFront())
+	}
+	if res.Close {
+		return
+	}
+	io.WriteString(c, "GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	if string(b) != "/b " {
+		t.Errorf("second request: %q", b)
 	}
 }

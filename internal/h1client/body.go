@@ -84,7 +84,9 @@ func (b *Body) read(p []byte) (int, error) {
 			if terr := b.readTrailer(); terr != nil {
 				return n, terr
 			}
-		} else if err != nil {
+		} else if err != nil && !isNetError(err) {
+			// Broken chunk framing. A failed read of the socket (the
+			// exchange canceled, the connection reset) is no bad response.
 			err = fmt.Errorf("%w: %w", ErrBadResponse, err)
 		}
 		return n, err
@@ -251,3 +253,8 @@ func (u *upgradeBody) CloseWrite() error {
 // NetConn returns the upstream connection of a 101 response body, for
 // deadline control.
 func (u *upgradeBody) NetConn() net.Conn { return u.pc.nc }
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}

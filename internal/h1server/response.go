@@ -441,6 +441,12 @@ func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDea
 // SetWriteDeadline is for http.ResponseController.
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
 
+// RefusesAmbiguousFraming tells sluice's Proxy that this server answered
+// 400 to requests with both Content-Length and Transfer-Encoding (and to
+// Transfer-Encoding in HTTP/1.0), so that a chunked request needs no
+// closing of the connection after it.
+func (w *response) RefusesAmbiguousFraming() bool { return true }
+
 // EnableFullDuplex is for http.ResponseController: this server always
 // lets a handler read the request body while it writes the response.
 func (w *response) EnableFullDuplex() error { return nil }
