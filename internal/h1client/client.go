@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1wire"
@@ -70,9 +71,13 @@ type Client struct {
 	// DialContext, if set, replaces net.Dialer.DialContext.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	mu      sync.RWMutex
-	hosts   map[string]*hostPool
-	janitor chan struct{} // wakes the running janitor; nil when none runs
+	// The hot path takes no lock of the Client: hosts is replaced, not
+	// changed, when an upstream is added (under mu), and janitorOn
+	// mirrors janitor != nil.
+	mu        sync.Mutex
+	hosts     atomic.Pointer[map[string]*hostPool]
+	janitor   chan struct{} // wakes the running janitor; nil when none runs
+	janitorOn atomic.Bool
 }
 
 // ErrBadResponse wraps every failure to parse an upstream response.
@@ -172,23 +177,25 @@ func canonicalAddr(host string) string {
 
 // CloseIdleConnections closes every idle pooled connection.
 func (c *Client) CloseIdleConnections() {
-	c.mu.RLock()
-	pools := make([]*hostPool, 0, len(c.hosts))
-	for _, hp := range c.hosts {
-		pools = append(pools, hp)
-	}
-	c.mu.RUnlock()
-	for _, hp := range pools {
+	for _, hp := range c.pools() {
 		hp.closeIdle(time.Time{})
 	}
-	c.mu.RLock()
+	c.mu.Lock()
 	if c.janitor != nil {
 		select {
 		case c.janitor <- struct{}{}:
 		default:
 		}
 	}
-	c.mu.RUnlock()
+	c.mu.Unlock()
+}
+
+// pools returns the host pools (a snapshot; it may miss one being added).
+func (c *Client) pools() map[string]*hostPool {
+	if m := c.hosts.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 // hostPool holds the idle connections to one upstream, most recently
@@ -200,21 +207,22 @@ type hostPool struct {
 }
 
 func (c *Client) pool(addr string) *hostPool {
-	c.mu.RLock()
-	hp := c.hosts[addr]
-	c.mu.RUnlock()
-	if hp != nil {
+	if hp := c.pools()[addr]; hp != nil {
 		return hp
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.hosts == nil {
-		c.hosts = make(map[string]*hostPool)
+	old := c.pools()
+	if hp := old[addr]; hp != nil {
+		return hp
 	}
-	if hp = c.hosts[addr]; hp == nil {
-		hp = &hostPool{}
-		c.hosts[addr] = hp
+	m := make(map[string]*hostPool, len(old)+1)
+	for k, v := range old {
+		m[k] = v
 	}
+	hp := &hostPool{}
+	m[addr] = hp
+	c.hosts.Store(&m)
 	return hp
 }
 
@@ -279,16 +287,14 @@ func (c *Client) putIdle(pc *conn) {
 // idle, that closes the ones past IdleConnTimeout. It exits when the pool
 // is empty.
 func (c *Client) startJanitor() {
-	c.mu.RLock()
-	running := c.janitor != nil
-	c.mu.RUnlock()
-	if running {
+	if c.janitorOn.Load() {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.janitor == nil {
 		c.janitor = make(chan struct{}, 1)
+		c.janitorOn.Store(true)
 		go c.sweep(c.janitor)
 	}
 }
@@ -302,14 +308,8 @@ func (c *Client) sweep(wake chan struct{}) {
 		case <-wake:
 		}
 		deadline := time.Now().Add(-c.idleTimeout())
-		c.mu.RLock()
-		pools := make([]*hostPool, 0, len(c.hosts))
-		for _, hp := range c.hosts {
-			pools = append(pools, hp)
-		}
-		c.mu.RUnlock()
 		left := 0
-		for _, hp := range pools {
+		for _, hp := range c.pools() {
 			left += hp.closeIdle(deadline)
 		}
 		if left == 0 && c.stopJanitor() {
@@ -318,17 +318,21 @@ func (c *Client) sweep(wake chan struct{}) {
 	}
 }
 
-// stopJanitor clears the janitor if no connection is idle, under the lock
-// that startJanitor takes, so that a connection put back meanwhile is
-// never left without one.
+// stopJanitor clears the janitor if no connection is idle, so that a
+// connection put back meanwhile is never left without one: janitorOn
+// turns false before the pools are checked, so a putIdle either appended
+// before the check (which then sees its connection) or finds janitorOn
+// false and waits for mu.
 func (c *Client) stopJanitor() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, hp := range c.hosts {
+	c.janitorOn.Store(false)
+	for _, hp := range c.pools() {
 		hp.mu.Lock()
 		n := len(hp.idle)
 		hp.mu.Unlock()
 		if n > 0 {
+			c.janitorOn.Store(true)
 			return false
 		}
 	}

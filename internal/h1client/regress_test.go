@@ -246,3 +246,32 @@ func TestFailedBodyResetsConnection(t *testing.T) {
 		t.Fatalf("upstream read the body with error %v, want a connection reset", err)
 	}
 }
+
+// The janitor closes connections idle past IdleConnTimeout, and stops
+// once the pool is empty (leaktest), and starts again for the next idle
+// connection.
+func TestJanitorClosesIdleConnections(t *testing.T) {
+	leaktest.Check(t)
+	closed := make(chan struct{}, 4)
+	s := newServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				closed <- struct{}{}
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	c := newClient(t)
+	c.IdleConnTimeout = 40 * time.Millisecond
+	for range 2 {
+		if res, body := get(t, c, "http://"+s.addr+"/", nil); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d %q", res.StatusCode, body)
+		}
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+			t.Fatal("idle connection not closed after IdleConnTimeout")
+		}
+	}
+}
