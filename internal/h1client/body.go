@@ -99,20 +99,8 @@ func (b *Body) read(p []byte) (int, error) {
 // like a response head, into res.Trailer.
 func (b *Body) readTrailer() error {
 	pc := b.pc
-	pc.lr.N = pc.client.maxHeaderBytes()
-	defer func() { pc.lr.N = -1 }()
-	h, err := h1wire.ReadTrailer(pc.br, &pc.tp)
-	if err != nil {
+	if err := h1wire.MergeTrailer(&b.res.Trailer, pc.br, &pc.tp, &pc.lr, pc.client.maxHeaderBytes()); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadResponse, err)
-	}
-	if len(h) == 0 {
-		return nil
-	}
-	if b.res.Trailer == nil {
-		b.res.Trailer = make(http.Header, len(h))
-	}
-	for k, vv := range h {
-		b.res.Trailer[k] = vv
 	}
 	return nil
 }

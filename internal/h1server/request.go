@@ -400,20 +400,8 @@ func (b *body) read(p []byte) (int, error) {
 // like the head, into the request's Trailer.
 func (b *body) readTrailer() error {
 	c := b.c
-	c.lr.N = c.srv.maxHeaderBytes()
-	defer func() { c.lr.N = -1 }()
-	h, err := h1wire.ReadTrailer(c.br, &c.tp)
-	if err != nil {
+	if err := h1wire.MergeTrailer(&b.req.Trailer, c.br, &c.tp, &c.lr, c.srv.maxHeaderBytes()); err != nil {
 		return fmt.Errorf("reading request %w", err)
-	}
-	if len(h) == 0 {
-		return nil
-	}
-	if b.req.Trailer == nil {
-		b.req.Trailer = make(http.Header, len(h))
-	}
-	for k, vv := range h {
-		b.req.Trailer[k] = vv
 	}
 	return nil
 }

@@ -111,3 +111,21 @@ func ReadTrailer(br *bufio.Reader, tp *textproto.Reader) (http.Header, error) {
 	}
 	return http.Header(h), nil
 }
+
+// MergeTrailer reads a trailer section as ReadTrailer does, with lr
+// bounding it to max bytes, and adds its fields to *dst (made if nil).
+func MergeTrailer(dst *http.Header, br *bufio.Reader, tp *textproto.Reader, lr *LimitReader, max int64) error {
+	lr.N = max
+	defer func() { lr.N = -1 }()
+	h, err := ReadTrailer(br, tp)
+	if err != nil || len(h) == 0 {
+		return err
+	}
+	if *dst == nil {
+		*dst = make(http.Header, len(h))
+	}
+	for k, vv := range h {
+		(*dst)[k] = vv
+	}
+	return nil
+}

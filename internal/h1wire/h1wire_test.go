@@ -82,3 +82,21 @@ func TestReadTrailer(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeTrailer(t *testing.T) {
+	lr := &LimitReader{R: strings.NewReader("X-Sum: 1\r\n\r\n"), N: -1, TooLarge: errors.New("too large")}
+	br := bufio.NewReader(lr)
+	dst := http.Header{"X-Declared": nil}
+	if err := MergeTrailer(&dst, br, textproto.NewReader(br), lr, 1<<10); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(http.Header{"X-Declared": nil, "X-Sum": {"1"}}, dst); diff != "" || lr.N != -1 {
+		t.Errorf("N %d, (-want +got)\n%s", lr.N, diff)
+	}
+	lr = &LimitReader{R: strings.NewReader("X-Big: " + strings.Repeat("b", 100) + "\r\n\r\n"), N: -1, TooLarge: errors.New("too large")}
+	br = bufio.NewReader(lr)
+	var none http.Header
+	if err := MergeTrailer(&none, br, textproto.NewReader(br), lr, 32); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("a trailer over the limit: %v", err)
+	}
+}
