@@ -640,12 +640,8 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 		res.TransferEncoding = chunkedTE
 		if tr := h["Trailer"]; len(tr) > 0 {
 			res.Trailer = make(http.Header)
-			for _, v := range tr {
-				for k := range strings.SplitSeq(v, ",") {
-					if k = textproto.TrimString(k); k != "" {
-						res.Trailer[textproto.CanonicalMIMEHeaderKey(k)] = nil
-					}
-				}
+			for k := range h1wire.FieldNames(tr) {
+				res.Trailer[k] = nil
 			}
 			delete(h, "Trailer")
 		}

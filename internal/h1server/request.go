@@ -258,17 +258,12 @@ func (c *conn) setupBody(req *http.Request, w *response) error {
 
 	if vv, ok := h["Trailer"]; ok && chunked {
 		trailer := make(http.Header)
-		for _, v := range vv {
-			for k := range strings.SplitSeq(v, ",") {
-				k = http.CanonicalHeaderKey(textproto.TrimString(k))
-				switch k {
-				case "":
-					continue
-				case "Transfer-Encoding", "Trailer", "Content-Length":
-					return badRequest("bad trailer key " + k)
-				}
-				trailer[k] = nil
+		for k := range h1wire.FieldNames(vv) {
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return badRequest("bad trailer key " + k)
 			}
+			trailer[k] = nil
 		}
 		delete(h, "Trailer")
 		req.Trailer = trailer

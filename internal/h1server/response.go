@@ -99,20 +99,14 @@ func (w *response) WriteHeader(code int) {
 	}
 	delete(h, "Transfer-Encoding") // the framing is the server's choice
 	if !w.noBody && w.req.ProtoMinor >= 1 {
-		for _, v := range h["Trailer"] {
-			for k := range strings.SplitSeq(v, ",") {
-				if k = textprotoTrim(k); k != "" {
-					w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
-				}
-			}
+		for k := range h1wire.FieldNames(h["Trailer"]) {
+			w.trailers = append(w.trailers, k)
 		}
 	}
 	if w.req.Close || w.c.srv.closing.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
 }
-
-func textprotoTrim(s string) string { return strings.Trim(s, " \t") }
 
 // writeInterim sends a 1xx response with the current header.
 func (w *response) writeInterim(code int) {

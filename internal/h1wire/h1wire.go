@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/textproto"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -86,6 +88,21 @@ func IsIdempotent(method string) bool {
 		return true
 	}
 	return false
+}
+
+// FieldNames yields the canonical field names listed in the values of a
+// header such as Trailer ("a, b" and repeated fields; RFC 9110 §5.6.1),
+// skipping empty elements.
+func FieldNames(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for k := range strings.SplitSeq(v, ",") {
+				if k = textproto.TrimString(k); k != "" && !yield(textproto.CanonicalMIMEHeaderKey(k)) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // ReadTrailer reads the trailer section that follows the last chunk (RFC

@@ -100,3 +100,13 @@ func TestMergeTrailer(t *testing.T) {
 		t.Errorf("a trailer over the limit: %v", err)
 	}
 }
+
+func TestFieldNames(t *testing.T) {
+	var got []string
+	for k := range FieldNames([]string{"x-sum, ,X-Other", " expires\t", ""}) {
+		got = append(got, k)
+	}
+	if diff := cmp.Diff([]string{"X-Sum", "X-Other", "Expires"}, got); diff != "" {
+		t.Error(diff)
+	}
+}
