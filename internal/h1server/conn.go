@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -379,19 +380,25 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 // to answer, and closes the connection.
 func (c *conn) reject(err error) {
 	var re *requestError
-	if errors.As(err, &re) {
-		b := append(c.outBuf(), "HTTP/1.1 "...)
-		b = append(b, statusLine(re.status)...)
-		b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"...)
-		b = append(b, statusLine(re.status)...)
-		if re.msg != "" {
-			b = append(append(b, ": "...), re.msg...)
-		}
-		c.out = b
-		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		if c.flushOut(nil, nil, nil) == nil {
-			closeWriteAndLinger(c.nc)
-		}
+	if !errors.As(err, &re) {
+		c.close()
+		c.releaseBuffers()
+		return
+	}
+	msg := statusLine(re.status)
+	if re.msg != "" {
+		msg += ": " + re.msg
+	}
+	b := append(c.outBuf(), "HTTP/1.1 "...)
+	b = append(b, statusLine(re.status)...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(msg)), 10)
+	b = append(b, "\r\n\r\n"...)
+	c.out = append(b, msg...)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.flushOut(nil, nil, nil) == nil {
+		// The rest of the refused request may still be coming.
+		c.lingerClose()
 	}
 	c.close()
 	c.releaseBuffers()
@@ -403,15 +410,16 @@ const (
 	lingerBytes = 16 << 20
 )
 
-// lingerClose closes a connection whose request body was not read to its
-// end. Closing a socket with unread bytes makes the kernel send a reset,
-// which can destroy the response in the client's receive buffer before
-// the client read it; so the write side closes first, and what the client
-// still sends is read and dropped for a while (net/http sleeps instead).
+// lingerClose closes a connection whose request was not read to its end
+// (a body left unread, a refused request). Closing a socket with unread
+// bytes makes the kernel send a reset, which can destroy the response in
+// the client's receive buffer before the client read it; so the write
+// side closes first, and what the client still sends is read and dropped
+// until it closes too, for a while (net/http sleeps instead).
 func (c *conn) lingerClose() {
 	if tc, ok := c.nc.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
 		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
-		bp := drainPool.Get().(*[]byte)
+		bp := copyPool.Get().(*[]byte)
 		for n := 0; n < lingerBytes; {
 			m, err := c.nc.Read(*bp)
 			n += m
@@ -419,19 +427,9 @@ func (c *conn) lingerClose() {
 				break
 			}
 		}
-		drainPool.Put(bp)
+		copyPool.Put(bp)
 	}
 	c.close()
-}
-
-// closeWriteAndLinger half-closes a TCP connection before it is closed, so
-// that an error response is not lost to a reset caused by unread request
-// bytes (as net/http does).
-func closeWriteAndLinger(nc net.Conn) {
-	if tc, ok := nc.(interface{ CloseWrite() error }); ok {
-		tc.CloseWrite()
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 var errHeaderTooLarge = errors.New("request header too large")

@@ -416,8 +416,8 @@ func (b *body) closeAndDrain() bool {
 		// may or may not send the body: the stream is out of step.
 		return false
 	}
-	bp := drainPool.Get().(*[]byte)
-	defer drainPool.Put(bp)
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
 	for total := 0; total <= maxDrain; {
 		n, err := b.readLocked(*bp)
 		total += n
@@ -446,5 +446,3 @@ func (b *body) abandon() {
 	b.closed = true
 	b.mu.Unlock()
 }
-
-var drainPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
