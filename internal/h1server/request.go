@@ -57,7 +57,7 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 		return nil, nil, badRequest("invalid method")
 	}
 	req := emptyRequest.WithContext(ctx)
-	req.Method = internMethod(method)
+	req.Method = method // like target and proto, a piece of the line's one string
 	req.RequestURI = target
 	switch proto {
 	case "HTTP/1.1":
@@ -189,18 +189,6 @@ func (c *conn) readLine() (string, error) {
 		}
 	}
 	return string(line), nil
-}
-
-var methods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
-
-// internMethod returns the standard methods without an allocation.
-func internMethod(m string) string {
-	for _, s := range methods {
-		if s == m {
-			return s
-		}
-	}
-	return m
 }
 
 // shouldClose tells whether the connection ends after this request (RFC
