@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/examples/internal/demotest"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
 	"golang.org/x/net/websocket"
@@ -27,23 +28,7 @@ func startGateway(t *testing.T, cfg config) string {
 	if cfg.sessionTTL == 0 {
 		cfg.sessionTTL = time.Hour
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, func(addr string) { ready <- addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	select {
-	case addr := <-ready:
-		return "http://" + addr
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
-	return ""
+	return demotest.Run(t, func(ctx context.Context, ready func(string)) error { return run(ctx, cfg, ready) })
 }
 
 // browser is a client with a cookie jar that does not follow redirects.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluiceproxy/sluice/examples/internal/demotest"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -30,23 +31,7 @@ func buildHelper(t *testing.T) string {
 // startFilter runs url-filter as main does, until the test ends.
 func startFilter(t *testing.T, cfg config) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, func(addr string) { ready <- addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	select {
-	case addr := <-ready:
-		return "http://" + addr
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
-	return ""
+	return demotest.Run(t, func(ctx context.Context, ready func(string)) error { return run(ctx, cfg, ready) })
 }
 
 type answer struct {
