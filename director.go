@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/sluiceproxy/sluice/internal/canonical"
 )
 
 // A Director picks the upstream of a forwarded request: it sets the
@@ -105,8 +107,12 @@ func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes
 	if i < 0 {
 		panic(fmt.Sprintf("sluice: route pattern %q has no path", pattern))
 	}
+	host, err := canonical.Host(pattern[:i], "")
+	if err != nil || strings.Contains(host, ":") && !strings.HasSuffix(host, "]") {
+		panic(fmt.Sprintf("sluice: route pattern %q: bad host", pattern))
+	}
 	r.routes = append(r.routes, hostPathRoute{
-		host:   strings.ToLower(pattern[:i]),
+		host:   host,
 		prefix: pattern[i:],
 		target: target,
 		opts:   opts,
@@ -181,14 +187,13 @@ func validEncoded(u *url.URL) bool {
 	return err == nil && p == u.Path
 }
 
-// requestHost returns the request's host as routes match it (see
-// normalizeHost), without port.
+// requestHost returns the request's host without port. The Proxy has
+// made it canonical (lower case, no trailing dot: see canonicalRequest).
 func requestHost(r *http.Request) string {
-	h := normalizeHost(r.Host)
-	if host, _, err := net.SplitHostPort(h); err == nil {
+	if host, _, err := net.SplitHostPort(r.Host); err == nil {
 		return host
 	}
-	return h
+	return r.Host
 }
 
 func mustTarget(target *url.URL) {

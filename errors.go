@@ -92,6 +92,10 @@ func isConnectError(err error) bool {
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, err error) {
 	if errors.Is(err, ErrNoRoute) {
 		if p.Fallback != nil {
+			if pr != nil {
+				mergeHeader(w.Header(), pr.respHeader)
+				r = pr.localRequest()
+			}
 			p.Fallback.ServeHTTP(w, r)
 			return
 		}

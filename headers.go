@@ -88,7 +88,10 @@ func upgradeType(h http.Header) string {
 }
 
 // clientAddr returns the client's address: the TCP peer, or, when the peer
-// is trusted, the rightmost address of X-Forwarded-For that is not.
+// is trusted, the rightmost address of X-Forwarded-For that is not. An
+// entry that is not an address (see parseForwardedFor) ends the walk with
+// an invalid address: a client the proxy cannot name is never taken for
+// the trusted proxy that passed its request on.
 func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.Addr {
 	if !isTrusted(peer, trusted) {
 		return peer
@@ -97,6 +100,9 @@ func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.
 	xff := r.Header["X-Forwarded-For"]
 	for i := len(xff) - 1; i >= 0; i-- {
 		v := xff[i]
+		if textproto.TrimString(v) == "" {
+			return netip.Addr{} // a field with no entry names no one
+		}
 		for v != "" {
 			var part string
 			if j := strings.LastIndexByte(v, ','); j >= 0 {
@@ -104,17 +110,39 @@ func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.
 			} else {
 				part, v = v, ""
 			}
-			a, err := netip.ParseAddr(strings.TrimSpace(part))
-			if err != nil {
-				return addr // garbage in the chain: stop at what we know
+			a, ok := parseForwardedFor(part)
+			if !ok {
+				return netip.Addr{}
 			}
-			addr = a.Unmap().WithZone("")
+			addr = a
 			if !isTrusted(addr, trusted) {
 				return addr
 			}
 		}
 	}
 	return addr
+}
+
+// parseForwardedFor parses one X-Forwarded-For entry in the forms load
+// balancers send: an IPv4 or IPv6 address, either with a port
+// ("1.2.3.4:5678", "[2001:db8::1]:443"), or an IPv6 address in brackets
+// ("[2001:db8::1]"). Zones are dropped and IPv4-mapped addresses
+// unmapped. Anything else ("unknown", a name, an obfuscated identifier of
+// RFC 7239 §6.3) is not an address.
+func parseForwardedFor(s string) (netip.Addr, bool) {
+	s = textproto.TrimString(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {
+			return a.Unmap().WithZone(""), true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func peerAddr(r *http.Request) netip.Addr {

@@ -1,12 +1,14 @@
 package sluice
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sluiceproxy/sluice/internal/canonical"
 )
 
 // An Interceptor handles a request that its route captured. It may answer
@@ -54,8 +56,10 @@ type Route struct {
 // Handle adds a route that sends requests matching pattern to ic. Routes
 // are tried in the order they were added and the first match wins (unlike
 // http.ServeMux, where the most specific pattern wins). Matching is done on
-// the cleaned path ("/a/../b" matches like "/b"), but the request is
-// forwarded with the path the client sent.
+// the request's canonical target, the one the hooks see and the upstream
+// receives ("/a/../b" is "/b" for both); a pattern ending in "/" also
+// claims the path without it ("/admin/" claims "/admin", which ServeMux
+// would redirect). See docs/security.md.
 //
 // Handle panics if pattern is invalid, as http.ServeMux.Handle does.
 func (p *Proxy) Handle(pattern string, ic Interceptor) {
@@ -123,70 +127,93 @@ func (t *routeTable) add(r Route) {
 }
 
 // match returns the first route whose pattern matches the request and
-// copies the pattern's wildcard values into pr.In and pr.Out.
-func (t *routeTable) match(pr *ProxyRequest) *route {
+// copies the pattern's wildcard values into pr.In and pr.Out. It matches on
+// pr.In's canonical target, with two additions that keep a guarded path
+// guarded:
+//
+//   - a pattern ending in "/" also claims the path without that slash
+//     ("/admin/" claims "/admin"), which http.ServeMux would redirect to
+//     it: a redirect is a match, not a miss;
+//   - a path with ";" parameters ("/admin;x/users") is refused with 400 if
+//     it would match another route once its parameters are cut off, the
+//     way many servers (Java's among them) read it.
+func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 	routes := t.routes.Load()
 	if routes == nil {
+		return nil, nil
+	}
+	m := matchRequest(pr.In, "")
+	rm := t.find(*routes, m)
+	if escaped := pr.In.URL.EscapedPath(); canonical.HasParams(escaped) {
+		p, err := canonical.Path(canonical.StripParams(escaped), pr.proxy.KeepEncodedSlashes)
+		if err != nil {
+			return nil, badTarget(fmt.Errorf("path parameters: %w", err))
+		}
+		if t.find(*routes, matchRequest(pr.In, p)) != rm {
+			return nil, badTarget(errors.New("path parameters (\";\") would change the route"))
+		}
+	}
+	if rm == nil {
+		return nil, nil
+	}
+	rt := rm.rt
+	if len(rt.names) > 0 {
+		rm.mux.ServeHTTP(nopResponseWriter{}, m) // sets m's path values
+		for _, name := range rt.names {
+			v := m.PathValue(name)
+			pr.In.SetPathValue(name, v)
+			pr.Out.SetPathValue(name, v)
+		}
+	}
+	pr.In.Pattern = rt.Pattern
+	pr.Out.Pattern = rt.Pattern
+	return rt, nil
+}
+
+// find returns the first route that claims m, if any; m is left with the
+// path that matched.
+func (t *routeTable) find(routes []*routeMux, m *http.Request) *routeMux {
+	for _, rm := range routes {
+		if _, ok := rm.handler(m).(*route); ok {
+			return rm
+		}
+	}
+	p := m.URL.EscapedPath()
+	if strings.HasSuffix(p, "/") {
 		return nil
 	}
-	m := matchRequest(pr.In)
-	for _, rm := range *routes {
-		h, _ := rm.mux.Handler(m)
-		rt, ok := h.(*route)
-		if !ok {
-			continue
-		}
-		if len(rt.names) > 0 {
-			rm.mux.ServeHTTP(nopResponseWriter{}, m) // sets m's path values
-			for _, name := range rt.names {
-				v := m.PathValue(name)
-				pr.In.SetPathValue(name, v)
-				pr.Out.SetPathValue(name, v)
-			}
-		}
-		pr.In.Pattern = rt.Pattern
-		pr.Out.Pattern = rt.Pattern
-		return rt
+	// ServeMux redirects "/admin" to a "/admin/" pattern: claim it.
+	orig := *m.URL
+	if err := setEscapedPath(m.URL, p+"/"); err != nil {
+		return nil
 	}
+	for _, rm := range routes {
+		if rt, ok := rm.handler(m).(*route); ok && strings.HasSuffix(rt.Pattern, "/") {
+			return rm
+		}
+	}
+	*m.URL = orig
 	return nil
 }
 
-// matchRequest returns a shallow copy of r normalized the way upstreams
-// and Directors read requests, so that a route cannot be bypassed by
-// spelling: the path decoded ("%2F" is a slash, "%61" an "a") and cleaned
-// ("//", "/./", "/../"), the host in lower case without a trailing dot.
-func matchRequest(r *http.Request) *http.Request {
+func (rm *routeMux) handler(m *http.Request) http.Handler {
+	h, _ := rm.mux.Handler(m)
+	return h
+}
+
+// matchRequest returns a shallow copy of r for matching (ServeMux sets
+// path values on it), with escapedPath as its path if not empty. r's
+// target is canonical already (see canonicalRequest).
+func matchRequest(r *http.Request, escapedPath string) *http.Request {
 	m := *r
 	u := *r.URL
-	u.Path = cleanPath(u.Path)
-	u.RawPath = ""
 	m.URL = &u
-	m.Host = normalizeHost(r.Host)
+	if escapedPath != "" {
+		if err := setEscapedPath(&u, escapedPath); err != nil {
+			u.Path, u.RawPath = escapedPath, ""
+		}
+	}
 	return &m
-}
-
-// normalizeHost lowers the case of a Host value and drops the trailing
-// dot of its name, keeping the port.
-func normalizeHost(h string) string {
-	name, port := h, ""
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		name, port = h[:i], h[i:]
-	}
-	return strings.ToLower(strings.TrimSuffix(name, ".")) + port
-}
-
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if p[0] != '/' {
-		p = "/" + p
-	}
-	np := path.Clean(p)
-	if p[len(p)-1] == '/' && np != "/" {
-		np += "/"
-	}
-	return np
 }
 
 // wildcardNames returns the names of the {name} and {name...} wildcards

@@ -31,8 +31,10 @@ const (
 //
 // Every request goes through the same pipeline:
 //
-//  1. sanitize: malformed or smuggling input is refused, hop-by-hop headers
-//     are removed, the client identity is computed and the outbound request
+//  1. sanitize: malformed or smuggling input is refused, the request target
+//     is put in its one canonical spelling (which every later step and the
+//     upstream see: docs/security.md), hop-by-hop headers are removed, the
+//     client identity is computed and the outbound request
 //     (ProxyRequest.Out) is built from the inbound one (ProxyRequest.In);
 //  2. route: the first route whose pattern matches claims the request;
 //  3. authorize: Authorizer, then the route's own Authorizer;
@@ -61,8 +63,22 @@ type Proxy struct {
 	// Fallback serves the requests the Proxy does not forward: every
 	// request when Director is nil, and requests for which the Director
 	// returns ErrNoRoute. It lets a Proxy wrap an existing http.Handler.
-	// If nil, those requests get 404 Not Found.
+	// The handler gets the request as it would have gone upstream, as
+	// safe as forwarding: the canonical target, IdentityHeaders and
+	// forged forwarding headers removed, forwarding headers set, and what
+	// the Authorizers added; hop-by-hop fields are gone. If nil, those
+	// requests get 404 Not Found.
 	Fallback http.Handler
+
+	// KeepEncodedSlashes keeps an encoded slash ("%2F") in a request path
+	// as an opaque part of its segment, for APIs whose path segments hold
+	// slashes (object keys). By default such a request is refused with 400,
+	// since upstreams disagree on whether "/a%2F..%2Fb" is one segment or
+	// "/b", and a proxy that decides on one reading while the upstream
+	// acts on the other can be bypassed. Set it only when every upstream
+	// treats "%2F" as data, never as a separator; routes then match the
+	// encoded form segment by segment. See docs/security.md.
+	KeepEncodedSlashes bool
 
 	// Transport carries requests to the upstreams.
 	// If nil, the Proxy uses its own engine, built from the timeout and
@@ -143,7 +159,9 @@ type Proxy struct {
 // forwarding headers are set by the proxy, and its body is In's body. A
 // ProxyRequest is valid only until the Proxy's ServeHTTP returns.
 type ProxyRequest struct {
-	// In is the request as received. Hooks must not modify it.
+	// In is the request as received, with its target (URL, Host and
+	// RequestURI) in the canonical spelling that every hook and the
+	// upstream see; its header is the client's. Hooks must not modify it.
 	In *http.Request
 
 	// Out is the request that will be sent upstream. Its URL has no
@@ -223,6 +241,26 @@ func (pr *ProxyRequest) SetURL(target *url.URL) {
 	pr.Out.Host = ""
 }
 
+// localRequest returns the request a local handler (Fallback, Local) gets:
+// Out's sanitized header and body, so that it is as safe to act on as what
+// the upstream would have got, with In's target, protocol and framing,
+// since it is served here, not forwarded.
+func (pr *ProxyRequest) localRequest() *http.Request {
+	r := new(http.Request)
+	*r = *pr.Out
+	u := *pr.In.URL
+	r.URL = &u
+	r.Host = pr.In.Host
+	r.RequestURI = pr.In.RequestURI
+	r.Proto, r.ProtoMajor, r.ProtoMinor = pr.In.Proto, pr.In.ProtoMajor, pr.In.ProtoMinor
+	r.TransferEncoding = pr.In.TransferEncoding
+	r.Close = pr.In.Close
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	return r
+}
+
 // refusesAmbiguousFraming reports whether w comes from a server that
 // answers 400 to requests with both Content-Length and Transfer-Encoding
 // instead of passing them on normalized (Server does; net/http does not).
@@ -260,15 +298,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, nil, err)
 		return
 	}
+	cr, err := canonicalRequest(r, p.KeepEncodedSlashes)
+	if err != nil {
+		p.fail(w, r, nil, err)
+		return
+	}
+	r = cr
 	pr := p.newProxyRequest(r)
 	defer p.releaseProxyRequest(pr)
 	pr.rw = responseWriter{ResponseWriter: w}
 	pr.w = &pr.rw
 	w = pr.w
 
-	if rt := p.routes.match(pr); rt != nil {
-		pr.route = rt
+	rt, err := p.routes.match(pr)
+	if err != nil {
+		p.fail(w, r, pr, err)
+		return
 	}
+	pr.route = rt
 	if !p.authorize(w, pr) {
 		return
 	}

@@ -32,13 +32,15 @@ var ErrBodyTooLarge = errors.New("sluice: body over the limit")
 
 // Local returns an Interceptor that answers captured requests with h,
 // without contacting any upstream: status pages, health checks,
-// short-circuit denials. h gets the inbound request; headers added to
-// ProxyRequest.ResponseHeader (by an Authorizer, say) are in its
-// response.
+// short-circuit denials. h gets the request as it would have gone
+// upstream (as Proxy.Fallback does: canonical target, identity and
+// forged forwarding headers removed, what the Authorizers set kept);
+// headers added to ProxyRequest.ResponseHeader (by an Authorizer, say)
+// are in its response.
 func Local(h http.Handler) Interceptor {
 	return InterceptorFunc(func(w http.ResponseWriter, pr *ProxyRequest) error {
 		mergeHeader(w.Header(), pr.respHeader)
-		h.ServeHTTP(w, pr.In)
+		h.ServeHTTP(w, pr.localRequest())
 		return nil
 	})
 }

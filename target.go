@@ -1,0 +1,86 @@
+package sluice
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/sluiceproxy/sluice/internal/canonical"
+)
+
+// canonicalRequest returns r with its request target in the one canonical
+// spelling that every hook decides on and that the upstream receives
+// (see internal/canonical and docs/security.md): the path with dot
+// segments resolved, unreserved characters decoded and slashes merged,
+// the host lowercased, IDNA-encoded, without trailing dot or default port.
+// The query is never touched. r itself is returned, with no allocation,
+// when it is canonical already; otherwise a shallow copy is.
+//
+// A target that has no canonical form without changing its meaning (an
+// encoded slash unless keepEncodedSlash, a backslash, an encoded NUL, ".."
+// above the root, a malformed host) is refused with a 400 *Error.
+func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, error) {
+	if r.RequestURI == "*" || r.URL.Opaque != "" {
+		return r, nil // OPTIONS *; checkRequest refuses it for other methods
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if r.URL.Scheme != "" {
+		scheme = r.URL.Scheme
+	}
+	escaped := r.URL.EscapedPath()
+	if escaped == "" {
+		escaped = "/" // absolute-form without a path: "http://host"
+	}
+	p, err := canonical.Path(escaped, keepEncodedSlash)
+	if err != nil {
+		return nil, badTarget(err)
+	}
+	host, err := canonical.Host(r.Host, scheme)
+	if err != nil {
+		return nil, badTarget(fmt.Errorf("%w %q", err, r.Host))
+	}
+	urlHost, err := canonical.Host(r.URL.Host, scheme)
+	if err != nil {
+		return nil, badTarget(fmt.Errorf("%w %q", err, r.URL.Host))
+	}
+	if p == r.URL.EscapedPath() && host == r.Host && urlHost == r.URL.Host {
+		return r, nil
+	}
+	c := new(http.Request)
+	*c = *r
+	u := *r.URL
+	u.Host = urlHost
+	if err := setEscapedPath(&u, p); err != nil {
+		return nil, badTarget(err)
+	}
+	c.URL = &u
+	c.Host = host
+	c.RequestURI = u.RequestURI()
+	if u.IsAbs() {
+		c.RequestURI = u.String() // absolute-form stays absolute
+	}
+	return c, nil
+}
+
+// setEscapedPath sets u's Path and RawPath from an escaped path.
+func setEscapedPath(u *url.URL, escaped string) error {
+	dec, err := url.PathUnescape(escaped)
+	if err != nil {
+		return err
+	}
+	u.Path, u.RawPath = dec, escaped
+	if u.EscapedPath() != escaped {
+		return fmt.Errorf("path %q has no escaped form of its own", escaped)
+	}
+	if dec2 := (&url.URL{Path: dec}).EscapedPath(); dec2 == escaped {
+		u.RawPath = "" // the default encoding: net/url keeps RawPath empty then
+	}
+	return nil
+}
+
+func badTarget(err error) error {
+	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("sluice: bad request target: %w", err)}
+}
