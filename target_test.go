@@ -274,6 +274,7 @@ func TestLocalHandlersGetSanitizedRequest(t *testing.T) {
 	}
 	p.Handle("/local/", Local(record))
 	front := newFront(t, p)
+	t.Cleanup(front.Close)
 	for _, path := range []string{"/app/../x", "/local/../local/y"} {
 		resp := rawExchange(t, hostOf(front), "GET "+path+" HTTP/1.1\r\nHost: a\r\nX-User: mallory\r\nX_User: mallory\r\n"+
 			"X-Sluice-Via: forged\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n")
