@@ -5,6 +5,7 @@
 //
 //	go run ./examples/passthrough
 //	go run ./examples/passthrough -listen 127.0.0.1:8080 -upstream http://127.0.0.1:9000
+//	go run ./examples/passthrough -deny /admin/ -deny 'POST /upload'
 package main
 
 import (
@@ -17,43 +18,88 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
 )
 
+// config is what the flags set.
+type config struct {
+	upstream string        // "" starts the embedded demo upstream
+	timeout  time.Duration // upstream response-header timeout
+	netHTTP  bool          // serve with net/http's server instead of sluice's
+	deny     []string      // route patterns answered 403
+}
+
+// patterns is a repeatable flag.
+type patterns []string
+
+func (p *patterns) String() string { return strings.Join(*p, " ") }
+func (p *patterns) Set(v string) error {
+	if err := checkPattern(v); err != nil {
+		return err
+	}
+	*p = append(*p, v)
+	return nil
+}
+
 func main() {
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `passthrough is sluice's transparent reverse proxy: every request goes to
+the upstream unchanged but for the documented header edits, streaming both
+ways. With no -upstream it starts an embedded demo upstream.
+
+Usage: passthrough [flags]
+
+`)
+		flag.PrintDefaults()
+	}
+	var cfg config
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
-	upstream := flag.String("upstream", "", "upstream URL (default: an embedded demo upstream)")
-	timeout := flag.Duration("timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
+	flag.StringVar(&cfg.upstream, "upstream", "", "upstream URL (default: an embedded demo upstream)")
+	flag.DurationVar(&cfg.timeout, "timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
 	server := flag.String("server", "sluice", `client-side server: "sluice" (sluice.Server) or "net/http" (http.Server)`)
+	flag.Var((*patterns)(&cfg.deny), "deny", "`PATTERN` (http.ServeMux syntax, e.g. /admin/) answered 403 Forbidden "+
+		"however the client spells the path; repeatable")
 	flag.Parse()
 	if *server != "sluice" && *server != "net/http" {
 		fmt.Fprintf(os.Stderr, "passthrough: bad -server %q: want sluice or net/http\n", *server)
 		os.Exit(2)
 	}
-	if err := run(*listen, *upstream, *timeout, *server == "net/http"); err != nil {
+	cfg.netHTTP = *server == "net/http"
+	if err := run(*listen, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "passthrough:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, upstream string, timeout time.Duration, netHTTP bool) error {
+func run(listen string, cfg config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, ln, upstream, timeout, netHTTP)
+	return serve(ctx, ln, cfg)
+}
+
+// checkPattern reports whether p is a route pattern the Proxy accepts.
+func checkPattern(p string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bad pattern %q: %v", p, r)
+		}
+	}()
+	new(sluice.Proxy).Handle(p, nil)
+	return nil
 }
 
 // serve runs the proxy on ln until ctx ends, then shuts down gracefully.
-// An empty upstream starts the embedded demo upstream. netHTTP serves with
-// net/http's server instead of sluice's.
-func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.Duration, netHTTP bool) error {
+func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	defer ln.Close()
+	upstream := cfg.upstream
 	if upstream == "" {
 		demo, err := startDemo()
 		if err != nil {
@@ -68,11 +114,19 @@ func serve(ctx context.Context, ln net.Listener, upstream string, timeout time.D
 	}
 	proxy := &sluice.Proxy{
 		Director:              sluice.SingleHost(target, false),
-		ResponseHeaderTimeout: timeout,
+		ResponseHeaderTimeout: cfg.timeout,
+	}
+	for _, p := range cfg.deny {
+		if err := checkPattern(p); err != nil {
+			return fmt.Errorf("-deny: %w", err)
+		}
+		proxy.Handle(p, sluice.Local(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "403 forbidden", http.StatusForbidden)
+		})))
 	}
 	defer proxy.CloseIdleConnections()
 	var srv sluice.HTTPServer = &sluice.Server{Handler: proxy}
-	if netHTTP {
+	if cfg.netHTTP {
 		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: sluice.DefaultReadHeaderTimeout}
 	}
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)

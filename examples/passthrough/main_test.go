@@ -27,7 +27,7 @@ func testStarter(t *testing.T, netHTTP bool) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, "", 5*time.Second, netHTTP) }()
+	go func() { done <- serve(ctx, ln, config{timeout: 5 * time.Second, netHTTP: netHTTP}) }()
 	base := "http://" + ln.Addr().String()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -77,7 +77,65 @@ func TestBadUpstreamFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := serve(context.Background(), ln, "not a url", time.Second, false); err == nil {
+	if err := serve(context.Background(), ln, config{upstream: "not a url", timeout: time.Second}); err == nil {
 		t.Fatal("serve accepted a bad -upstream")
+	}
+}
+
+// -deny answers 403 for its pattern however the client spells the path,
+// and 400 for spellings that have no canonical form.
+func TestDenyFlag(t *testing.T) {
+	for _, server := range []string{"sluice", "net/http"} {
+		t.Run(server, func(t *testing.T) {
+			leaktest.Check(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- serve(ctx, ln, config{timeout: 5 * time.Second, netHTTP: server == "net/http", deny: []string{"/admin/", "POST /small"}})
+			}()
+			for _, tc := range []struct {
+				method, path string
+				status       int
+			}{
+				{"GET", "/small", 200},
+				{"POST", "/small", 403},
+				{"GET", "/admin/", 403},
+				{"GET", "/admin", 403},
+				{"GET", "/ADMIN/../admin/x", 403},
+				{"GET", "/small/../admin/x", 403},
+				{"GET", "/%61dmin/x", 403},
+				{"GET", "//admin/x", 403},
+				{"GET", "/admin%2Fx", 400},
+				{"GET", "/admin;a/x", 400},
+				{"GET", "/a/..%5Cadmin/x", 400},
+				{"GET", "/../admin/x", 400},
+			} {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.WriteString(c, tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				res, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+				}
+				res.Body.Close()
+				c.Close()
+				if res.StatusCode != tc.status {
+					t.Errorf("%s %s: %d, want %d", tc.method, tc.path, res.StatusCode, tc.status)
+				}
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	if err := checkPattern("GET /{bad"); err == nil {
+		t.Error("-deny accepted a bad pattern")
 	}
 }
