@@ -100,6 +100,9 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 			return
 		}
 	}
+	if pr != nil {
+		err = pr.timedOut(err)
+	}
 	if r.Context().Err() != nil && !errors.Is(err, errClientGone) {
 		err = fmt.Errorf("%w: %w", errClientGone, err)
 	}

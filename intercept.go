@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluiceproxy/sluice/internal/canonical"
 )
@@ -51,6 +52,12 @@ type Route struct {
 	// Director, if not nil, replaces the Proxy's Director for requests
 	// this route captured.
 	Director Director
+
+	// Timeout, if positive, bounds each exchange the route captured, from
+	// the route match to the end of the response body: see
+	// ProxyRequest.SetTimeout. If zero, there is no total bound (idle
+	// bounds still apply); set it on routes whose responses are short.
+	Timeout time.Duration
 }
 
 // Handle adds a route that sends requests matching pattern to ic. Routes

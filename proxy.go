@@ -2,6 +2,8 @@ package sluice
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -197,13 +199,15 @@ type ProxyRequest struct {
 	hooks        exchangeHooks
 	wroteHeaders atomic.Bool // set by the transport's goroutine
 	sent1xx      bool        // a 1xx response reached the client: no retry
+	timeout      time.Duration
+	stopTimer    func() // ends the timers of SetTimeout
 }
 
 // Proxy returns the Proxy handling the request.
 func (pr *ProxyRequest) Proxy() *Proxy { return pr.proxy }
 
 // Context returns the request's context, canceled when the client goes
-// away or the Proxy's handler returns.
+// away, the Proxy's handler returns or the bound of SetTimeout expires.
 func (pr *ProxyRequest) Context() context.Context { return pr.Out.Context() }
 
 // ClientAddr is the address of the client as the Proxy decided it: the
@@ -230,6 +234,59 @@ func (pr *ProxyRequest) ResponseHeader() http.Header {
 	}
 	return pr.respHeader
 }
+
+// SetTimeout bounds the rest of the exchange to d, from now until the end
+// of the response body: connecting, sending the request, waiting for the
+// upstream's response and streaming it back, retries included. When it
+// expires before the response started the client gets 504 Gateway
+// Timeout; after, the client connection is aborted, so that a cut body
+// never looks complete. The expiry is logged once, with d. A bound set
+// earlier (by Route.Timeout, or an earlier call) still applies if it ends
+// sooner. For an upgrade, the bound ends with the 101 response: a tunnel
+// has its own idle timeout (WebSocketConfig.IdleTimeout).
+//
+// It is off unless set: a total bound would cut long downloads, uploads,
+// server-sent events and gRPC streams, which idle bounds already guard.
+// Hooks call it before the request is forwarded; d <= 0 does nothing.
+func (pr *ProxyRequest) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(pr.Out.Context(), d)
+	*pr.Out = *pr.Out.WithContext(ctx)
+	if prev := pr.stopTimer; prev != nil {
+		pr.stopTimer = func() { cancel(); prev() }
+	} else {
+		pr.stopTimer = cancel
+	}
+	if pr.timeout == 0 || d < pr.timeout {
+		pr.timeout = d
+	}
+}
+
+// timedOut wraps err to say that the exchange's SetTimeout bound expired,
+// if it did.
+func (pr *ProxyRequest) timedOut(err error) error {
+	var te *exchangeTimeoutError
+	if pr.timeout > 0 && errors.Is(pr.Out.Context().Err(), context.DeadlineExceeded) && pr.In.Context().Err() == nil &&
+		!errors.As(err, &te) {
+		return &exchangeTimeoutError{d: pr.timeout, err: err}
+	}
+	return err
+}
+
+// exchangeTimeoutError is a failure caused by SetTimeout's bound. It is a
+// context.DeadlineExceeded, so that StatusFor maps it to 504.
+type exchangeTimeoutError struct {
+	d   time.Duration
+	err error
+}
+
+func (e *exchangeTimeoutError) Error() string {
+	return fmt.Sprintf("sluice: exchange timeout (%v) exceeded: %v", e.d, e.err)
+}
+
+func (e *exchangeTimeoutError) Unwrap() []error { return []error{context.DeadlineExceeded, e.err} }
 
 // SetURL routes the outbound request to target: scheme and host are taken
 // from target, target's path is joined in front of the request path, its
@@ -316,6 +373,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pr.route = rt
+	if rt != nil {
+		pr.SetTimeout(rt.Timeout)
+	}
 	if !p.authorize(w, pr) {
 		return
 	}
@@ -368,6 +428,9 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 // read the request body through it (an upstream that answered before
 // taking the whole body): then it is left to the garbage collector.
 func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
+	if pr.stopTimer != nil {
+		pr.stopTimer()
+	}
 	if pr.body != nil && !pr.body.finished() {
 		return
 	}
