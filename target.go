@@ -20,8 +20,11 @@ import (
 // encoded slash unless keepEncodedSlash, a backslash, an encoded NUL, ".."
 // above the root, a malformed host) is refused with a 400 *Error.
 func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, error) {
-	if r.RequestURI == "*" || r.URL.Opaque != "" {
+	if r.RequestURI == "*" {
 		return r, nil // OPTIONS *; checkRequest refuses it for other methods
+	}
+	if r.URL.Opaque != "" || r.URL.Scheme != "" && r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+		return nil, badTarget(fmt.Errorf("not an origin-form or http(s) absolute-form target: %q", r.RequestURI))
 	}
 	scheme := "http"
 	if r.TLS != nil {
