@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/internal/h1client"
 	"github.com/sluiceproxy/sluice/internal/h1wire"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Result describes how one attempt to reach an upstream ended; see
@@ -146,10 +147,19 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 				limit = 0 // known too large: never kept
 			}
 		}
+		// Announced (or hook-set) trailers that may not be forwarded
+		// are not announced upstream; those arriving with the body are
+		// filtered when it ends (requestBody.trailersTo).
+		for k := range pr.Out.Trailer {
+			if !p.trailerAllowed(k, pr.In.Header["Connection"]) {
+				delete(pr.Out.Trailer, k)
+			}
+		}
 		if pr.body == nil {
 			pr.body = new(requestBody)
 		}
 		pr.body.start(pr.Out.Body, limit, pr.Out.ContentLength)
+		pr.body.trailersTo(pr)
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
@@ -299,6 +309,7 @@ func (pr *ProxyRequest) got1xxResponse(code int, header textproto.MIMEHeader) er
 // with the Proxy's flush policy, followed by the trailers. The body is not
 // closed.
 func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response) error {
+	connection := res.Header["Connection"] // names hop-by-hop trailers too
 	sanitizeResponseHeader(res.Header, "")
 	if pr.BodyFilter != nil {
 		if err := pr.filterResponse(res); err != nil {
@@ -316,9 +327,13 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
 		for k := range res.Trailer {
-			keys = append(keys, k)
+			if pr.proxy.trailerAllowed(k, connection) {
+				keys = append(keys, k)
+			}
 		}
-		h["Trailer"] = keys
+		if len(keys) > 0 {
+			h["Trailer"] = keys
+		}
 	}
 	w.WriteHeader(res.StatusCode)
 	if pr.In.Method == http.MethodHead || !bodyAllowed(res.StatusCode) {
@@ -333,6 +348,9 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 			declared[k] = true
 		}
 		for k, vv := range res.Trailer {
+			if !pr.proxy.trailerAllowed(k, connection) {
+				continue
+			}
 			if !declared[k] {
 				k = http.TrailerPrefix + k
 			}
@@ -504,6 +522,12 @@ type requestBody struct {
 	kept    []byte // the first n bytes of rc while n <= limit
 	over    bool   // more than limit bytes were read: kept is gone
 	first   attemptBody
+
+	// The inbound request whose trailers go, filtered, to trailer (the
+	// outbound request's) when rc ends; see trailersTo.
+	trProxy *Proxy
+	trIn    *http.Request
+	trailer http.Header
 }
 
 // attemptBody is the body one attempt's transport reads. Attempts are
@@ -537,6 +561,20 @@ func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 		b.kept = make([]byte, 0, contentLength)
 	}
 	b.first = attemptBody{}
+	b.trProxy, b.trIn, b.trailer = nil, nil, nil
+}
+
+// trailersTo makes the end of the body copy the trailers of pr.In (known
+// only once its body was read to the end) that Proxy.trailerAllowed lets
+// through into pr.Out.Trailer, the map the transport writes after the
+// last chunk. Values a hook already set there are kept.
+func (b *requestBody) trailersTo(pr *ProxyRequest) {
+	if pr.Out.Trailer == nil {
+		return // no chunked body, or a hook wants no trailers
+	}
+	b.mu.Lock()
+	b.trProxy, b.trIn, b.trailer = pr.proxy, pr.In, pr.Out.Trailer
+	b.mu.Unlock()
 }
 
 // attempt returns the body for the next attempt; the first one costs no
@@ -618,8 +656,20 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	}
 	if err == io.EOF {
 		b.eof = true
+		if b.trailer != nil {
+			// Before the transport, which called Read, writes b.trailer.
+			connection := b.trIn.Header["Connection"]
+			for k, vv := range b.trIn.Trailer {
+				if len(b.trailer[k]) == 0 && len(vv) > 0 && b.trProxy.trailerAllowed(k, connection) {
+					b.trailer[k] = vv
+				}
+			}
+		}
 	} else if err != nil && b.err == nil {
 		b.err = err
+	}
+	if err != nil {
+		b.trProxy, b.trIn, b.trailer = nil, nil, nil
 	}
 	b.cond.Broadcast()
 	b.mu.Unlock()
@@ -722,13 +772,76 @@ func outboundRequest(in *http.Request) *http.Request {
 	}
 	out.RequestURI = ""
 	out.Close = false
-	out.Trailer = in.Trailer
 	out.TransferEncoding = nil
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	if in.ContentLength == 0 && len(in.TransferEncoding) == 0 {
 		out.Body = nil
 	}
+	out.Trailer = nil
+	if in.Trailer != nil || out.Body != nil && in.ContentLength < 0 {
+		// Out's own map, never In's: the inbound trailers are known only
+		// when the body ends, and then only those trailerAllowed passes
+		// are copied in (see requestBody.trailersTo). Until then it
+		// holds the announced names, so that the upstream gets a Trailer
+		// header too.
+		out.Trailer = make(http.Header, len(in.Trailer))
+		for k := range in.Trailer {
+			out.Trailer[k] = nil
+		}
+	}
 	return out
+}
+
+// notTrailers are the fields that RFC 9110 §6.5.1 rules out of a trailer
+// section because they are needed before the content is processed, as
+// RFC 7230 §4.1.2 listed them: message framing, routing, request
+// modifiers (the controls and conditionals of RFC 9110 §7.6.2, §10.1 and
+// §13.1), authentication (RFC 9110 §11, RFC 6265 cookies), response
+// control data (RFC 9110 §10.2, RFC 9111 §5) and content metadata (RFC
+// 9110 §8); and the hop-by-hop fields of RFC 9110 §7.6.1.
+var notTrailers = map[string]bool{
+	// framing
+	"Content-Length": true, "Transfer-Encoding": true, "Trailer": true,
+	// routing
+	"Host": true,
+	// request controls and conditionals
+	"Cache-Control": true, "Expect": true, "Max-Forwards": true, "Pragma": true,
+	"Range": true, "Te": true, "If-Match": true, "If-None-Match": true,
+	"If-Modified-Since": true, "If-Unmodified-Since": true, "If-Range": true,
+	// authentication
+	"Authorization": true, "Proxy-Authorization": true, "Www-Authenticate": true,
+	"Proxy-Authenticate": true, "Cookie": true, "Set-Cookie": true,
+	// response control data
+	"Age": true, "Date": true, "Expires": true, "Location": true, "Retry-After": true,
+	"Vary": true, "Warning": true,
+	// content metadata
+	"Content-Type": true, "Content-Encoding": true, "Content-Range": true,
+	"Content-Language": true, "Content-Location": true,
+	// hop-by-hop
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Upgrade": true,
+	"Http2-Settings": true,
+}
+
+// trailerAllowed reports whether a trailer field may be passed on: in a
+// request's trailers to the upstream, or in a response's to the client.
+// Refused are the fields of notTrailers (RFC 9110 §6.5.1), those named in
+// the message's Connection header (RFC 9110 §7.6.1), and the fields the
+// proxy owns (Forwarded, X-Forwarded-*, X-Real-Ip, Via and the Proxy's
+// IdentityHeaders), in any case and in any spelling that a CGI-style
+// upstream reads as the same name (X_Forwarded_For): a trailer comes
+// after the proxy sanitized the header, and some servers merge trailers
+// into the header. End-to-end trailers such as Grpc-Status, Grpc-Message,
+// Server-Timing or checksums pass.
+func (p *Proxy) trailerAllowed(name string, connection []string) bool {
+	if !httpguts.ValidHeaderFieldName(name) {
+		return false
+	}
+	canon := textproto.CanonicalMIMEHeaderKey(dashedName(name))
+	if notTrailers[canon] || isForwardingName(canon) || canon == "Via" || p.identity.matches(canon) {
+		return false
+	}
+	return !httpguts.HeaderValuesContainsToken(connection, name) &&
+		!httpguts.HeaderValuesContainsToken(connection, canon)
 }
 
 func cloneURL(u *url.URL) *url.URL {
