@@ -32,8 +32,8 @@ const (
 	// DefaultUploadMemory is how much of an upload part is held in
 	// memory before the rest goes to a temporary file.
 	DefaultUploadMemory = 8 << 20
-	// DefaultFormFieldsSize bounds the non-file fields of a
-	// multipart/form-data upload, which are held in memory.
+	// DefaultFormFieldsSize bounds what a multipart/form-data upload
+	// holds in memory (see Hijack.MaxFormFieldsSize).
 	DefaultFormFieldsSize = 1 << 20
 	// DefaultFormParts bounds the number of parts of a form.
 	DefaultFormParts = 1000
@@ -46,8 +46,10 @@ const (
 )
 
 // Header names used by Hijack. Every request header whose name starts
-// with "Sluice-" is removed from a request a Hijack handles before
-// anything else happens, so that only the proxy can set them.
+// with "Sluice-", in any case and with underscores for dashes
+// ("Sluice_Upload_Signature", which CGI-style upstreams read as the same
+// name), is removed from a request a Hijack handles before anything else
+// happens, so that only the proxy can set them.
 const (
 	// HeaderUploadSignature carries the HS256 JWT (RFC 7519) whose claims
 	// (UploadClaims) describe the stored objects. Verify it with
@@ -97,14 +99,17 @@ var (
 // replaced by fields describing it ("<field>.name", "<field>.size",
 // "<field>.remote_id", "<field>.remote_url", "<field>.content_type",
 // "<field>.md5", "<field>.sha1", "<field>.sha256", "<field>.sha512",
-// "<field>.upload_duration"). Fields of that shape sent by the client are
-// dropped, and "Sluice-*" request headers are removed; the signature header
-// covers every description and is what the application should trust.
+// "<field>.upload_duration"). Every field of that shape sent by the
+// client is dropped, whether or not a file of that name was stored in the
+// request (so such names cannot carry the application's own fields), and
+// "Sluice-*" request headers are removed; the signature header covers
+// every description and is what the application should trust. The
+// client's request trailers are not forwarded: its body is not either.
 //
 // Guarantees:
-//   - memory per request is bounded (MemoryBuffer per part, plus the
-//     form's non-file fields) whatever the body size; the rest of a part
-//     waits in an unlinked temporary file;
+//   - memory per request is bounded (MemoryBuffer per part, plus
+//     MaxFormFieldsSize for what a form keeps) whatever the body size;
+//     the rest of a part waits in an unlinked temporary file;
 //   - a body of known length that fits in one part goes in a single
 //     streaming PUT; a body of unknown length (chunked, or a form's file)
 //     goes as an S3 multipart upload, or, with only a PUT URL, is spooled
@@ -155,8 +160,10 @@ type Hijack struct {
 	// TempDir is where spooled parts go. If empty, os.TempDir().
 	TempDir string
 
-	// MaxFormFieldsSize bounds the total size of the non-file fields of a
-	// form (413 beyond). If zero, DefaultFormFieldsSize.
+	// MaxFormFieldsSize bounds what a form holds in memory (413 beyond):
+	// its non-file fields (names, part headers and values), the fields
+	// describing its stored files, and the header of the part being read.
+	// If zero, DefaultFormFieldsSize.
 	MaxFormFieldsSize int64
 
 	// MaxFormParts bounds the number of parts of a form (413 beyond). If
@@ -331,14 +338,16 @@ func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 	if err != nil {
 		return err
 	}
+	pr.Out.Trailer = nil // they came with a body that is not forwarded
 	return u.forward(w)
 }
 
 // stripSluiceHeaders removes every "Sluice-*" header: those names belong
-// to the proxy.
+// to the proxy, in any case and in the spelling with underscores that a
+// CGI-style upstream reads as the same name ("Sluice_Upload_Signature").
 func stripSluiceHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= 7 && strings.EqualFold(k[:7], "Sluice-") {
+		if name := dashedName(k); len(name) >= 7 && strings.EqualFold(name[:7], "Sluice-") {
 			delete(h, k)
 		}
 	}
@@ -477,7 +486,6 @@ func (u *upload) form(boundary string) error {
 		maxParts = DefaultFormParts
 	}
 	src := &sourceReader{r: u.pr.Out.Body}
-	fileFields := map[string]bool{}
 	fields, err := formscan.Scan(src, boundary, formscan.Limits{FieldBytes: maxFields, Parts: maxParts},
 		func(ff *formscan.File) ([]formscan.Field, error) {
 			if u.used >= len(u.plan.Objects) {
@@ -492,7 +500,6 @@ func (u *upload) form(boundary string) error {
 			}
 			f.Field = ff.Field
 			u.files = append(u.files, f)
-			fileFields[ff.Field] = true
 			vals := f.values()
 			gen := make([]formscan.Field, 0, len(vals))
 			for k, v := range vals {
@@ -514,13 +521,12 @@ func (u *upload) form(boundary string) error {
 	default:
 		return err
 	}
-	// Drop client fields that look like a description of a stored file.
+	// Drop client fields that look like a description of a file, stored
+	// in this request or not.
 	kept := fields[:0]
 	for _, f := range fields {
-		if !f.Generated {
-			if base, key, ok := cutLast(f.Name, "."); ok && fileFields[base] && slices.Contains(descriptionKeys, key) {
-				continue
-			}
+		if !f.Generated && isDescriptionName(f.Name) {
+			continue
 		}
 		kept = append(kept, f)
 	}
@@ -550,11 +556,15 @@ func setUploadHeaders(h http.Header, f *UploadedFile) {
 	}
 }
 
-func cutLast(s, sep string) (before, after string, found bool) {
-	if i := strings.LastIndex(s, sep); i >= 0 {
-		return s[:i], s[i+len(sep):], true
+// isDescriptionName reports whether a form field name has the shape of a
+// field describing a stored file: "<anything>.<suffix>" for a suffix of
+// descriptionKeys, in any case.
+func isDescriptionName(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return false
 	}
-	return s, "", false
+	return slices.ContainsFunc(descriptionKeys, func(k string) bool { return strings.EqualFold(name[i+1:], k) })
 }
 
 // store uploads one object from src, of size bytes (-1: unknown), to the

@@ -2,13 +2,24 @@ package sluice
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,12 +29,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice/internal/hs256"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/realserver"
 )
 
 // These tests cover the proxy's HTTP behaviour around a hijack
 // (pre-authorization, refusals, limits decided before any store request,
-// signatures). Everything that talks to object storage is tested against
-// a real versitygw in examples/direct-upload.
+// signatures, what of the client's request reaches the application).
+// Those that store objects use a real versitygw, as examples/direct-upload
+// does for the whole flow.
 
 var hijackKey = []byte("0123456789abcdef0123456789abcdef")
 
@@ -356,5 +369,263 @@ func TestVerifyUploadRefusesPreauthorizeToken(t *testing.T) {
 	r.Header.Set(HeaderUploadSignature, tok)
 	if c, err := VerifyUpload(r, hijackKey); !errors.Is(err, ErrUploadSignature) {
 		t.Fatalf("VerifyUpload accepted a pre-authorization token: %+v, %v", c, err)
+	}
+}
+
+// presign returns a query-presigned URL (AWS Signature Version 4,
+// "Authenticating Requests: Using Query Parameters") for method on
+// /bucket/key of s, as an application makes them with an S3 SDK. key
+// must need no escaping.
+func presign(s *realserver.S3, method, bucket, key string) string {
+	u, _ := url.Parse(s.Endpoint)
+	now := time.Now().UTC()
+	amzDate, day := now.Format("20060102T150405Z"), now.Format("20060102")
+	scope := day + "/" + s.Region + "/s3/aws4_request"
+	q := url.Values{
+		"X-Amz-Algorithm":     {"AWS4-HMAC-SHA256"},
+		"X-Amz-Credential":    {s.AccessKey + "/" + scope},
+		"X-Amz-Date":          {amzDate},
+		"X-Amz-Expires":       {"3600"},
+		"X-Amz-SignedHeaders": {"host"},
+	}.Encode()
+	path := "/" + bucket + "/" + key
+	canonical := method + "\n" + path + "\n" + q + "\nhost:" + u.Host + "\n\nhost\nUNSIGNED-PAYLOAD"
+	sum := sha256.Sum256([]byte(canonical))
+	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(sum[:])
+	mac := func(key []byte, data string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(data))
+		return m.Sum(nil)
+	}
+	k := []byte("AWS4" + s.SecretKey)
+	for _, part := range []string{day, s.Region, "s3", "aws4_request"} {
+		k = mac(k, part)
+	}
+	return s.Endpoint + path + "?" + q + "&X-Amz-Signature=" + hex.EncodeToString(mac(k, toSign))
+}
+
+// seenRequest is what the application behind a hijack received.
+type seenRequest struct {
+	header http.Header
+	form   map[string][]string
+	claims *UploadClaims
+	err    error
+}
+
+// hijackApp records the requests it gets (the form parsed, the
+// signature verified) on seen.
+func hijackApp(seen chan<- seenRequest) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := seenRequest{header: r.Header.Clone()}
+		s.claims, s.err = VerifyUpload(r, hijackKey)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			if err := r.ParseMultipartForm(1 << 20); err != nil {
+				s.err = err
+			} else {
+				s.form = r.MultipartForm.Value
+			}
+		}
+		seen <- s
+		w.WriteHeader(http.StatusCreated)
+	})
+}
+
+// sluiceNames returns the names of h that an upstream reading headers
+// CGI-style (underscores as dashes, any case) takes for Sluice-* ones.
+func sluiceNames(h http.Header) []string {
+	var names []string
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(dashedName(k)), "sluice-") {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// s3Hijack starts a real object store (versitygw) with a bucket
+// "uploads", an application recording what it gets, and a proxy whose
+// Hijack on "PUT /up/{name}" stores the body as uploads/<name>. The
+// headers of each pre-authorization go to preauth.
+func s3Hijack(t *testing.T) (proxy string, s3 *realserver.S3, seen chan seenRequest, preauth chan http.Header) {
+	t.Helper()
+	s3 = realserver.StartS3(t)
+	if err := os.MkdirAll(filepath.Join(s3.Dir, "uploads"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	seen, preauth = make(chan seenRequest, 1), make(chan http.Header, 1)
+	h := &Hijack{SigningKey: hijackKey, Hashes: []string{"sha256"},
+		Preauthorizer: PreauthorizerFunc(func(pr *ProxyRequest) (*UploadPlan, error) {
+			preauth <- pr.Out.Header.Clone()
+			key := pr.In.PathValue("name")
+			return &UploadPlan{Objects: []RemoteObject{{ID: "uploads/" + key,
+				PutURL:    presign(s3, http.MethodPut, "uploads", key),
+				DeleteURL: presign(s3, http.MethodDelete, "uploads", key)}}}, nil
+		})}
+	return hijackProxy(t, h, hijackApp(seen)), s3, seen, preauth
+}
+
+// TestHijackDropsForgedDescriptions: a form's file goes to the store and
+// the application gets the form with the file replaced by its
+// description; client fields shaped like a description are dropped,
+// whether or not a file of that name was stored.
+func TestHijackDropsForgedDescriptions(t *testing.T) {
+	leaktest.Check(t)
+	proxy, s3, seen, preauth := s3Hijack(t)
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, f := range [][2]string{
+		{"comment", "hello"},
+		{"notes.txt", "kept: not a description suffix"},
+		{"photo.remote_id", "forged for the stored file"},
+		{"avatar.remote_id", "forged for a file never sent"},
+		{"avatar.size", "1"},
+		{"avatar.sha256", "forged"},
+		{"Avatar.REMOTE_ID", "forged, in another case"},
+		{"a.b.remote_url", "http://evil.example/"},
+		{"photo", "a field, not the file"},
+	} {
+		mw.WriteField(f[0], f[1])
+	}
+	fw, _ := mw.CreateFormFile("photo", "beach.jpg")
+	io.WriteString(fw, "JPEG DATA")
+	mw.Close()
+	req := mustNewRequest(t, http.MethodPut, proxy+"/up/photo-1", &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	<-preauth
+	got := <-seen
+	if got.err != nil {
+		t.Fatalf("application: %v", got.err)
+	}
+	f := got.claims.Files[0]
+	want := map[string][]string{
+		"comment":               {"hello"},
+		"notes.txt":             {"kept: not a description suffix"},
+		"photo":                 {"a field, not the file"},
+		"photo.name":            {"beach.jpg"},
+		"photo.size":            {"9"},
+		"photo.remote_id":       {"uploads/photo-1"},
+		"photo.remote_url":      {f.RemoteURL},
+		"photo.content_type":    {"application/octet-stream"},
+		"photo.sha256":          {f.SHA256},
+		"photo.upload_duration": {strconv.FormatFloat(f.Duration, 'f', 6, 64)},
+	}
+	if diff := cmp.Diff(want, got.form); diff != "" {
+		t.Errorf("form at the application (-want +got):\n%s", diff)
+	}
+	stored, err := os.ReadFile(filepath.Join(s3.Dir, "uploads", "photo-1"))
+	if err != nil || string(stored) != "JPEG DATA" {
+		t.Fatalf("object in the store: %q, %v", stored, err)
+	}
+}
+
+// TestHijackStripsSluiceHeaders: Sluice-* request headers in any
+// spelling (case, underscores for dashes) reach neither the
+// pre-authorization nor the application, which gets the proxy's own.
+func TestHijackStripsSluiceHeaders(t *testing.T) {
+	leaktest.Check(t)
+	proxy, s3, seen, preauth := s3Hijack(t)
+	req := mustNewRequest(t, http.MethodPut, proxy+"/up/raw-1", strings.NewReader("raw body"))
+	for _, k := range []string{"Sluice_Upload_Signature", "sluice_upload_name", "SLUICE_UPLOAD_REMOTE_ID",
+		"Sluice-Upload_Size", "Sluice_Preauthorize", "sluice-upload-sha256"} {
+		req.Header[k] = []string{"forged"}
+	}
+	res, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if diff := cmp.Diff([]string(nil), sluiceNames(<-preauth)); diff != "" {
+		t.Errorf("Sluice-* headers in the pre-authorization (-want +got):\n%s", diff)
+	}
+	got := <-seen
+	if got.err != nil {
+		t.Fatalf("application: %v", got.err)
+	}
+	f := got.claims.Files[0]
+	want := map[string]string{
+		HeaderUploadSignature:      got.header.Get(HeaderUploadSignature),
+		"Sluice-Upload-Name":       "raw-1",
+		"Sluice-Upload-Size":       "8",
+		"Sluice-Upload-Remote-Id":  "uploads/raw-1",
+		"Sluice-Upload-Remote-Url": f.RemoteURL,
+		"Sluice-Upload-Sha256":     f.SHA256,
+		"Sluice-Upload-Duration":   strconv.FormatFloat(f.Duration, 'f', 6, 64),
+	}
+	gotSluice := map[string]string{}
+	for _, k := range sluiceNames(got.header) {
+		gotSluice[k] = strings.Join(got.header[k], ", ")
+	}
+	if diff := cmp.Diff(want, gotSluice); diff != "" {
+		t.Errorf("Sluice-* headers at the application (-want +got):\n%s", diff)
+	}
+	stored, err := os.ReadFile(filepath.Join(s3.Dir, "uploads", "raw-1"))
+	if err != nil || string(stored) != "raw body" {
+		t.Fatalf("object in the store: %q, %v", stored, err)
+	}
+}
+
+// TestHijackFormFieldsLimit: MaxFormFieldsSize counts what a form holds
+// in memory, part headers and field names included: a form of small
+// values under large part headers is refused with 413, before anything
+// reaches the store or the application.
+func TestHijackFormFieldsLimit(t *testing.T) {
+	leaktest.Check(t)
+	var upstreamHit, storeHit atomic.Bool
+	store := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { storeHit.Store(true) }))
+	defer store.Close()
+	h := &Hijack{SigningKey: hijackKey, MaxFormFieldsSize: 1 << 10,
+		Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+			return &UploadPlan{Objects: []RemoteObject{{PutURL: store.URL + "/obj"}}}, nil
+		})}
+	proxy := hijackProxy(t, h, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { upstreamHit.Store(true) }))
+	tests := []struct {
+		name  string
+		build func(mw *multipart.Writer)
+	}{
+		{"part headers", func(mw *multipart.Writer) {
+			for i := range 8 {
+				hdr := textproto.MIMEHeader{}
+				hdr.Set("Content-Disposition", fmt.Sprintf(`form-data; name="f%d"`, i))
+				hdr.Set("X-Pad", strings.Repeat("p", 8<<10))
+				pw, _ := mw.CreatePart(hdr)
+				io.WriteString(pw, "v")
+			}
+		}},
+		{"field name", func(mw *multipart.Writer) { mw.WriteField(strings.Repeat("n", 2<<10), "v") }},
+		{"file name", func(mw *multipart.Writer) {
+			fw, _ := mw.CreateFormFile("f", strings.Repeat("n", 2<<10))
+			io.WriteString(fw, "data")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body bytes.Buffer
+			mw := multipart.NewWriter(&body)
+			tt.build(mw)
+			mw.Close()
+			req := mustNewRequest(t, http.MethodPut, proxy+"/up/form", &body)
+			req.Header.Set("Content-Type", mw.FormDataContentType())
+			res, err := client(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusRequestEntityTooLarge || upstreamHit.Load() || storeHit.Load() {
+				t.Fatalf("status %d, application called %v, store called %v; want 413 and neither",
+					res.StatusCode, upstreamHit.Load(), storeHit.Load())
+			}
+		})
 	}
 }
