@@ -167,7 +167,10 @@ type ProxyRequest struct {
 	In *http.Request
 
 	// Out is the request that will be sent upstream. Its URL has no
-	// scheme and host until a Director sets them with SetURL.
+	// scheme and host until a Director sets them with SetURL. Its Trailer
+	// map is its own: the client's trailers that may be forwarded are
+	// copied into it when the request body ends, so hooks read it only
+	// after that.
 	Out *http.Request
 
 	// ModifyResponse, if not nil, is called with the upstream's response
