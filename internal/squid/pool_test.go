@@ -251,7 +251,10 @@ func TestPoolDesyncRestart(t *testing.T) {
 func TestPoolTimeoutAndHung(t *testing.T) {
 	leaktest.Check(t)
 	p := startPool(t, Config{Children: 1, Timeout: 200 * time.Millisecond})
-	before := pidOf(t, p)
+	// A race-instrumented helper can take longer than the timeout to
+	// start on a loaded machine: wait until one answers.
+	r0 := eventually(t, p)
+	before, _ := r0.Get("pid")
 	if _, err := p.Do(context.Background(), "http://a/hang"); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("hang: err = %v, want ErrTimeout", err)
 	}
