@@ -99,6 +99,10 @@ type Member struct {
 	// Down is set by Registry.Members while a down mark (see
 	// Registry.MarkDown) is in force for the member.
 	Down bool `json:"down,omitempty"`
+	// HealthPath, if not empty, is the path the active health checks
+	// request on this target instead of HealthCheck.Path: an absolute
+	// path without query, at most 256 bytes.
+	HealthPath string `json:"health_path,omitempty"`
 }
 
 // MaxWeight is the largest Member.Weight; larger weights are clamped.
@@ -135,7 +139,27 @@ func (m *Member) normalize() (*url.URL, error) {
 	case m.Weight > MaxWeight:
 		m.Weight = MaxWeight
 	}
+	if err := checkHealthPath(m.HealthPath); err != nil {
+		return nil, err
+	}
 	return u, nil
+}
+
+// checkHealthPath accepts "" or an absolute path without query, fragment,
+// backslash, space or control byte.
+func checkHealthPath(p string) error {
+	if p == "" {
+		return nil
+	}
+	if p[0] != '/' || len(p) > 256 {
+		return fmt.Errorf("sluice: member health path %q: want an absolute path of at most 256 bytes", p)
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c == 0x7f || c == '?' || c == '#' || c == '\\' {
+			return fmt.Errorf("sluice: member health path %q: no query, fragment, backslash, space or control byte", p)
+		}
+	}
+	return nil
 }
 
 // Upstream is one target of a Pool as its Policy sees it. It is safe for
@@ -149,8 +173,9 @@ type Upstream struct {
 	url    *url.URL
 	host   string // url.Host, as in Result.Upstream
 	weight int
-	member bool  // guarded by Pool.mu
-	left   int64 // when it stopped being a member, Pool clock; guarded by Pool.mu
+	health string // Member.HealthPath
+	member bool   // guarded by Pool.mu
+	left   int64  // when it stopped being a member, Pool clock; guarded by Pool.mu
 
 	*hostState
 }
@@ -172,8 +197,9 @@ type hostState struct {
 	mu       sync.Mutex // guards the fields below
 	fails    []int64    // ring of recent failure times, Pool clock
 	failNext int
-	okRun    int // consecutive successful active checks
-	failRun  int // consecutive failed active checks
+	okRun    int    // consecutive successful active checks
+	failRun  int    // consecutive failed active checks
+	failWhy  string // what the last failed active check got
 	marked   bool
 }
 
@@ -214,6 +240,10 @@ type UpstreamStats struct {
 	// Latency is the mean duration of the attempts that ended, from
 	// sending the request to the end of the response body.
 	Latency time.Duration `json:"latency_ns"`
+	// DownReason says why a member is not healthy (the failed active
+	// check, the passive take-out or the shared down mark); empty when
+	// it is.
+	DownReason string `json:"down_reason,omitempty"`
 }
 
 // drainGrace is how long a removed target's counters are kept after its
@@ -315,13 +345,13 @@ func (p *Pool) Sync(ctx context.Context) error {
 		switch {
 		case cur == nil:
 			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
-			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, hostState: new(hostState)}
+			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: new(hostState)}
 			p.ups[u.Host] = cur
-		case cur.id != m.ID || cur.url.String() != u.String() || cur.weight != m.Weight:
+		case cur.id != m.ID || cur.url.String() != u.String() || cur.weight != m.Weight || cur.health != m.HealthPath:
 			if !cur.member {
 				p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
 			}
-			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, hostState: cur.hostState}
+			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: cur.hostState}
 			p.ups[u.Host] = cur
 		case !cur.member:
 			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
@@ -490,6 +520,9 @@ func (p *Pool) Stats() []UpstreamStats {
 		if n := u.observed.Load(); n > 0 {
 			s.Latency = time.Duration(u.latency.Load() / int64(n))
 		}
+		if member && !s.Healthy {
+			s.DownReason = p.downReason(u)
+		}
 		out = append(out, s)
 	}
 	for _, u := range st.members {
@@ -502,6 +535,24 @@ func (p *Pool) Stats() []UpstreamStats {
 	}
 	slices.SortFunc(out, func(a, b UpstreamStats) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// downReason says why u is not healthy.
+func (p *Pool) downReason(u *Upstream) string {
+	now := p.now()
+	switch {
+	case u.activeDown.Load():
+		u.mu.Lock()
+		why := u.failWhy
+		u.mu.Unlock()
+		return "active health check failed: " + why
+	case u.passiveUntil.Load() > now:
+		return fmt.Sprintf("passive health: too many failed requests; back in %s",
+			time.Duration(u.passiveUntil.Load()-now).Round(time.Millisecond))
+	case u.sharedDown.Load():
+		return "marked down in the shared registry (by another instance's health checks)"
+	}
+	return "not yet in the healthy set"
 }
 
 // Run runs the Pool's background work until ctx is done: membership

@@ -220,12 +220,12 @@ func (p *Pool) checkRound(ctx context.Context, client *http.Client) {
 			case <-ctx.Done():
 				return
 			}
-			ok := p.check(ctx, client, u)
+			why := p.check(ctx, client, u)
 			<-sem
 			if ctx.Err() != nil {
 				return
 			}
-			if p.recordCheck(u, ok) {
+			if p.recordCheck(u, why) {
 				mu.Lock()
 				changed = true
 				mu.Unlock()
@@ -238,13 +238,17 @@ func (p *Pool) checkRound(ctx context.Context, client *http.Client) {
 	}
 }
 
-// check sends one health check to u.
-func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) bool {
+// check sends one health check to u. It returns "" if u is healthy,
+// else what the check got.
+func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) string {
 	hc := p.Health
 	ctx, cancel := context.WithTimeout(ctx, hc.timeout())
 	defer cancel()
 	target := *u.url
-	path := hc.Path
+	path := u.health
+	if path == "" {
+		path = hc.Path
+	}
 	if path == "" {
 		path = "/"
 	}
@@ -252,7 +256,7 @@ func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) bool
 	target.RawPath = ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
-		return false
+		return "GET " + path + ": " + err.Error()
 	}
 	for k, vv := range hc.Header {
 		req.Header[k] = vv
@@ -263,25 +267,29 @@ func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) bool
 	req.Header.Set("User-Agent", "sluice-health-check")
 	res, err := client.Do(req)
 	if err != nil {
-		return false
+		return "GET " + path + ": " + err.Error()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4<<10))
 	res.Body.Close()
+	ok := res.StatusCode >= 200 && res.StatusCode <= 399
 	if hc.Status != 0 {
-		return res.StatusCode == hc.Status
+		ok = res.StatusCode == hc.Status
 	}
-	return res.StatusCode >= 200 && res.StatusCode <= 399
+	if !ok {
+		return "GET " + path + ": " + res.Status
+	}
+	return ""
 }
 
-// recordCheck applies a check result to u's rise/fall counters and
-// reports whether u changed state.
-func (p *Pool) recordCheck(u *Upstream, ok bool) bool {
+// recordCheck applies a check result (see check) to u's rise/fall
+// counters and reports whether u changed state.
+func (p *Pool) recordCheck(u *Upstream, why string) bool {
 	hc := p.Health
 	rise, fall := orDefault(hc.Rise, 2), orDefault(hc.Fall, 3)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	down := u.activeDown.Load()
-	if ok {
+	if why == "" {
 		u.failRun = 0
 		u.okRun++
 		if down && u.okRun >= rise {
@@ -297,6 +305,7 @@ func (p *Pool) recordCheck(u *Upstream, ok bool) bool {
 	}
 	u.okRun = 0
 	u.failRun++
+	u.failWhy = why
 	if down {
 		// Keep the shared mark alive while the target stays down.
 		if u.marked {
@@ -308,7 +317,7 @@ func (p *Pool) recordCheck(u *Upstream, ok bool) bool {
 		u.activeDown.Store(true)
 		u.marked = true
 		p.publish(u.id, p.activeMarkTTL())
-		p.logger().Warn("sluice: pool: target down (active)", "id", u.id, "failures", u.failRun)
+		p.logger().Warn("sluice: pool: target down (active)", "id", u.id, "failures", u.failRun, "reason", why)
 		return true
 	}
 	return false

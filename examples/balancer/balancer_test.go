@@ -52,32 +52,38 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// startBalancer runs the balancer in process until the test ends.
-func startBalancer(t *testing.T, cfg config) string {
+// startBalancer runs the balancer in process until the test ends, and
+// returns the base URLs of its client and admin listeners.
+func startBalancer(t *testing.T, cfg config) (base, admin string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	urlc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, func(u string) { urlc <- u }) }()
+	urlc := make(chan [2]string, 1)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = run(ctx, cfg, func(base, admin string) { urlc <- [2]string{base, admin} })
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		<-done
+		if err != nil {
 			t.Errorf("run: %v", err)
 		}
 	})
 	select {
 	case u := <-urlc:
-		return u
-	case err := <-done:
-		t.Fatalf("run: %v", err)
+		return u[0], u[1]
+	case <-done:
+		t.FailNow() // the cleanup reports the error
 	}
-	return ""
+	return "", ""
 }
 
 func defaultConfig() config {
 	return config{
-		listen: "127.0.0.1:0", redisPrefix: "sluice:test", policy: "round-robin",
-		backends: 3, ttl: 10 * time.Second, healthPath: "/healthz",
+		listen: "127.0.0.1:0", admin: "127.0.0.1:0", redisPrefix: "sluice:test", policy: "round-robin",
+		backends: 3, ttl: 10 * time.Second, maxTargets: sluice.DefaultMaxTargets, healthPath: "/healthz",
 		healthInterval: 20 * time.Millisecond, coolDown: 100 * time.Millisecond,
 		timeout: 5 * time.Second, attempts: 3,
 	}
@@ -95,9 +101,9 @@ func stats(t *testing.T, c *http.Client, base string) []sluice.UpstreamStats {
 
 func TestDemoRotationHealthAndRetries(t *testing.T) {
 	leaktest.Check(t)
-	base := startBalancer(t, defaultConfig())
+	base, admin := startBalancer(t, defaultConfig())
 	c := testClient(t)
-	eventually(t, "three demo backends registered", func() bool { return len(stats(t, c, base)) == 3 })
+	eventually(t, "three demo backends registered", func() bool { return len(stats(t, c, admin)) == 3 })
 
 	var seq []string
 	for range 6 {
@@ -113,7 +119,7 @@ func TestDemoRotationHealthAndRetries(t *testing.T) {
 
 	// Kill backend 2: every request is still answered (retries), and the
 	// health checks take it out.
-	res, err := c.Post(base+"/_balancer/demo/stop?n=2", "", nil)
+	res, err := c.Post(admin+"/_balancer/demo/stop?n=2", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,20 +130,20 @@ func TestDemoRotationHealthAndRetries(t *testing.T) {
 		}
 	}
 	eventually(t, "backend 2 marked down", func() bool {
-		for _, s := range stats(t, c, base) {
+		for _, s := range stats(t, c, admin) {
 			if s.ID == "demo-2" {
 				return !s.Healthy
 			}
 		}
 		return false
 	})
-	page := func() string { _, _, b := get(t, c, base+"/_balancer/"); return b }()
-	if !strings.Contains(page, "demo-2") || !strings.Contains(page, `class="down"`) {
-		t.Errorf("status page does not show demo-2 down:\n%s", page)
+	page := func() string { _, _, b := get(t, c, admin+"/_balancer/"); return b }()
+	if !strings.Contains(page, "demo-2") || !strings.Contains(page, `class="down"`) || !strings.Contains(page, "passive health: too many failed requests") && !strings.Contains(page, "connection refused") {
+		t.Errorf("status page does not show demo-2 down and why:\n%s", page)
 	}
 
 	// Restarted, it comes back (after the passive cool-down).
-	res, err = c.Post(base+"/_balancer/demo/start?n=2", "", nil)
+	res, err = c.Post(admin+"/_balancer/demo/start?n=2", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +159,7 @@ func TestRegisterEndpointAndNoTarget(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.backends = 0
 	cfg.secret = "k"
-	base := startBalancer(t, cfg)
+	base, admin := startBalancer(t, cfg)
 	c := testClient(t)
 
 	// No target: 503 with Retry-After.
@@ -171,7 +177,7 @@ func TestRegisterEndpointAndNoTarget(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	body := fmt.Sprintf(`{"url":%q,"ttl":5}`, up.URL)
-	req, _ := http.NewRequest("POST", base+"/register", strings.NewReader(body))
+	req, _ := http.NewRequest("POST", admin+"/register", strings.NewReader(body))
 	res, err = c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +186,7 @@ func TestRegisterEndpointAndNoTarget(t *testing.T) {
 	if res.StatusCode != 401 {
 		t.Fatalf("registration without the secret: %d, want 401", res.StatusCode)
 	}
-	req, _ = http.NewRequest("POST", base+"/register", strings.NewReader(body))
+	req, _ = http.NewRequest("POST", admin+"/register", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer k")
 	res, err = c.Do(req)
 	if err != nil {
@@ -213,9 +219,9 @@ func TestUpstreamTimeout504(t *testing.T) {
 	cfg.backends = 0
 	cfg.timeout = 100 * time.Millisecond
 	cfg.attempts = 1
-	base := startBalancer(t, cfg)
+	base, admin := startBalancer(t, cfg)
 	c := testClient(t)
-	res, err := c.Post(base+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q}`, slow.URL)))
+	res, err := c.Post(admin+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q}`, slow.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,8 +348,8 @@ func TestTwoBalancerProcesses(t *testing.T) {
 	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	start := func() string {
-		cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-backends", "0", "-redis", rs.Addr, "-redis-prefix", "procs")
+	start := func() (base, admin string) {
+		cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backends", "0", "-redis", rs.Addr, "-redis-prefix", "procs")
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -352,14 +358,14 @@ func TestTwoBalancerProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		exited := make(chan struct{})
-		urlc := make(chan string, 1)
+		urlc := make(chan [2]string, 1)
 		go func() {
 			defer close(exited)
-			re := regexp.MustCompile(`balancer: listening url=(\S+)/ `)
+			re := regexp.MustCompile(`balancer: listening url=(\S+)/ admin=(\S+)/ `)
 			sc := bufio.NewScanner(stderr)
 			for sc.Scan() {
 				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					urlc <- m[1]
+					urlc <- [2]string{m[1], m[2]}
 				}
 			}
 			_ = cmd.Wait()
@@ -375,15 +381,16 @@ func TestTwoBalancerProcesses(t *testing.T) {
 		})
 		select {
 		case u := <-urlc:
-			return u
+			return u[0], u[1]
 		case <-exited:
 			t.Fatal("balancer exited before listening")
 		case <-time.After(30 * time.Second):
 			t.Fatal("balancer not listening after 30 s")
 		}
-		return ""
+		return "", ""
 	}
-	one, two := start(), start()
+	one, oneAdmin := start()
+	two, twoAdmin := start()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "target "+r.URL.Path)
 	}))
@@ -392,7 +399,7 @@ func TestTwoBalancerProcesses(t *testing.T) {
 	if status, _, _ := get(t, c, two+"/"); status != 503 {
 		t.Fatalf("second instance before registration: %d, want 503", status)
 	}
-	res, err := c.Post(one+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q,"ttl":60}`, up.URL)))
+	res, err := c.Post(oneAdmin+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q,"ttl":60}`, up.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +412,7 @@ func TestTwoBalancerProcesses(t *testing.T) {
 		return status == 200 && body == "target /shared"
 	})
 	// Deregistered on the second, gone from the first.
-	req, _ := http.NewRequest("DELETE", two+"/register?url="+up.URL, nil)
+	req, _ := http.NewRequest("DELETE", twoAdmin+"/register?url="+up.URL, nil)
 	res, err = c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -425,11 +432,187 @@ func TestStaticTargetWithoutHealthChecks(t *testing.T) {
 	t.Cleanup(up.Close)
 	cfg := defaultConfig()
 	cfg.backends, cfg.healthPath, cfg.targets = 0, "", up.URL
-	base := startBalancer(t, cfg)
+	base, _ := startBalancer(t, cfg)
 	c := testClient(t)
 	for range 3 {
 		if status, _, body := get(t, c, base+"/small"); status != 200 || body != "static /small" {
 			t.Fatalf("%d %q", status, body)
+		}
+	}
+}
+
+// TestRegistrationNotOnPublicPort: the port that serves clients must not
+// let them add targets (the example once served POST /register there,
+// without a secret by default).
+func TestRegistrationNotOnPublicPort(t *testing.T) {
+	leaktest.Check(t)
+	cfg := defaultConfig()
+	cfg.backends = 0
+	base, _ := startBalancer(t, cfg)
+	c := testClient(t)
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "attacker's target")
+	}))
+	t.Cleanup(evil.Close)
+	res, err := c.Post(base+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"url":%q}`, evil.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if status, _, body := get(t, c, base+"/"); status != 503 {
+		t.Errorf("after POST /register on the public port: %d %q, want 503 (no target)", status, body)
+	}
+}
+
+func post(t *testing.T, c *http.Client, url, ctype, body string, hdr ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestDocumentedRegistration runs the curl command of the doc comment:
+// curl -d sends a form Content-Type with a JSON body, asks for more than
+// the maximum TTL, and the target has no /healthz.
+func TestDocumentedRegistration(t *testing.T) {
+	leaktest.Check(t)
+	checks := make(chan string, 100)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("User-Agent") == "sluice-health-check" {
+			select {
+			case checks <- r.URL.Path:
+			default:
+			}
+		}
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "no healthz here")
+	}))
+	t.Cleanup(up.Close)
+	noHealthz := httptest.NewServer(up.Config.Handler)
+	t.Cleanup(noHealthz.Close)
+	cfg := defaultConfig()
+	cfg.backends = 0
+	base, admin := startBalancer(t, cfg)
+	c := testClient(t)
+
+	status, body := post(t, c, admin+"/register", "application/x-www-form-urlencoded",
+		fmt.Sprintf(`{"url":%q,"ttl":30,"health_path":"/"}`, up.URL))
+	if status != 200 || !strings.Contains(body, `"ttl": 10`) || !strings.Contains(body, "capped to 10 s") {
+		t.Fatalf("documented registration: %d %s", status, body)
+	}
+	status, body = post(t, c, admin+"/register", "application/x-www-form-urlencoded",
+		fmt.Sprintf(`{"id":"no-healthz","url":%q}`, noHealthz.URL))
+	if status != 200 {
+		t.Fatalf("second registration: %d %s", status, body)
+	}
+	// Three rounds of checks on "/" (only this target is checked there),
+	// and it is still in.
+	for n := 0; n < 3; {
+		if <-checks == "/" {
+			n++
+		}
+	}
+	for _, s := range stats(t, c, admin) {
+		if s.ID == up.URL && !s.Healthy {
+			t.Errorf("target registered with health_path / taken out: %+v", s)
+		}
+	}
+	if status, _, b := get(t, c, base+"/"); status != 200 || b != "no healthz here" {
+		t.Errorf("via the targets: %d %q", status, b)
+	}
+	var why string
+	eventually(t, "the target without /healthz out", func() bool {
+		for _, s := range stats(t, c, admin) {
+			if s.ID == "no-healthz" && !s.Healthy {
+				why = s.DownReason
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(why, "GET /healthz: 404 Not Found") {
+		t.Errorf("down reason %q", why)
+	}
+	if _, _, page := get(t, c, admin+"/_balancer/"); !strings.Contains(page, "GET /healthz: 404 Not Found") {
+		t.Errorf("the status page does not say why the target is out:\n%s", page)
+	}
+}
+
+// TestRegistrationBounds: the pool has a size bound, refuses link-local
+// and metadata targets unless told otherwise, and refuses browsers.
+func TestRegistrationBounds(t *testing.T) {
+	leaktest.Check(t)
+	for _, allow := range []bool{false, true} {
+		cfg := defaultConfig()
+		cfg.backends, cfg.healthPath, cfg.maxTargets, cfg.allowLinkLocal = 0, "", 2, allow
+		_, admin := startBalancer(t, cfg)
+		c := testClient(t)
+		wantMeta := 403
+		if allow {
+			wantMeta = 200
+		}
+		tests := []struct {
+			body       string
+			hdr        []string
+			wantStatus int
+			wantBody   string
+		}{
+			{`{"url":"http://169.254.169.254/"}`, nil, wantMeta, ""},
+			{`{"url":"http://[fd00:ec2::254]/"}`, nil, wantMeta, ""},
+			{`{"url":"http://127.0.0.1:1"}`, []string{"Sec-Fetch-Site", "cross-site"}, 403, "cross-origin"},
+			{`{"url":"http://127.0.0.1:1"}`, nil, 200, ""},
+			{`{"url":"http://127.0.0.1:2"}`, nil, 200, ""},
+			{`{"url":"http://127.0.0.1:3"}`, nil, 503, "pool is full"},
+			{`{"url":"http://127.0.0.1:1"}`, nil, 200, ""}, // a heartbeat
+		}
+		if allow {
+			tests = tests[:1] // two of the three seats taken
+		}
+		for _, tt := range tests {
+			status, body := post(t, c, admin+"/register", "application/json", tt.body, tt.hdr...)
+			if status != tt.wantStatus || !strings.Contains(body, tt.wantBody) {
+				t.Errorf("allow-link-local=%v %s: %d %s, want %d %q", allow, tt.body, status, body, tt.wantStatus, tt.wantBody)
+			}
+		}
+	}
+}
+
+// TestAdminListenerHost: with no secret, the admin listener answers only
+// requests addressed to an IP address or localhost (DNS rebinding).
+func TestAdminListenerHost(t *testing.T) {
+	leaktest.Check(t)
+	for _, secret := range []string{"", "k"} {
+		cfg := defaultConfig()
+		cfg.backends, cfg.secret = 0, secret
+		_, admin := startBalancer(t, cfg)
+		c := testClient(t)
+		port := admin[strings.LastIndexByte(admin, ':')+1:]
+		for host, want := range map[string]int{"127.0.0.1:" + port: 200, "localhost:" + port: 200, "evil.test:" + port: 421} {
+			if secret != "" {
+				want = 200
+			}
+			req, _ := http.NewRequest("GET", admin+"/_balancer/stats", nil)
+			req.Host = host
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != want {
+				t.Errorf("secret %q, Host %s: %d, want %d", secret, host, res.StatusCode, want)
+			}
 		}
 	}
 }

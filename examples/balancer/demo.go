@@ -152,9 +152,9 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <h1>sluice balancer</h1>
 <p>Targets (refreshed every second; JSON at <a href="stats">stats</a>):</p>
 <table>
-<tr><th>id</th><th>url</th><th>weight</th><th>healthy</th><th>requests</th><th>failures</th><th>in flight</th><th>mean latency</th></tr>
-{{range .Stats}}<tr{{if not .Healthy}} class="down"{{end}}><td>{{.ID}}</td><td>{{.URL}}</td><td>{{.Weight}}</td><td>{{.Healthy}}{{if not .Member}} (draining){{end}}</td><td>{{.Requests}}</td><td>{{.Failures}}</td><td>{{.InFlight}}</td><td>{{.Latency}}</td></tr>
-{{else}}<tr><td colspan="8">no targets: requests get 503</td></tr>{{end}}
+<tr><th>id</th><th>url</th><th>weight</th><th>healthy</th><th>requests</th><th>failures</th><th>in flight</th><th>mean latency</th><th>why out</th></tr>
+{{range .Stats}}<tr{{if not .Healthy}} class="down"{{end}}><td>{{.ID}}</td><td>{{.URL}}</td><td>{{.Weight}}</td><td>{{.Healthy}}{{if not .Member}} (draining){{end}}</td><td>{{.Requests}}</td><td>{{.Failures}}</td><td>{{.InFlight}}</td><td>{{.Latency}}</td><td>{{.DownReason}}</td></tr>
+{{else}}<tr><td colspan="9">no targets: requests get 503</td></tr>{{end}}
 </table>
 {{if .Demos}}<p>Embedded demo backends: stop one and watch health checks take it out while retries keep every request answered.</p>
 <table>{{range .Demos}}<tr><td>backend {{.N}}</td><td>{{.Addr}}</td><td>{{if .Up}}up{{else}}<span class="down">stopped</span>{{end}}</td>
@@ -162,7 +162,8 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 `))
 
 // statusHandler serves /_balancer/: the status page, the JSON statistics
-// and the demo backends' stop/start buttons.
+// and the demo backends' stop/start buttons (which refuse cross-origin
+// browser requests).
 func statusHandler(pool *sluice.Pool, demos *demoSet) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_balancer/{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -194,5 +195,5 @@ func statusHandler(pool *sluice.Pool, demos *demoSet) http.Handler {
 		}
 		http.Redirect(w, r, "/_balancer/", http.StatusSeeOther)
 	})
-	return mux
+	return http.NewCrossOriginProtection().Handler(mux)
 }

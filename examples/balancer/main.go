@@ -1,19 +1,28 @@
 // Command balancer is a load balancer whose targets register themselves:
-// a sluice.Proxy directed by a sluice.Pool, with POST /register on the
-// balancer's own port, active and passive health checks, safe retries,
-// 503 when no target is healthy and 504 when one is too slow, and a
-// status page.
+// a sluice.Proxy directed by a sluice.Pool, with active and passive health
+// checks, safe retries, 503 when no target is healthy and 504 when one is
+// too slow. Registration (POST /register) and the status page
+// (/_balancer/) are served on a separate admin listener, by default on
+// loopback only (-admin 127.0.0.1:8079), never on the port that serves
+// clients. An admin listener off loopback must have -secret: then every
+// registration carries it as a bearer token. Targets on link-local and
+// cloud metadata addresses are refused (-allow-link-local lets them in),
+// and the pool holds at most -max-targets members.
 //
 // With no flags it starts three embedded demo backends that register
-// themselves, and prints the URL to open:
+// themselves, and prints the URLs to open:
 //
 //	go run ./examples/balancer
 //	curl -s http://127.0.0.1:8080/              # rotates over the backends
-//	open http://127.0.0.1:8080/_balancer/       # status; stop/start backends
+//	open http://127.0.0.1:8079/_balancer/       # status; stop/start backends
 //
-// Any HTTP server can join (and leaves when its heartbeats stop):
+// Any HTTP server can join (and leaves when its heartbeats stop; -ttl is
+// the longest lifetime granted, 10 s by default, and the answer says when
+// it capped the one asked for). It is health-checked on -health-path
+// unless it registers its own "health_path"; the status page says why a
+// target is out:
 //
-//	curl -X POST http://127.0.0.1:8080/register -d '{"url":"http://127.0.0.1:9000","ttl":30}'
+//	curl -X POST http://127.0.0.1:8079/register -d '{"url":"http://127.0.0.1:9000","ttl":10,"health_path":"/"}'
 //
 // With -redis ADDR, instances share the pool through Redis: a target
 // registered on one is used by all. -target adds static targets, e.g. for
@@ -21,17 +30,19 @@
 //
 //	balancer -listen {ADDR} -backends 0 -target {UPSTREAM} -health-path ''
 //
-//
-//	go run ./examples/balancer -listen 127.0.0.1:8081 -backends 0 -redis 127.0.0.1:6379
+//	go run ./examples/balancer -listen 127.0.0.1:8081 -admin 127.0.0.1:8078 -backends 0 -redis 127.0.0.1:6379
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,14 +53,34 @@ import (
 	"github.com/sluiceproxy/sluice"
 )
 
+// description is what -h prints before the flags.
+const description = `balancer: a load balancer whose targets register themselves.
+
+Clients are served on -listen and spread over the pool's healthy targets
+(-policy), with health checks, safe retries, 503 when no target is
+healthy and 504 past -timeout. Targets join with POST /register on the
+admin listener (-admin, loopback only unless -secret is set), which also
+serves the status page /_balancer/. With no flags, three embedded demo
+backends register themselves:
+
+  go run ./examples/balancer
+  curl -s http://127.0.0.1:8080/
+  curl -X POST http://127.0.0.1:8079/register -d '{"url":"http://127.0.0.1:9000","health_path":"/"}'
+
+Flags:
+`
+
 type config struct {
 	listen         string
+	admin          string
 	redis          string
 	redisPrefix    string
 	policy         string
 	backends       int
 	secret         string
 	ttl            time.Duration
+	maxTargets     int
+	allowLinkLocal bool
 	healthPath     string
 	healthInterval time.Duration
 	coolDown       time.Duration
@@ -59,24 +90,111 @@ type config struct {
 	targets        string
 }
 
-func main() {
+// parseFlags parses the command line. With -h it prints the description
+// and the flags to out and returns flag.ErrHelp.
+func parseFlags(args []string, out io.Writer) (config, error) {
 	var cfg config
-	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
-	flag.StringVar(&cfg.redis, "redis", "", "Redis address (host:port) to share the pool with other instances; default: in memory")
-	flag.StringVar(&cfg.redisPrefix, "redis-prefix", "sluice:balancer", "key prefix of the shared pool in Redis")
-	flag.StringVar(&cfg.policy, "policy", "round-robin", "round-robin, weighted, least-conn, two-choices, hash-ip, hash-header:NAME, hash-cookie:NAME or sticky")
-	flag.IntVar(&cfg.backends, "backends", 3, "embedded demo backends to start (0 for none)")
-	flag.StringVar(&cfg.secret, "secret", "", "shared secret registrations must send as a bearer token (default: none)")
-	flag.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "longest registration lifetime without a heartbeat")
-	flag.StringVar(&cfg.healthPath, "health-path", "/healthz", "path of the active health check (empty: passive health only)")
-	flag.DurationVar(&cfg.healthInterval, "health-interval", 2*time.Second, "time between active health checks")
-	flag.DurationVar(&cfg.coolDown, "cool-down", 5*time.Second, "how long a target that failed 3 times in 10s is left out")
-	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "upstream response-header timeout (504 past it)")
-	flag.StringVar(&cfg.stripPrefix, "strip-prefix", "", "path prefix removed before forwarding, e.g. /app")
-	flag.IntVar(&cfg.attempts, "attempts", 3, "attempts per request, on different targets, when a retry is safe")
-	flag.StringVar(&cfg.targets, "target", "", "comma-separated static target URLs, members without expiry (e.g. -backends 0 -target http://127.0.0.1:9000)")
-	flag.Parse()
+	fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, description)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address serving clients")
+	fs.StringVar(&cfg.admin, "admin", "127.0.0.1:8079", "address serving POST /register and the status page /_balancer/; off loopback it needs -secret")
+	fs.StringVar(&cfg.redis, "redis", "", "Redis address (host:port) to share the pool with other instances; default: in memory")
+	fs.StringVar(&cfg.redisPrefix, "redis-prefix", "sluice:balancer", "key prefix of the shared pool in Redis")
+	fs.StringVar(&cfg.policy, "policy", "round-robin", "round-robin, weighted, least-conn, two-choices, hash-ip, hash-header:NAME, hash-cookie:NAME or sticky")
+	fs.IntVar(&cfg.backends, "backends", 3, "embedded demo backends to start (0 for none)")
+	fs.StringVar(&cfg.secret, "secret", "", "shared secret registrations must send as a bearer token (required when -admin is off loopback)")
+	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "longest registration lifetime without a heartbeat (at least 1s)")
+	fs.IntVar(&cfg.maxTargets, "max-targets", sluice.DefaultMaxTargets, "most targets the pool holds; registrations past it get 503")
+	fs.BoolVar(&cfg.allowLinkLocal, "allow-link-local", false, "accept targets on link-local addresses and cloud metadata services (refused by default)")
+	fs.StringVar(&cfg.healthPath, "health-path", "/healthz", "path of the active health check, unless a target registers its own (empty: passive health only)")
+	fs.DurationVar(&cfg.healthInterval, "health-interval", 2*time.Second, "time between active health checks")
+	fs.DurationVar(&cfg.coolDown, "cool-down", 5*time.Second, "how long a target that failed 3 times in 10s is left out")
+	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "upstream response-header timeout (504 past it)")
+	fs.StringVar(&cfg.stripPrefix, "strip-prefix", "", "path prefix removed before forwarding, e.g. /app")
+	fs.IntVar(&cfg.attempts, "attempts", 3, "attempts per request, on different targets, when a retry is safe")
+	fs.StringVar(&cfg.targets, "target", "", "comma-separated static target URLs, members without expiry (e.g. -backends 0 -target http://127.0.0.1:9000)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: every setting is a flag (see -h)", fs.Arg(0))
+	}
+	return cfg, cfg.check()
+}
 
+// check refuses settings that cannot work, naming the flag.
+func (cfg *config) check() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		bad("-listen %q: want host:port: %w", cfg.listen, err)
+	}
+	if host, _, err := net.SplitHostPort(cfg.admin); err != nil {
+		bad("-admin %q: want host:port: %w", cfg.admin, err)
+	} else if !isLoopback(host) && cfg.secret == "" {
+		bad("-admin %q is not a loopback address: set -secret, or anyone who reaches it can point the pool anywhere", cfg.admin)
+	}
+	if cfg.admin == cfg.listen && !strings.HasSuffix(cfg.admin, ":0") {
+		bad("-admin and -listen are both %q: registration must not be served on the clients' port", cfg.admin)
+	}
+	if _, err := parsePolicy(cfg.policy); err != nil {
+		bad("%w", err)
+	}
+	if cfg.backends < 0 || cfg.backends > 100 {
+		bad("-backends %d: want 0 to 100", cfg.backends)
+	}
+	if cfg.ttl < time.Second {
+		bad("-ttl %s: want at least 1s (lifetimes are granted in whole seconds)", cfg.ttl)
+	}
+	if cfg.maxTargets < 1 {
+		bad("-max-targets %d: want at least 1", cfg.maxTargets)
+	}
+	if cfg.healthPath != "" && !strings.HasPrefix(cfg.healthPath, "/") {
+		bad("-health-path %q: want an absolute path such as /healthz, or '' for none", cfg.healthPath)
+	}
+	if cfg.healthPath != "" && cfg.healthInterval <= 0 {
+		bad("-health-interval %s: want a positive duration", cfg.healthInterval)
+	}
+	if cfg.coolDown <= 0 {
+		bad("-cool-down %s: want a positive duration", cfg.coolDown)
+	}
+	if cfg.timeout <= 0 {
+		bad("-timeout %s: want a positive duration", cfg.timeout)
+	}
+	if cfg.stripPrefix != "" && !strings.HasPrefix(cfg.stripPrefix, "/") {
+		bad("-strip-prefix %q: want a path starting with /", cfg.stripPrefix)
+	}
+	if cfg.attempts < 1 {
+		bad("-attempts %d: want at least 1", cfg.attempts)
+	}
+	if cfg.redis != "" && cfg.redisPrefix == "" {
+		bad("-redis-prefix is empty: instances sharing Redis need a key prefix")
+	}
+	return errors.Join(errs...)
+}
+
+// isLoopback reports whether host (of host:port) names only loopback.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancer:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, nil); err != nil {
@@ -85,9 +203,12 @@ func main() {
 	}
 }
 
-// run serves until ctx is done. ready, if not nil, gets the balancer's
-// base URL once it listens.
-func run(ctx context.Context, cfg config, ready func(url string)) error {
+// run serves until ctx is done. ready, if not nil, gets the base URLs of
+// the balancer and of its admin listener once they listen.
+func run(ctx context.Context, cfg config, ready func(base, admin string)) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	policy, err := parsePolicy(cfg.policy)
 	if err != nil {
 		return err
@@ -107,7 +228,7 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 		err := rdb.Ping(pctx).Err()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("redis %s: %w", cfg.redis, err)
+			return fmt.Errorf("-redis %s: %w", cfg.redis, err)
 		}
 		pool.Registry = &RedisRegistry{Client: rdb, Prefix: cfg.redisPrefix}
 		pool.SyncInterval = 500 * time.Millisecond
@@ -132,23 +253,28 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 			Idempotent: true,
 		},
 	}
-	registrar := &sluice.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl}
-	proxy.Handle("/register", local(registrar))
+	registrar := &sluice.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl,
+		MaxTargets: cfg.maxTargets, AllowLinkLocal: cfg.allowLinkLocal}
 
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("-listen: %w", err)
 	}
-	base := "http://" + ln.Addr().String()
+	defer ln.Close() // on early returns; Serve closes it otherwise
+	adminLn, err := net.Listen("tcp", cfg.admin)
+	if err != nil {
+		return fmt.Errorf("-admin: %w", err)
+	}
+	defer adminLn.Close()
+	base, adminBase := "http://"+ln.Addr().String(), "http://"+adminLn.Addr().String()
 
 	var demos *demoSet
 	if cfg.backends > 0 {
-		demos = &demoSet{register: base + "/register", secret: cfg.secret, ttl: cfg.ttl}
+		demos = &demoSet{register: adminBase + "/register", secret: cfg.secret, ttl: cfg.ttl}
 		defer demos.closeAll()
 	}
-	proxy.Handle("/_balancer/", local(statusHandler(pool, demos)))
+	admin := adminHandler(registrar, statusHandler(pool, demos), cfg.secret == "")
 
-	defer ln.Close() // on early returns; Serve closes it otherwise
 	defer proxy.CloseIdleConnections()
 
 	poolCtx, stopPool := context.WithCancel(context.Background())
@@ -163,7 +289,7 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	}()
 
 	// On shutdown the demo backends leave first (deregistering through
-	// the balancer, which still serves), then the balancer drains.
+	// the admin listener, which still serves), then both listeners drain.
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServing()
 	stopWatch := context.AfterFunc(ctx, func() {
@@ -174,25 +300,52 @@ func run(ctx context.Context, cfg config, ready func(url string)) error {
 	})
 	defer stopWatch()
 
+	adminDone := make(chan error, 1)
+	go func() {
+		adminDone <- sluice.Serve(serveCtx, &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}, adminLn, 0)
+	}()
+	defer func() {
+		stopServing()
+		<-adminDone
+	}()
+
 	for i := range cfg.backends {
 		if err := demos.start(i + 1); err != nil {
 			return err
 		}
 	}
-	slog.Info("balancer: listening", "url", base+"/", "status", base+"/_balancer/", "register", base+"/register",
-		"policy", cfg.policy, "shared", cfg.redis != "")
+	slog.Info("balancer: listening", "url", base+"/", "admin", adminBase+"/", "status", adminBase+"/_balancer/",
+		"register", adminBase+"/register", "policy", cfg.policy, "shared", cfg.redis != "", "secret", cfg.secret != "")
 	if ready != nil {
-		ready(base)
+		ready(base, adminBase)
 	}
 	srv := &sluice.Server{Handler: proxy}
 	return sluice.Serve(serveCtx, srv, ln, 0, proxy)
 }
 
-// local serves a request on the balancer itself instead of forwarding it.
-func local(h http.Handler) sluice.Interceptor {
-	return sluice.InterceptorFunc(func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
-		h.ServeHTTP(w, pr.In)
-		return nil
+// adminHandler serves the admin listener: /register and the status page.
+// Without a secret it answers only requests addressed to an IP address or
+// localhost, so that a web page whose name is made to resolve to the
+// admin address (DNS rebinding) cannot reach it from a browser.
+func adminHandler(registrar http.Handler, status http.Handler, checkHost bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/register", registrar)
+	mux.Handle("/_balancer/", status)
+	mux.Handle("GET /{$}", http.RedirectHandler("/_balancer/", http.StatusFound))
+	if !checkHost {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		host = strings.Trim(host, "[]")
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			http.Error(w, "the admin listener answers requests addressed to an IP address or localhost only (set -secret to lift this)", http.StatusMisdirectedRequest)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
 }
 
