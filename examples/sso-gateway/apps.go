@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"golang.org/x/net/websocket"
 
@@ -56,11 +58,11 @@ func (a *demoApp) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		sig := "valid"
-		if _, err := a.verifier.Verify(r.Header); err != nil {
+		if err := a.verify(r); err != nil {
 			sig = "INVALID: " + err.Error()
 		}
 		var headers []string
-		for _, k := range []string{headerEmail, headerName, a.verifier.Header} {
+		for _, k := range []string{headerEmail, headerName, headerAudience, a.verifier.Header} {
 			headers = append(headers, k+": "+r.Header.Get(k))
 		}
 		visits, _ := strconv.Atoi(cookieValue(r, a.name+"_visits"))
@@ -75,10 +77,16 @@ func (a *demoApp) handler() http.Handler {
 	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		sig := "valid"
-		if _, err := a.verifier.Verify(r.Header); err != nil {
+		if err := a.verify(r); err != nil {
 			sig = "invalid"
 		}
 		fmt.Fprintf(w, "app=%s email=%s name=%s signature=%s\n", a.name, r.Header.Get(headerEmail), r.Header.Get(headerName), sig)
+	})
+	// request shows the headers the app received, as JSON: what the
+	// gateway forwards (identity, cookies) and nothing else.
+	mux.HandleFunc("GET /request", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(r.Header)
 	})
 	mux.HandleFunc("GET /download", demo.Download)
 	mux.HandleFunc("PUT /upload", func(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +110,19 @@ func (a *demoApp) handler() http.Handler {
 		}
 	}})
 	return mux
+}
+
+// verify checks that the gateway signed the request's identity for this
+// app: the signature, and the audience it covers.
+func (a *demoApp) verify(r *http.Request) error {
+	vals, err := a.verifier.Verify(r.Header)
+	if err != nil {
+		return err
+	}
+	if aud := vals[strings.ToLower(headerAudience)]; aud != a.name {
+		return fmt.Errorf("identity signed for %q, not for %s", aud, a.name)
+	}
+	return nil
 }
 
 func cookieValue(r *http.Request, name string) string {

@@ -15,9 +15,10 @@ import (
 // gateway asks about every request to a tool (a subrequest, as nginx
 // auth_request or Traefik ForwardAuth would).
 const (
-	sessionCookie = "sso_session"
-	headerEmail   = "X-Sluice-User-Email"
-	headerName    = "X-Sluice-User-Name"
+	sessionCookie  = "sso_session"
+	headerEmail    = "X-Sluice-User-Email"
+	headerName     = "X-Sluice-User-Name"
+	headerAudience = "X-Sluice-Audience" // the tool an identity is for
 )
 
 type idp struct {
@@ -26,12 +27,17 @@ type idp struct {
 	secure bool // Secure cookies (behind TLS)
 }
 
+// handler serves the identity provider. Login and logout are POSTs that
+// other sites cannot make on a visitor's behalf (login CSRF would sign
+// the visitor in as the attacker; logout CSRF signs them out):
+// http.CrossOriginProtection refuses cross-origin browser requests by
+// their Sec-Fetch-Site or Origin header.
 func (p *idp) handler() http.Handler {
+	csrf := http.NewCrossOriginProtection()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sso/login", p.loginForm)
-	mux.HandleFunc("POST /sso/login", p.login)
-	mux.HandleFunc("POST /sso/logout", p.logout)
-	mux.HandleFunc("GET /sso/logout", p.logout)
+	mux.Handle("POST /sso/login", csrf.Handler(http.HandlerFunc(p.login)))
+	mux.Handle("POST /sso/logout", csrf.Handler(http.HandlerFunc(p.logout)))
 	mux.HandleFunc("/sso/auth", p.auth)
 	return mux
 }
@@ -47,10 +53,29 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 </form>
 `))
 
-// safeNext keeps the post-login redirect on this site.
+// safeNext keeps the post-login redirect on this site: it returns next
+// if it is a path on this site, "/" otherwise. Browsers drop tabs and
+// newlines from a Location and read "\\" as "/", so "/\t/evil.com" would
+// take them to evil.com: next must start with one "/" followed by
+// neither "/" nor "\\", and hold no control byte or backslash, before
+// and after percent-decoding.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if len(next) > 2048 {
 		return "/"
+	}
+	decoded, err := url.PathUnescape(next)
+	if err != nil {
+		return "/"
+	}
+	for _, s := range [2]string{next, decoded} {
+		if s == "" || s[0] != '/' || len(s) > 1 && (s[1] == '/' || s[1] == '\\') {
+			return "/"
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < ' ' || c == 0x7f || c == '\\' {
+				return "/"
+			}
+		}
 	}
 	return next
 }

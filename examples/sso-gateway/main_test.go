@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"html/template"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -13,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/examples/internal/demotest"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
@@ -22,13 +28,24 @@ import (
 // startGateway runs sso-gateway as main does, until the test ends.
 func startGateway(t *testing.T, cfg config) string {
 	t.Helper()
+	gw, _ := startGatewayApps(t, cfg)
+	return gw
+}
+
+// startGatewayApps is startGateway that returns the gateway too.
+func startGatewayApps(t *testing.T, cfg config) (string, *gateway) {
+	t.Helper()
 	if cfg.listen == "" {
 		cfg.listen = "127.0.0.1:0"
 	}
 	if cfg.sessionTTL == 0 {
 		cfg.sessionTTL = time.Hour
 	}
-	return demotest.Run(t, func(ctx context.Context, ready func(string)) error { return run(ctx, cfg, ready) })
+	gc := make(chan *gateway, 1)
+	gw := demotest.Run(t, func(ctx context.Context, ready func(string)) error {
+		return run(ctx, cfg, func(addr string, g *gateway) { gc <- g; ready(addr) })
+	})
+	return gw, <-gc
 }
 
 // browser is a client with a cookie jar that does not follow redirects.
@@ -255,5 +272,251 @@ func TestGatewayRedis(t *testing.T) {
 	// cacheTTL is 0 here: B asks the IdP, which finds no session.
 	if r := send(t, b, "GET", gwB+"/tools/notebook/whoami", cookie, nil); r.status != http.StatusUnauthorized {
 		t.Errorf("after logout on A, B answered %d %q, want 401", r.status, r.body)
+	}
+}
+
+// TestLoginNextStaysOnSite: the redirect after login never leaves the
+// gateway, whatever the spelling (browsers drop tabs and newlines from
+// URLs and read a backslash as a slash: "/\t/evil.com" is "//evil.com").
+func TestLoginNextStaysOnSite(t *testing.T) {
+	leaktest.Check(t)
+	gw := startGateway(t, config{})
+	tests := []struct{ next, want string }{
+		{"/tools/notebook/", "/tools/notebook/"},
+		{"/tools/notebook/whoami?x=1&y=%2F", "/tools/notebook/whoami?x=1&y=%2F"},
+		{"/", "/"},
+		{"", "/"},
+		{"//evil.com", "/"},
+		{"/\\evil.com", "/"},
+		{"/\t/evil.com", "/"},
+		{"/\n/evil.com", "/"},
+		{"/\r\n/evil.com", "/"},
+		{"/\x00/evil.com", "/"},
+		{"/\x7f/evil.com", "/"},
+		{"\t//evil.com", "/"},
+		{"/%09/evil.com", "/"},
+		{"/%2F/evil.com", "/"},
+		{"/%5Cevil.com", "/"},
+		{"/a\\b", "/"},
+		{"/a%5Cb", "/"},
+		{"/%zz", "/"},
+		{"https://evil.com/", "/"},
+		{"evil.com", "/"},
+		{"javascript:alert(1)", "/"},
+	}
+	for _, tt := range tests {
+		c := browser(t)
+		r := send(t, c, "POST", gw+"/sso/login", nil,
+			strings.NewReader(url.Values{"user": {"eve"}, "next": {tt.next}}.Encode()))
+		if got := r.header.Get("Location"); r.status != http.StatusSeeOther || got != tt.want {
+			t.Errorf("next %q: %d Location %q, want 303 %q", tt.next, r.status, got, tt.want)
+		}
+		r = send(t, c, "GET", gw+"/sso/login?next="+url.QueryEscape(tt.next), html, nil)
+		if !strings.Contains(r.body, `name="next" value="`+template.HTMLEscapeString(tt.want)+`"`) {
+			t.Errorf("login form for next %q does not carry %q:\n%s", tt.next, tt.want, r.body)
+		}
+	}
+}
+
+// TestToolsDoNotGetGatewayCookies: the session cookie is the gateway's;
+// a tool (which may be any user's code) gets its own cookies only.
+func TestToolsDoNotGetGatewayCookies(t *testing.T) {
+	leaktest.Check(t)
+	gw := startGateway(t, config{})
+	c := browser(t)
+	session := login(t, c, gw, "alice", "/tools/notebook/")
+	for _, cookie := range []string{
+		sessionCookie + "=" + session + "; notebook_visits=3; theme=dark",
+		"theme=dark; " + sessionCookie + "=" + session,
+	} {
+		r := send(t, c, "GET", gw+"/tools/notebook/request", http.Header{"Cookie": {cookie}}, nil)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		var h http.Header
+		if err := json.Unmarshal([]byte(r.body), &h); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(h.Values("Cookie"), "; ")
+		if strings.Contains(got, sessionCookie) || strings.Contains(got, session) {
+			t.Errorf("the tool received the session cookie: Cookie %q", got)
+		}
+		if !strings.Contains(got, "theme=dark") {
+			t.Errorf("the tool lost its own cookies: Cookie %q", got)
+		}
+	}
+}
+
+// TestIdentityBoundToTool: the signed identity one tool receives does not
+// verify at another (a tool's owner could otherwise replay it).
+func TestIdentityBoundToTool(t *testing.T) {
+	leaktest.Check(t)
+	gw, g := startGatewayApps(t, config{})
+	c := browser(t)
+	login(t, c, gw, "alice", "/tools/notebook/")
+	r := send(t, c, "GET", gw+"/tools/notebook/request", nil, nil)
+	var got http.Header
+	if err := json.Unmarshal([]byte(r.body), &got); err != nil {
+		t.Fatalf("%d %s: %v", r.status, r.body, err)
+	}
+	identity := http.Header{}
+	for k, vv := range got {
+		if strings.HasPrefix(k, "X-Sluice-") {
+			identity[k] = vv
+		}
+	}
+	for app, want := range map[string]string{
+		"notebook":  "app=notebook email=alice@example.com name=Alice signature=valid\n",
+		"dashboard": "app=dashboard email=alice@example.com name=Alice signature=invalid\n",
+	} {
+		direct := "http://" + g.apps[app].Addr + "/whoami"
+		if r := send(t, c, "GET", direct, identity, nil); r.body != want {
+			t.Errorf("notebook's identity replayed at %s: %q, want %q", app, r.body, want)
+		}
+	}
+}
+
+// TestWebSocketOriginAndLogout: upgrades from another site are refused,
+// and an open WebSocket ends soon after its session does.
+func TestWebSocketOriginAndLogout(t *testing.T) {
+	leaktest.Check(t)
+	gw := startGateway(t, config{wsReauth: 50 * time.Millisecond})
+	c := browser(t)
+	session := login(t, c, gw, "bob", "/tools/notebook/")
+	wsURL := "ws" + strings.TrimPrefix(gw, "http") + "/tools/notebook/ws"
+	cookie := http.Header{"Cookie": {sessionCookie + "=" + session}}
+
+	for _, origin := range []string{"http://evil.test", "null", "http://127.0.0.1.evil.test"} {
+		cfg, _ := websocket.NewConfig(wsURL, origin)
+		cfg.Header = cookie
+		if conn, err := websocket.DialConfig(cfg); err == nil {
+			conn.Close()
+			t.Errorf("WebSocket from Origin %s accepted", origin)
+		}
+	}
+
+	cfg, _ := websocket.NewConfig(wsURL, gw)
+	cfg.Header = cookie
+	conn, err := websocket.DialConfig(cfg)
+	if err != nil {
+		t.Fatalf("same-origin WebSocket: %v", err)
+	}
+	defer conn.Close()
+	if err := websocket.Message.Send(conn, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	if err := websocket.Message.Receive(conn, &msg); err != nil || msg != "hi" {
+		t.Fatalf("echo %q, %v", msg, err)
+	}
+
+	if r := send(t, c, "POST", gw+"/sso/logout", nil, nil); r.status != http.StatusSeeOther {
+		t.Fatalf("logout: %d", r.status)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	err = websocket.Message.Receive(conn, &msg)
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("WebSocket still open 5 s after logout: %q, %v", msg, err)
+	}
+}
+
+// TestSessionCSRF: another site cannot sign a visitor in (login CSRF) or
+// out; logout is a POST.
+func TestSessionCSRF(t *testing.T) {
+	leaktest.Check(t)
+	gw := startGateway(t, config{})
+	c := browser(t)
+	session := login(t, c, gw, "alice", "/tools/notebook/")
+	alive := func() bool {
+		r := send(t, c, "GET", gw+"/tools/notebook/whoami", http.Header{"Cookie": {sessionCookie + "=" + session}}, nil)
+		return r.status == 200
+	}
+
+	if r := send(t, c, "GET", gw+"/sso/logout", html, nil); r.status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /sso/logout: %d, want 405", r.status)
+	}
+	for _, h := range []http.Header{
+		{"Sec-Fetch-Site": {"cross-site"}},
+		{"Origin": {"http://evil.test"}},
+	} {
+		if r := send(t, c, "POST", gw+"/sso/logout", h, nil); r.status != http.StatusForbidden {
+			t.Errorf("cross-site logout %v: %d, want 403", h, r.status)
+		}
+		body := url.Values{"user": {"mallory"}, "next": {"/"}}.Encode()
+		other := browser(t)
+		if r := send(t, other, "POST", gw+"/sso/login", h, strings.NewReader(body)); r.status != http.StatusForbidden || len(r.cookies) != 0 {
+			t.Errorf("cross-site login %v: %d cookies %v, want 403 and none", h, r.status, r.cookies)
+		}
+	}
+	if !alive() {
+		t.Fatal("session ended by a refused logout")
+	}
+	h := http.Header{"Origin": {gw}, "Sec-Fetch-Site": {"same-origin"}}
+	if r := send(t, c, "POST", gw+"/sso/logout", h, nil); r.status != http.StatusSeeOther {
+		t.Fatalf("same-origin logout: %d", r.status)
+	}
+	if alive() {
+		t.Error("session alive after logout")
+	}
+}
+
+// TestCookieSecureAndDemoPage: -cookie-secure sets Secure; the demo page
+// names every identity header it shows.
+func TestCookieSecureAndDemoPage(t *testing.T) {
+	leaktest.Check(t)
+	for _, secure := range []bool{false, true} {
+		gw := startGateway(t, config{secure: secure})
+		r := send(t, browser(t), "POST", gw+"/sso/login", nil, strings.NewReader("user=alice&next=/"))
+		var got *http.Cookie
+		for _, ck := range (&http.Response{Header: r.header}).Cookies() {
+			if ck.Name == sessionCookie {
+				got = ck
+			}
+		}
+		if got == nil || got.Secure != secure || !got.HttpOnly || got.SameSite != http.SameSiteLaxMode {
+			t.Errorf("secure=%v: session cookie %+v", secure, got)
+		}
+	}
+	gw := startGateway(t, config{})
+	c := browser(t)
+	login(t, c, gw, "alice", "/tools/notebook/")
+	r := send(t, c, "GET", gw+"/tools/notebook/", html, nil)
+	if strings.Contains(r.body, "\n: ") || !strings.Contains(r.body, "\n"+sluice.DefaultSignatureHeader+": v1;") {
+		t.Errorf("identity headers on the demo page:\n%s", r.body)
+	}
+}
+
+// TestFlags: settings that cannot work are refused at start, naming the
+// flag; -h says what the program is before the flags.
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // in the error; "" for none
+	}{
+		{nil, ""},
+		{[]string{"-cookie-secure", "-session-ttl", "30m", "-auth-cache", "0", "-signing-key", strings.Repeat("k", 32)}, ""},
+		{[]string{"-session-ttl", "-1s"}, "-session-ttl -1s"},
+		{[]string{"-session-ttl", "0"}, "-session-ttl"},
+		{[]string{"-auth-cache", "-5s"}, "-auth-cache"},
+		{[]string{"-ws-reauthorize", "0"}, "-ws-reauthorize"},
+		{[]string{"-signing-key", "short"}, "-signing-key"},
+		{[]string{"-listen", "8080"}, "-listen"},
+		{[]string{"-redis", "localhost"}, "-redis"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		_, err := parseFlags(tt.args, &out)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	var out strings.Builder
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "sso-gateway: analysis tools behind single sign-on.\n") || !strings.Contains(out.String(), "-cookie-secure") {
+		t.Errorf("-h prints:\n%s", out.String())
 	}
 }
