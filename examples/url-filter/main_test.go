@@ -114,6 +114,8 @@ func TestURLFilter(t *testing.T) {
 				{"forward allowed", proxied, other.URL + "/fwd", nil, 200, "other " + otherHost + " /fwd xff=127.0.0.1", ""},
 				{"forward denied", proxied, "http://ads.example/banner", nil, 403, "blocked by url-filter: ads.example\n", ""},
 				{"forward denied subdomain", proxied, "http://x.blocked.example/", nil, 403, "blocked by url-filter: x.blocked.example", ""},
+				{"forward denied trailing dot", proxied, "http://Blocked.Example./", nil, 403, "blocked by url-filter: blocked.example\n", ""},
+				{"forward denied trailing dot and port", proxied, "http://blocked.example.:80/", nil, 403, "blocked by url-filter: blocked.example\n", ""},
 				{"helper BH", direct, front + "/bh", nil, failStatus, "", ""},
 				{"helper garbage", direct, front + "/garbage", nil, failStatus, "", ""},
 				{"helper crash", direct, front + "/crash", nil, failStatus, "", ""},

@@ -8,14 +8,21 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // Rules is the helper's policy.
 type Rules struct {
-	// Block lists host names (and their subdomains) to deny.
+	// Block lists host names (and their subdomains) to deny. Entries and
+	// request hosts are compared in the form NormalizeHost gives them, so
+	// "Blocked.Example.", "blocked.example.:80" and a fullwidth-dot
+	// spelling are all blocked by "blocked.example". Serve normalizes
+	// the list in place.
 	Block []string
 	// RewriteFrom and RewriteTo: a path starting with RewriteFrom is sent
 	// upstream with that prefix replaced by RewriteTo (the client does not
@@ -45,6 +52,7 @@ var Default = Rules{
 
 // Serve answers the request lines of in on out until in ends.
 func (r *Rules) Serve(in io.Reader, out io.Writer) error {
+	r.normalize()
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	w := bufio.NewWriter(out)
@@ -74,6 +82,48 @@ func (r *Rules) Serve(in io.Reader, out io.Writer) error {
 	return sc.Err()
 }
 
+// normalize puts the block list in the form NormalizeHost gives hosts,
+// dropping a leading dot (".example.com" blocks example.com and its
+// subdomains, like "example.com"). Entries that do not normalize are
+// kept lowercased, so that they still match what they spell.
+func (r *Rules) normalize() {
+	for i, b := range r.Block {
+		b = strings.TrimLeft(b, ".")
+		if n, err := NormalizeHost(b); err == nil {
+			r.Block[i] = n
+		} else {
+			r.Block[i] = strings.ToLower(b)
+		}
+	}
+}
+
+// hostProfile maps Unicode host names as browsers and resolvers do
+// (UTS #46: fullwidth letters and dots, case), without refusing the
+// underscores real DNS names carry.
+var hostProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.StrictDomainName(false))
+
+// NormalizeHost returns the canonical spelling of a host (or host:port):
+// the port and IPv6 brackets dropped, Unicode mapped to its ASCII
+// (punycode) form, lower case, trailing dots removed. Two spellings of
+// one name normalize to the same string.
+func NormalizeHost(host string) (string, error) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			a, err := hostProfile.ToASCII(host)
+			if err != nil {
+				return "", fmt.Errorf("host %q: %w", host, err)
+			}
+			host = a
+			break
+		}
+	}
+	return strings.TrimRight(strings.ToLower(host), "."), nil
+}
+
 // decide returns the answer for one URL, or false to stay silent.
 func (r *Rules) decide(raw, client string) (string, bool) {
 	u, err := url.Parse(raw)
@@ -94,7 +144,13 @@ func (r *Rules) decide(raw, client string) (string, bool) {
 			return "OK rewrite-url=" + raw + "?client=" + url.QueryEscape(client), true
 		}
 	}
-	host := strings.ToLower(u.Hostname())
+	// The host as the client spelled it: Squid would hand a helper a
+	// normalized one, so normalize it here too (and fail closed: BH
+	// would let the request through a proxy running with -bypass).
+	host, err := NormalizeHost(u.Hostname())
+	if err != nil {
+		return fmt.Sprintf("ERR message=%q", "unparseable host: "+err.Error()), true
+	}
 	for _, b := range r.Block {
 		if host == b || strings.HasSuffix(host, "."+b) {
 			return fmt.Sprintf("ERR message=%q", "blocked by url-filter: "+host), true

@@ -40,3 +40,54 @@ func TestServe(t *testing.T) {
 		t.Errorf("answers (-want +got):\n%s", diff)
 	}
 }
+
+// TestBlockSpellings: a blocked host is blocked however the client spells
+// it (the helper gets the host as sent; Squid would have normalized it),
+// and however the block list spells it.
+func TestBlockSpellings(t *testing.T) {
+	r := Rules{Block: []string{"blocked.example", "Ads.Example.", ".tracker.example"}}
+	r.normalize()
+	tests := []struct {
+		url  string
+		want string // answer prefix
+	}{
+		{"http://blocked.example/", "ERR"},
+		{"http://Blocked.Example./", "ERR"},
+		{"http://blocked.example.:80/", "ERR"},
+		{"http://BLOCKED.EXAMPLE.:8080/x", "ERR"},
+		{"http://blocked.example../", "ERR"},
+		{"http://a.blocked.example./", "ERR"},
+		{"http://blocked\uff0eexample/", "ERR"}, // fullwidth full stop, mapped to "." by IDNA
+		{"http://BLOCKED\u3002example/", "ERR"}, // ideographic full stop
+		{"http://ads.example/", "ERR"},
+		{"http://x.ads.example.:443/", "ERR"},
+		{"http://tracker.example/", "ERR"},
+		{"http://notblocked.example./", "OK"},
+		{"http://blocked.example.org/", "OK"},
+		{"http://example.com:80/", "OK"},
+		{"http://b\u00fccher.example/", "OK"},
+		{"http://[::1]:80/", "OK"},
+	}
+	for _, tt := range tests {
+		got, _ := r.decide(tt.url, "-")
+		if !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%s: %s, want %s", tt.url, got, tt.want)
+		}
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"Blocked.Example.":       "blocked.example",
+		"blocked.example.:80":    "blocked.example",
+		"[::1]:80":               "::1",
+		"B\u00dcCHER.example":    "xn--bcher-kva.example",
+		"xn--BCHER-KVA.example.": "xn--bcher-kva.example",
+		"a\uff0eb":               "a.b",
+		"under_score.example":    "under_score.example",
+	} {
+		if got, err := NormalizeHost(in); err != nil || got != want {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
