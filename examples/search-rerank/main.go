@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -46,6 +47,7 @@ type config struct {
 	statusPath  string
 	maxRequest  int64
 	maxResponse int64
+	maxWindow   int
 	reranker    Reranker
 	logger      *slog.Logger
 }
@@ -60,6 +62,7 @@ func main() {
 	flag.StringVar(&cfg.statusPath, "status", "/sluice/status", "path of the local status endpoint")
 	flag.Int64Var(&cfg.maxRequest, "max-request", sluice.DefaultMaxRequestBody, "largest _search body rewritten; larger ones pass unmodified")
 	flag.Int64Var(&cfg.maxResponse, "max-response", sluice.DefaultMaxResponseBody, "largest engine response reranked; larger ones fail with 502")
+	flag.IntVar(&cfg.maxWindow, "max-window", DefaultMaxWindow, "largest from + size of a search (the engine's max_result_window); past it, or with a negative or non-integer size or from: 400")
 	flag.Parse()
 	cfg.fields = strings.Split(fields, ",")
 	if err := run(cfg); err != nil {
@@ -106,6 +109,12 @@ func newProxy(cfg config) (*sluice.Proxy, error) {
 	if cfg.topN <= 0 {
 		return nil, fmt.Errorf("bad -topn %d: want a positive number", cfg.topN)
 	}
+	if cfg.maxWindow < 0 || cfg.maxWindow > 1<<30 {
+		return nil, fmt.Errorf("bad -max-window %d: want 1 to %d", cfg.maxWindow, 1<<30)
+	}
+	if w := cmp.Or(cfg.maxWindow, DefaultMaxWindow); cfg.topN > w {
+		return nil, fmt.Errorf("bad -topn %d: more than -max-window %d, the engine would refuse the rewritten searches", cfg.topN, w)
+	}
 	if !strings.HasPrefix(cfg.statusPath, "/") {
 		return nil, fmt.Errorf("bad -status %q: want a path", cfg.statusPath)
 	}
@@ -121,7 +130,7 @@ func newProxy(cfg config) (*sluice.Proxy, error) {
 	p.Handle("GET "+cfg.statusPath, sluice.Local(statusHandler(st, cfg)))
 	search := &searchHandler{
 		topN: cfg.topN, fields: cfg.fields, reranker: cfg.reranker,
-		maxRequest: cfg.maxRequest, maxResponse: cfg.maxResponse, stats: st, log: logger,
+		maxRequest: cfg.maxRequest, maxResponse: cfg.maxResponse, maxWindow: cfg.maxWindow, stats: st, log: logger,
 	}
 	for _, pattern := range []string{"GET /{index}/_search", "POST /{index}/_search", "GET /_search", "POST /_search"} {
 		p.Handle(pattern, search)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -445,6 +446,8 @@ func FuzzRerank(f *testing.F) {
 	f.Add(`{"query":{"bool":{"must":[{"match":{"t":{"query":"a b"}}}]}},"size":2,"from":1}`,
 		`{"hits":{"hits":[{"_id":"1","_source":{"title":"a","text":["b"]}},{"_id":"2","_source":{"title":"b b"}},{"_id":"3"}]}}`)
 	f.Add(`{"size":"x"}`, `{"hits":{"hits":[1,2]}}`)
+	f.Add(`{"size":9223372036854775807,"from":1}`, `{"hits":{"hits":[{"_id":"1"},{"_id":"2"}]}}`)
+	f.Add(`{"size":1,"from":9223372036854775807}`, `{"hits":{"hits":[{"_id":"1"}]}}`)
 	f.Add(`[]`, `not json`)
 	h := &searchHandler{topN: 5, fields: []string{"title", "text", "a.b"}, reranker: DefaultBM25,
 		stats: &stats{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -463,6 +466,101 @@ func FuzzRerank(f *testing.F) {
 		}
 		if string(out) != res && !json.Valid(out) {
 			t.Fatalf("invalid JSON out: %q", out)
+		}
+	})
+}
+
+// TestWindowBounds: size and from are bounded, in the URL and in the
+// body, with a 400 that says which; no sum of them overflows (size
+// 9223372036854775807 with from 1 once panicked the handler on every
+// request). Every combination of edge values gets 200 or the 400, and
+// the backend never sees a refused one.
+func TestWindowBounds(t *testing.T) {
+	leaktest.Check(t)
+	e := newEnv(t, config{topN: 20})
+	values := []string{"0", "1", "3", "20", "21", "9999", "10000", "10001", "2147483647", "2147483648",
+		"9223372036854775807", "9223372036854775808", "-1", "-9223372036854775808", "1.5", "1e3", "x", ""}
+	num := func(s string) (int64, bool) {
+		if s == "" {
+			return 0, true
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil
+	}
+	for _, size := range values {
+		for _, from := range values {
+			sz, okSize := num(size)
+			fr, okFrom := num(from)
+			if size == "" {
+				sz = 10
+			}
+			want := 200
+			if !okSize || !okFrom || sz < 0 || fr < 0 || sz > 10000 || fr > 10000 || sz+fr > 10000 {
+				want = 400
+			}
+			q := url.Values{"q": {"proxy"}}
+			var body strings.Builder
+			body.WriteString(`{"query":{"match":{"text":"proxy"}}`)
+			for _, p := range [][2]string{{"size", size}, {"from", from}} {
+				if v := p[1]; v != "" {
+					q.Set(p[0], v)
+					if v == "x" {
+						v = `"x"`
+					}
+					fmt.Fprintf(&body, ",%q:%s", p[0], v)
+				}
+			}
+			body.WriteString("}")
+			for _, r := range []struct{ method, uri, body string }{
+				{"GET", "/articles/_search?" + q.Encode(), ""},
+				{"POST", "/articles/_search", body.String()},
+			} {
+				before := e.rec.count()
+				res := e.do(t, e.proxy.URL, r.method, r.uri, r.body, nil)
+				if res.Status != want {
+					t.Errorf("%s %s %s: %d %s, want %d", r.method, r.uri, r.body, res.Status, res.Body, want)
+					continue
+				}
+				if want == 400 {
+					var es struct {
+						Error struct {
+							Type, Reason string
+						}
+						Status int
+					}
+					if err := json.Unmarshal(res.Body, &es); err != nil || es.Status != 400 || es.Error.Type != "illegal_argument_exception" ||
+						!strings.Contains(es.Error.Reason, "size") && !strings.Contains(es.Error.Reason, "from") {
+						t.Errorf("%s %s %s: 400 body %s", r.method, r.uri, r.body, res.Body)
+					}
+					if e.rec.count() != before {
+						t.Errorf("%s %s %s: a refused search reached the backend", r.method, r.uri, r.body)
+					}
+				}
+			}
+		}
+	}
+}
+
+// FuzzPlanWindow: whatever size and from the URL carries, plan refuses
+// them or yields a window within the bounds, and rerank serves it
+// without panicking.
+func FuzzPlanWindow(f *testing.F) {
+	for _, v := range [][2]string{{"9223372036854775807", "1"}, {"1", "9223372036854775807"}, {"-1", "0"}, {"5", "3"}, {"10000", "0"}} {
+		f.Add(v[0], v[1])
+	}
+	h := &searchHandler{topN: 5, fields: []string{"title"}, reranker: DefaultBM25,
+		stats: &stats{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	res := []byte(`{"hits":{"hits":[{"_id":"1","_source":{"title":"a"}},{"_id":"2","_source":{"title":"b"}},{"_id":"3"}]}}`)
+	f.Fuzz(func(t *testing.T, size, from string) {
+		p, err := h.plan(url.Values{"q": {"a"}, "size": {size}, "from": {from}}, nil)
+		if err != nil {
+			return
+		}
+		if p.size < 0 || p.from < 0 || p.from+p.size > h.topN {
+			t.Fatalf("plan accepted size %d from %d", p.size, p.from)
+		}
+		if _, err := h.rerank(t.Context(), p, res); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -29,9 +29,20 @@ type searchHandler struct {
 	reranker    Reranker
 	maxRequest  int64
 	maxResponse int64
+	maxWindow   int // largest from + size; 0: DefaultMaxWindow
 	stats       *stats
 	log         *slog.Logger
 }
+
+// DefaultMaxWindow is the largest from + size a search may ask for,
+// Elasticsearch's default index.max_result_window.
+const DefaultMaxWindow = 10000
+
+// errBadWindow is a size or from the proxy refuses with 400, as the
+// engine would: not an integer, negative, or past the result window.
+type errBadWindow string
+
+func (e errBadWindow) Error() string { return string(e) }
 
 // plan is what the handler learned from one search request.
 type plan struct {
@@ -84,8 +95,13 @@ func (h *searchHandler) Intercept(w http.ResponseWriter, pr *sluice.ProxyRequest
 		(*doc)["from"] = json.RawMessage("0")
 		return nil
 	})
+	var bad errBadWindow
 	switch {
 	case errors.Is(err, errKeepBody):
+	case errors.As(err, &bad):
+		h.stats.refused.Add(1)
+		writeSearchError(w, string(bad))
+		return nil
 	case err != nil:
 		// Not JSON, too large, compressed, no query text, deep paging:
 		// the engine gets the request as sent and decides.
@@ -98,6 +114,19 @@ func (h *searchHandler) Intercept(w http.ResponseWriter, pr *sluice.ProxyRequest
 		},
 	}
 	return t.Intercept(w, pr)
+}
+
+// writeSearchError answers 400 with an Elasticsearch-shaped error.
+func writeSearchError(w http.ResponseWriter, reason string) {
+	cause := map[string]string{"type": "illegal_argument_exception", "reason": reason}
+	b, _ := json.Marshal(map[string]any{
+		"error":  map[string]any{"root_cause": []any{cause}, "type": cause["type"], "reason": reason},
+		"status": http.StatusBadRequest,
+	})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 func (h *searchHandler) passUnmodified(w http.ResponseWriter, pr *sluice.ProxyRequest, why string) error {
@@ -117,8 +146,16 @@ func (h *searchHandler) plan(q url.Values, doc map[string]json.RawMessage) (plan
 	if p.from, err = intParam(q, doc, "from", 0); err != nil {
 		return p, err
 	}
+	// Each is bounded before they are added: no overflow.
+	limit := h.maxWindow
+	if limit <= 0 {
+		limit = DefaultMaxWindow
+	}
 	if p.size < 0 || p.from < 0 {
-		return p, errNotReranked("negative size or from")
+		return p, errBadWindow(fmt.Sprintf("[size] and [from] must not be negative, got size %d and from %d", p.size, p.from))
+	}
+	if p.size > limit || p.from > limit || p.from+p.size > limit {
+		return p, errBadWindow(fmt.Sprintf("result window too large: [from] + [size] must be at most %d, got from %d and size %d", limit, p.from, p.size))
 	}
 	if p.from+p.size > h.topN {
 		return p, errNotReranked("window beyond the top N")
@@ -142,7 +179,7 @@ func intParam(q url.Values, doc map[string]json.RawMessage, name string, def int
 	if q.Has(name) {
 		n, err := strconv.Atoi(q.Get(name))
 		if err != nil {
-			return 0, errNotReranked("bad " + name)
+			return 0, errBadWindow(fmt.Sprintf("[%s] must be an integer, got %q", name, q.Get(name)))
 		}
 		return n, nil
 	}
@@ -152,7 +189,7 @@ func intParam(q url.Values, doc map[string]json.RawMessage, name string, def int
 	}
 	var n int
 	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, errNotReranked("bad " + name)
+		return 0, errBadWindow(fmt.Sprintf("[%s] must be an integer, got %.32s", name, raw))
 	}
 	return n, nil
 }
@@ -229,7 +266,9 @@ func (h *searchHandler) rerank(ctx context.Context, p plan, body []byte) ([]byte
 		scores = make([]float64, len(hits))
 	}
 	idx := order(scores)
-	lo, hi := min(p.from, len(idx)), min(p.from+p.size, len(idx))
+	// plan bounds from and size; clamp anyway without adding them.
+	lo := min(max(p.from, 0), len(idx))
+	hi := lo + min(max(p.size, 0), len(idx)-lo)
 	out := make([]json.RawMessage, 0, hi-lo)
 	for _, i := range idx[lo:hi] {
 		var m map[string]json.RawMessage
@@ -298,7 +337,7 @@ func appendText(b *strings.Builder, v any) {
 
 // stats are the counters the status endpoint reports.
 type stats struct {
-	captured, reranked, unmodified, passed atomic.Int64
+	captured, reranked, unmodified, refused, passed atomic.Int64
 
 	mu      sync.Mutex
 	lat     [1024]time.Duration // the latest rerank latencies, a ring
@@ -338,6 +377,7 @@ func statusHandler(s *stats, cfg config) http.Handler {
 			"requests_captured":       s.captured.Load(),
 			"searches_reranked":       s.reranked.Load(),
 			"searches_unmodified":     s.unmodified.Load(),
+			"searches_refused":        s.refused.Load(),
 			"requests_passed_through": s.passed.Load(),
 			"rerank_latency_ms":       s.percentiles(),
 			"uptime_seconds":          int64(time.Since(s.started).Seconds()),
