@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -614,5 +616,49 @@ func TestAdminListenerHost(t *testing.T) {
 				t.Errorf("secret %q, Host %s: %d, want %d", secret, host, res.StatusCode, want)
 			}
 		}
+	}
+}
+
+// TestFlags: settings that cannot work are refused at start, naming the
+// flag; -h says what the program is before the flags.
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // in the error; "" for none
+	}{
+		{nil, ""},
+		{[]string{"-admin", "10.0.0.1:8079", "-secret", "s3cret", "-policy", "hash-header:X-User", "-health-path", "", "-health-interval", "0"}, ""},
+		{[]string{"-admin", "0.0.0.0:8079"}, "-admin \"0.0.0.0:8079\" is not a loopback address: set -secret"},
+		{[]string{"-admin", ":8079"}, "-admin"},
+		{[]string{"-admin", "127.0.0.1:8080"}, "-admin and -listen"},
+		{[]string{"-listen", "8080"}, "-listen"},
+		{[]string{"-policy", "fastest"}, "-policy"},
+		{[]string{"-policy", "hash-header"}, "-policy"},
+		{[]string{"-backends", "-1"}, "-backends"},
+		{[]string{"-ttl", "500ms"}, "-ttl 500ms"},
+		{[]string{"-ttl", "-1s"}, "-ttl"},
+		{[]string{"-max-targets", "0"}, "-max-targets"},
+		{[]string{"-health-path", "healthz"}, "-health-path"},
+		{[]string{"-health-interval", "0"}, "-health-interval"},
+		{[]string{"-cool-down", "-1s"}, "-cool-down"},
+		{[]string{"-timeout", "0"}, "-timeout"},
+		{[]string{"-strip-prefix", "app"}, "-strip-prefix"},
+		{[]string{"-attempts", "0"}, "-attempts"},
+		{[]string{"-redis", "127.0.0.1:6379", "-redis-prefix", ""}, "-redis-prefix"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		_, err := parseFlags(tt.args, &out)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	var out strings.Builder
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "balancer: a load balancer whose targets register themselves.\n") || !strings.Contains(out.String(), "-admin") {
+		t.Errorf("-h prints:\n%s", out.String())
 	}
 }

@@ -23,8 +23,10 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,19 +54,88 @@ type config struct {
 	logger      *slog.Logger
 }
 
-func main() {
+// description is what -h prints before the flags.
+const description = `search-rerank: a reranking proxy in front of an Elasticsearch-style API.
+
+It captures GET and POST /{index}/_search, asks the engine for the top
+-topn hits instead of the page the client wants, reranks them with BM25
+over the -field fields, and returns the client's page of the new order.
+Every other request passes through untouched. A size or from that is not
+an integer, is negative, or goes past -max-window gets a 400. With no
+flags it runs an embedded search backend with a small corpus:
+
+  go run ./examples/search-rerank
+  curl 'http://127.0.0.1:8080/articles/_search?q=proxy+streaming&size=3'
+
+Flags:
+`
+
+// parseFlags parses the command line. With -h it prints the description
+// and the flags to out and returns flag.ErrHelp.
+func parseFlags(args []string, out io.Writer) (config, error) {
 	var cfg config
 	var fields string
-	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
-	flag.StringVar(&cfg.upstream, "upstream", "", "search engine URL (default: an embedded demo backend)")
-	flag.IntVar(&cfg.topN, "topn", 50, "number of hits to fetch from the engine and rerank")
-	flag.StringVar(&fields, "field", "title,text", "comma-separated _source fields the reranker reads")
-	flag.StringVar(&cfg.statusPath, "status", "/sluice/status", "path of the local status endpoint")
-	flag.Int64Var(&cfg.maxRequest, "max-request", sluice.DefaultMaxRequestBody, "largest _search body rewritten; larger ones pass unmodified")
-	flag.Int64Var(&cfg.maxResponse, "max-response", sluice.DefaultMaxResponseBody, "largest engine response reranked; larger ones fail with 502")
-	flag.IntVar(&cfg.maxWindow, "max-window", DefaultMaxWindow, "largest from + size of a search (the engine's max_result_window); past it, or with a negative or non-integer size or from: 400")
-	flag.Parse()
-	cfg.fields = strings.Split(fields, ",")
+	fs := flag.NewFlagSet("search-rerank", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, description)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&cfg.upstream, "upstream", "", "search engine URL (default: an embedded demo backend)")
+	fs.IntVar(&cfg.topN, "topn", 50, "number of hits to fetch from the engine and rerank")
+	fs.StringVar(&fields, "field", "title,text", "comma-separated _source fields the reranker reads")
+	fs.StringVar(&cfg.statusPath, "status", "/sluice/status", "path of the local status endpoint")
+	fs.Int64Var(&cfg.maxRequest, "max-request", sluice.DefaultMaxRequestBody, "largest _search body rewritten; larger ones pass unmodified")
+	fs.Int64Var(&cfg.maxResponse, "max-response", sluice.DefaultMaxResponseBody, "largest engine response reranked; larger ones fail with 502")
+	fs.IntVar(&cfg.maxWindow, "max-window", DefaultMaxWindow, "largest from + size of a search (the engine's max_result_window); past it, or with a negative or non-integer size or from: 400")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: every setting is a flag (see -h)", fs.Arg(0))
+	}
+	var errs []error
+	for f := range strings.SplitSeq(fields, ",") {
+		if f = strings.TrimSpace(f); f == "" || strings.HasPrefix(f, ".") || strings.HasSuffix(f, ".") || strings.Contains(f, "..") {
+			errs = append(errs, fmt.Errorf("-field %q: want comma-separated field names such as title,text or author.name", fields))
+			break
+		}
+		cfg.fields = append(cfg.fields, strings.TrimSpace(f))
+	}
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		errs = append(errs, fmt.Errorf("-listen %q: want host:port: %w", cfg.listen, err))
+	}
+	if cfg.maxRequest <= 0 {
+		errs = append(errs, fmt.Errorf("-max-request %d: want a positive size in bytes", cfg.maxRequest))
+	}
+	if cfg.maxResponse <= 0 {
+		errs = append(errs, fmt.Errorf("-max-response %d: want a positive size in bytes", cfg.maxResponse))
+	}
+	if cfg.maxWindow == 0 {
+		errs = append(errs, errors.New("-max-window 0: want at least 1"))
+	}
+	// newProxy checks the rest; without -upstream, run starts the demo
+	// backend, so check with a stand-in.
+	probe := cfg
+	if probe.upstream == "" {
+		probe.upstream = "http://127.0.0.1:9200"
+	}
+	if _, err := newProxy(probe); err != nil {
+		errs = append(errs, err)
+	}
+	return cfg, errors.Join(errs...)
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "search-rerank:", err)
+		os.Exit(2)
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "search-rerank:", err)
 		os.Exit(1)
@@ -88,7 +159,7 @@ func run(cfg config) error {
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("-listen: %w", err)
 	}
 	srv := &sluice.Server{Handler: proxy}
 	base := "http://" + ln.Addr().String()
@@ -104,19 +175,19 @@ func run(cfg config) error {
 func newProxy(cfg config) (*sluice.Proxy, error) {
 	target, err := url.Parse(cfg.upstream)
 	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https") {
-		return nil, fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9200", cfg.upstream)
+		return nil, fmt.Errorf("-upstream %q: want a URL like http://127.0.0.1:9200", cfg.upstream)
 	}
 	if cfg.topN <= 0 {
-		return nil, fmt.Errorf("bad -topn %d: want a positive number", cfg.topN)
+		return nil, fmt.Errorf("-topn %d: want a positive number", cfg.topN)
 	}
 	if cfg.maxWindow < 0 || cfg.maxWindow > 1<<30 {
-		return nil, fmt.Errorf("bad -max-window %d: want 1 to %d", cfg.maxWindow, 1<<30)
+		return nil, fmt.Errorf("-max-window %d: want 1 to %d", cfg.maxWindow, 1<<30)
 	}
 	if w := cmp.Or(cfg.maxWindow, DefaultMaxWindow); cfg.topN > w {
-		return nil, fmt.Errorf("bad -topn %d: more than -max-window %d, the engine would refuse the rewritten searches", cfg.topN, w)
+		return nil, fmt.Errorf("-topn %d: more than -max-window %d, the engine would refuse the rewritten searches", cfg.topN, w)
 	}
 	if !strings.HasPrefix(cfg.statusPath, "/") {
-		return nil, fmt.Errorf("bad -status %q: want a path", cfg.statusPath)
+		return nil, fmt.Errorf("-status %q: want a path", cfg.statusPath)
 	}
 	logger := cfg.logger
 	if logger == nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -563,4 +565,46 @@ func FuzzPlanWindow(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestFlags: settings that cannot work are refused at start, naming the
+// flag; -h says what the program is before the flags.
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // in the error; "" for none
+	}{
+		{nil, ""},
+		{[]string{"-upstream", "https://search.internal:9200", "-topn", "100", "-field", "title, author.name", "-max-window", "500"}, ""},
+		{[]string{"-upstream", "127.0.0.1:9200"}, "-upstream"},
+		{[]string{"-topn", "0"}, "-topn 0"},
+		{[]string{"-topn", "20000"}, "-topn 20000"},
+		{[]string{"-topn", "600", "-max-window", "500"}, "-topn 600"},
+		{[]string{"-max-window", "0"}, "-max-window 0"},
+		{[]string{"-max-window", "-1"}, "-max-window -1"},
+		{[]string{"-field", "title,,text"}, "-field"},
+		{[]string{"-field", ""}, "-field"},
+		{[]string{"-status", "status"}, "-status"},
+		{[]string{"-max-request", "0"}, "-max-request"},
+		{[]string{"-max-response", "-1"}, "-max-response"},
+		{[]string{"-listen", "8080"}, "-listen"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		cfg, err := parseFlags(tt.args, &out)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+		if tt.args == nil && cfg.upstream != "" {
+			t.Errorf("no -upstream: upstream %q, want empty (the demo backend)", cfg.upstream)
+		}
+	}
+	var out strings.Builder
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "search-rerank: a reranking proxy") || !strings.Contains(out.String(), "-max-window") {
+		t.Errorf("-h prints:\n%s", out.String())
+	}
 }

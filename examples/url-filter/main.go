@@ -19,13 +19,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -53,6 +56,101 @@ type config struct {
 	stripCookies []string
 }
 
+// description is what -h prints before the flags.
+const description = `url-filter: a filtering forward and reverse proxy, Squid style.
+
+Every request is put to a url_rewrite helper program over Squid's line
+protocol, which allows it, denies it (403), rewrites it to another URL or
+redirects the client. Requests in absolute form (curl -x) are forward
+proxied; the others go to -upstream. X-Forwarded-For names the real
+requester (-trusted for load balancers in front) and tracking cookies are
+stripped. With no flags the built-in sample helper filters an embedded
+demo backend:
+
+  go run ./examples/url-filter
+  curl http://127.0.0.1:8080/old/page
+  curl -x http://127.0.0.1:8080 http://ads.example/
+
+Flags:
+`
+
+// parseFlags parses the command line. With -h it prints the description
+// and the flags to out and returns flag.ErrHelp.
+func parseFlags(args []string, out io.Writer) (config, error) {
+	var cfg config
+	var helperArgs, trusted, strip string
+	fs := flag.NewFlagSet("url-filter", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, description)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&cfg.upstream, "upstream", "", "reverse-proxy upstream URL for origin-form requests (default: an embedded demo backend)")
+	fs.StringVar(&cfg.helper, "helper", "", "url_rewrite helper program (default: the built-in sample helper)")
+	fs.StringVar(&helperArgs, "helper-args", "", "space-separated arguments of -helper")
+	fs.IntVar(&cfg.children, "children", 4, "helper processes")
+	fs.IntVar(&cfg.concurrency, "concurrency", 16, "requests in flight per helper (channel IDs); 0 for helpers without concurrency support")
+	fs.IntVar(&cfg.queue, "queue", 0, "requests waiting for a helper before 503 (default: twice the helper slots)")
+	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "helper answer timeout")
+	fs.BoolVar(&cfg.bypass, "bypass", false, "let requests through when the helper fails (default: 503)")
+	fs.StringVar(&trusted, "trusted", "", "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed")
+	fs.StringVar(&strip, "strip-cookies", "_ga,_gid,_fbp", "comma-separated cookie names removed from requests")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: every setting is a flag (see -h)", fs.Arg(0))
+	}
+	var errs []error
+	cfg.helperArgs = strings.Fields(helperArgs)
+	if len(cfg.helperArgs) > 0 && cfg.helper == "" {
+		errs = append(errs, errors.New("-helper-args without -helper: the built-in helper takes no arguments"))
+	}
+	for _, s := range splitList(trusted) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-trusted %q: want CIDRs such as 10.0.0.0/8: %w", s, err))
+			continue
+		}
+		cfg.trusted = append(cfg.trusted, p)
+	}
+	cfg.stripCookies = splitList(strip)
+	return cfg, errors.Join(append(errs, cfg.check())...)
+}
+
+// check refuses settings that cannot work, naming the flag.
+func (cfg *config) check() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		bad("-listen %q: want host:port: %w", cfg.listen, err)
+	}
+	if cfg.upstream != "" {
+		if u, err := url.Parse(cfg.upstream); err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
+			bad("-upstream %q: want a URL like http://127.0.0.1:9000", cfg.upstream)
+		}
+	}
+	if cfg.helper != "" {
+		if _, err := exec.LookPath(cfg.helper); err != nil {
+			bad("-helper %q: %w", cfg.helper, err)
+		}
+	}
+	if cfg.children < 1 || cfg.children > 1000 {
+		bad("-children %d: want 1 to 1000", cfg.children)
+	}
+	if cfg.concurrency < 0 || cfg.concurrency > 10000 {
+		bad("-concurrency %d: want 0 (no channel IDs) to 10000", cfg.concurrency)
+	}
+	if cfg.queue < 0 {
+		bad("-queue %d: want 0 (twice the helper slots) or more", cfg.queue)
+	}
+	if cfg.timeout <= 0 {
+		bad("-timeout %s: want a positive duration", cfg.timeout)
+	}
+	return errors.Join(errs...)
+}
+
 func main() {
 	if mode := os.Getenv(builtinHelperEnv); mode != "" {
 		r := rules.Default
@@ -62,31 +160,14 @@ func main() {
 		}
 		return
 	}
-	var cfg config
-	var helperArgs, trusted, strip string
-	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8080", "address to listen on")
-	flag.StringVar(&cfg.upstream, "upstream", "", "reverse-proxy upstream URL for origin-form requests (default: an embedded demo backend)")
-	flag.StringVar(&cfg.helper, "helper", "", "url_rewrite helper program (default: the built-in sample helper)")
-	flag.StringVar(&helperArgs, "helper-args", "", "space-separated arguments of -helper")
-	flag.IntVar(&cfg.children, "children", 4, "helper processes")
-	flag.IntVar(&cfg.concurrency, "concurrency", 16, "requests in flight per helper (channel IDs); 0 for helpers without concurrency support")
-	flag.IntVar(&cfg.queue, "queue", 0, "requests waiting for a helper before 503 (default: twice the helper slots)")
-	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "helper answer timeout")
-	flag.BoolVar(&cfg.bypass, "bypass", false, "let requests through when the helper fails (default: 503)")
-	flag.StringVar(&trusted, "trusted", "", "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed")
-	flag.StringVar(&strip, "strip-cookies", "_ga,_gid,_fbp", "comma-separated cookie names removed from requests")
-	flag.Parse()
-	cfg.helperArgs = strings.Fields(helperArgs)
-	for _, s := range splitList(trusted) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "url-filter: bad -trusted:", err)
-			os.Exit(2)
-		}
-		cfg.trusted = append(cfg.trusted, p)
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
 	}
-	cfg.stripCookies = splitList(strip)
-
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "url-filter:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, nil); err != nil {
@@ -190,7 +271,7 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	}
 	target, err := url.Parse(cfg.upstream)
 	if err != nil || target.Host == "" {
-		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", cfg.upstream)
+		return fmt.Errorf("-upstream %q: want a URL like http://127.0.0.1:9000", cfg.upstream)
 	}
 	f, err := newFilter(cfg, target)
 	if err != nil {
@@ -199,7 +280,7 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	defer f.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("-listen: %w", err)
 	}
 	srv := &sluice.Server{Handler: f.proxy}
 	addr := ln.Addr().String()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -154,5 +156,41 @@ func TestTrustedBalancer(t *testing.T) {
 		if !strings.Contains(a.body, want) {
 			t.Errorf("body %q does not contain %q", a.body, want)
 		}
+	}
+}
+
+// TestFlags: settings that cannot work are refused at start, naming the
+// flag; -h says what the program is before the flags.
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // in the error; "" for none
+	}{
+		{nil, ""},
+		{[]string{"-helper", "go", "-helper-args", "version", "-trusted", "10.0.0.0/8, ::1/128", "-concurrency", "0"}, ""},
+		{[]string{"-helper", "/nonexistent/helper"}, "-helper"},
+		{[]string{"-helper-args", "-concurrency"}, "-helper-args"},
+		{[]string{"-children", "0"}, "-children 0"},
+		{[]string{"-concurrency", "-1"}, "-concurrency"},
+		{[]string{"-queue", "-1"}, "-queue"},
+		{[]string{"-timeout", "0"}, "-timeout"},
+		{[]string{"-trusted", "10.0.0.0/33"}, "-trusted"},
+		{[]string{"-upstream", "127.0.0.1:9000"}, "-upstream"},
+		{[]string{"-listen", "8080"}, "-listen"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		_, err := parseFlags(tt.args, &out)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	var out strings.Builder
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "url-filter: a filtering forward and reverse proxy") || !strings.Contains(out.String(), "-helper") {
+		t.Errorf("-h prints:\n%s", out.String())
 	}
 }

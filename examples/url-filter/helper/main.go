@@ -18,6 +18,19 @@ import (
 )
 
 func main() {
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `helper: the sample url_rewrite helper of url-filter.
+
+Like any Squid url_rewrite_program it reads one request per line on stdin
+("[channel-ID] URL client/fqdn user method ...") and answers one line on
+stdout: ERR for blocked hosts (however their name is spelled), OK
+rewrite-url= for the rewrite rule, OK status=301 url= for the redirect
+rule, OK for the rest. Run it with url-filter -helper PATH.
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
 	r := rules.Default
 	block := flag.String("block", strings.Join(r.Block, ","), "comma-separated hosts to block (subdomains included)")
 	flag.StringVar(&r.RewriteFrom, "rewrite-from", r.RewriteFrom, "path prefix to rewrite")
