@@ -885,6 +885,7 @@ func (p *Proxy) newEngine() *engine {
 			IdleConnTimeout:       std.IdleConnTimeout,
 			MaxIdleConnsPerHost:   std.MaxIdleConnsPerHost,
 			ExpectContinueTimeout: std.ExpectContinueTimeout,
+			Logger:                p.Logger,
 		},
 		std: std,
 	}

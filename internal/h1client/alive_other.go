@@ -1,13 +1,7 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package h1client
 
-import "net"
-
-type prober struct{}
-
-func newProber(net.Conn) *prober { return nil }
-
-// alive cannot peek on this platform; a stale connection is detected by
-// the first read and the request retried (see Client.Do).
-func (pc *conn) alive() bool { return true }
+// peekFD cannot look at a socket on this platform: connections are
+// never reused there.
+func peekFD(uintptr, []byte) idleState { return idleUnknown }

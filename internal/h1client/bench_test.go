@@ -29,17 +29,54 @@ func (c *replayConn) Read(p []byte) (int, error) {
 
 func (c *replayConn) Write(p []byte) (int, error) { return len(p), nil }
 
-func benchConn(resp string) *conn {
+// benchConn returns a connection that replays resp. Its reuse checks
+// look at a real loopback socket that stays empty, so that the
+// benchmarks count their cost (a system call each).
+func benchConn(b *testing.B, resp string) *conn {
 	rc := &replayConn{resp: []byte(resp), r: bytes.NewReader(nil)}
-	pc := &conn{client: &Client{}, pool: &hostPool{}, nc: rc}
+	pc := &conn{client: &Client{}, pool: &hostPool{}, nc: rc, probe: newProber(quietConn(b))}
 	pc.lr = h1wire.LimitReader{R: rc, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc
 }
 
+// quietConn returns a loopback TCP connection whose peer never writes.
+func quietConn(b *testing.B) net.Conn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		c.Close()
+		peer.Close()
+	})
+	return c
+}
+
+// BenchmarkReuseCheck is the look at a pooled connection before reuse
+// (and again, with the buffered reader's count, when it goes back).
+func BenchmarkReuseCheck(b *testing.B) {
+	pc := &conn{client: &Client{}, pool: &hostPool{}, probe: newProber(quietConn(b))}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !pc.reusable("while idle") {
+			b.Fatal("quiet connection not reusable")
+		}
+	}
+}
+
 // BenchmarkWriteHead formats a typical proxied request head.
 func BenchmarkWriteHead(b *testing.B) {
-	pc := benchConn("")
+	pc := benchConn(b, "")
 	req, _ := http.NewRequest("GET", "http://upstream.test/api/v1/items?page=2&sort=name", nil)
 	req.Header = http.Header{
 		"User-Agent":        {"Mozilla/5.0"},
@@ -65,7 +102,7 @@ func BenchmarkWriteHead(b *testing.B) {
 func BenchmarkReadResponse(b *testing.B) {
 	resp := "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 100\r\n" +
 		"Date: Thu, 26 Nov 2026 00:00:00 GMT\r\nCache-Control: no-cache\r\nEtag: \"abc\"\r\n\r\n" + strings.Repeat("x", 100)
-	pc := benchConn(resp)
+	pc := benchConn(b, resp)
 	req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
 	buf := make([]byte, 512)
 	b.ReportAllocs()
@@ -92,7 +129,7 @@ func BenchmarkChunkedBody(b *testing.B) {
 		sb.WriteString("1000\r\n" + strings.Repeat("y", 4096) + "\r\n")
 	}
 	sb.WriteString("0\r\n\r\n")
-	pc := benchConn(sb.String())
+	pc := benchConn(b, sb.String())
 	req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
 	buf := make([]byte, 32<<10)
 	b.SetBytes(64 << 10)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -68,7 +69,13 @@ type Client struct {
 	// MaxResponseHeaderBytes bounds a response head. If zero,
 	// DefaultMaxResponseHeaderBytes.
 	MaxResponseHeaderBytes int64
-	// DialContext, if set, replaces net.Dialer.DialContext.
+	// Logger receives a line for each upstream connection closed because
+	// the upstream sent more than its framing. If nil, slog.Default().
+	Logger *slog.Logger
+	// DialContext, if set, replaces net.Dialer.DialContext. A connection
+	// that does not implement syscall.Conn cannot be checked for unread
+	// bytes and is therefore never reused; one that buffers reads of its
+	// own must not implement it.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// The hot path takes no lock of the Client: hosts is replaced, not
@@ -115,6 +122,13 @@ func (c *Client) maxHeaderBytes() int64 {
 	return DefaultMaxResponseHeaderBytes
 }
 
+func (c *Client) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
 func (c *Client) continueTimeout() time.Duration {
 	if c.ExpectContinueTimeout > 0 {
 		return c.ExpectContinueTimeout
@@ -130,12 +144,20 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // Do sends req and returns the response once its head arrived; the body
 // streams from the connection. hooks may be nil.
 //
+// One response per request: a connection goes back to the pool only if
+// it holds no byte past the end of the response, neither in its buffer
+// nor in its socket, and it is taken from the pool only if its socket is
+// still empty (a non-blocking peek, one system call, each time; see
+// conn.reusable). A connection that fails either check is closed, and
+// one that holds bytes is logged: the upstream sent more than its
+// framing (a Content-Length shorter than the body, a body after a HEAD,
+// 204 or 304 head, or bytes while idle), and those bytes must never be
+// read as the answer to the next request.
+//
 // An idempotent request (RFC 9110 §9.2.2) whose connection came from the
 // pool and turned out closed by the server before any byte of the
 // response is retried once on a new connection, provided no byte of its
-// body was consumed. Other requests are never sent twice: before one of
-// them reuses a pooled connection, a non-blocking peek checks that the
-// server has not closed it.
+// body was consumed. Other requests are never sent twice.
 func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 	if req.URL == nil || req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("h1client: unsupported scheme in %v", req.URL)
@@ -144,10 +166,7 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 	ctx := req.Context()
 	idempotent := h1wire.IsIdempotent(req.Method)
 	for try := 0; ; try++ {
-		// An idempotent request without a body is retried anyway if the
-		// connection is stale: it skips the peek, a system call.
-		probe := !idempotent || (req.Body != nil && req.Body != http.NoBody)
-		pc, reused, err := c.getConn(ctx, addr, probe)
+		pc, reused, err := c.getConn(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -202,6 +221,7 @@ func (c *Client) pools() map[string]*hostPool {
 // used last (LIFO keeps the warmest connections busy and lets the others
 // time out).
 type hostPool struct {
+	addr string // host:port, for logs
 	mu   sync.Mutex
 	idle []*conn
 }
@@ -220,13 +240,13 @@ func (c *Client) pool(addr string) *hostPool {
 	for k, v := range old {
 		m[k] = v
 	}
-	hp := &hostPool{}
+	hp := &hostPool{addr: addr}
 	m[addr] = hp
 	c.hosts.Store(&m)
 	return hp
 }
 
-func (c *Client) getConn(ctx context.Context, addr string, probe bool) (*conn, bool, error) {
+func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) {
 	hp := c.pool(addr)
 	now := time.Now()
 	for {
@@ -240,7 +260,7 @@ func (c *Client) getConn(ctx context.Context, addr string, probe bool) (*conn, b
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(pc.idleSince) > c.idleTimeout() || (probe && !pc.alive()) {
+		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.reusable("while idle") {
 			pc.nc.Close()
 			continue
 		}

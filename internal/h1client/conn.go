@@ -701,8 +701,8 @@ func (pc *conn) release() {
 	pc.mu.Lock()
 	reuse := pc.respReuse && pc.reqErr == nil && !pc.closed
 	pc.mu.Unlock()
-	if reuse && pc.br.Buffered() > 0 {
-		reuse = false // bytes after the response: the stream is confused
+	if reuse && !pc.reusable("after response") {
+		reuse = false
 	}
 	if !reuse {
 		pc.close()

@@ -1,0 +1,85 @@
+package h1client
+
+import (
+	"net"
+	"syscall"
+)
+
+// idleState is what a non-blocking look at a connection between two
+// exchanges found.
+type idleState uint8
+
+const (
+	idleEmpty   idleState = iota // nothing to read: the connection may carry another exchange
+	idleData                     // unread bytes: the upstream sent more than its framing
+	idleClosed                   // the upstream closed the connection (or it failed)
+	idleUnknown                  // the connection or the platform cannot tell: never reuse
+)
+
+// prober looks at a connection's socket without blocking and without
+// reading. It is made once per connection, so that a look costs one
+// system call and no allocation.
+type prober struct {
+	rc    syscall.RawConn
+	fn    func(uintptr) bool // p.peek, bound once
+	buf   [1]byte
+	state idleState
+}
+
+// newProber returns nil when nc exposes no socket (a net.Pipe, a wrapper
+// without SyscallConn): such a connection is never reused.
+func newProber(nc net.Conn) *prober {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	p := &prober{rc: rc}
+	p.fn = p.peek
+	return p
+}
+
+func (p *prober) peek(fd uintptr) bool {
+	p.state = peekFD(fd, p.buf[:])
+	return true
+}
+
+// idleState reports what the connection's socket holds. The bytes left in
+// the connection's buffered reader are the caller's to check.
+func (pc *conn) idleState() idleState {
+	p := pc.probe
+	if p == nil {
+		return idleUnknown
+	}
+	p.state = idleUnknown
+	if err := p.rc.Read(p.fn); err != nil {
+		return idleClosed
+	}
+	return p.state
+}
+
+// reusable reports whether the connection provably holds no byte past the
+// last response's framing, in its buffered reader or its socket, so that
+// it may carry another exchange. It is asked when the connection goes
+// back to the pool and again before it is taken out (as nginx closes a
+// cached upstream connection that turns readable): bytes that arrive in
+// between would otherwise be read as the next request's response. An
+// upstream that sent such bytes is logged, once per connection; when
+// says at which of the two moments they were seen.
+func (pc *conn) reusable(when string) bool {
+	state := idleData
+	if pc.br == nil || pc.br.Buffered() == 0 {
+		state = pc.idleState()
+	}
+	switch state {
+	case idleEmpty:
+		return true
+	case idleData:
+		pc.client.logger().Warn("sluice: upstream sent more data than its framing; connection closed",
+			"upstream", pc.pool.addr, "seen", when)
+	}
+	return false
+}
