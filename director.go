@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sluiceproxy/sluice/internal/canonical"
+	"github.com/sluiceproxy/sluice/internal/urlpath"
 )
 
 // A Director picks the upstream of a forwarded request: it sets the
@@ -130,7 +131,7 @@ func (r *Routes) Direct(pr *ProxyRequest) error {
 		if rt.host != "" && rt.host != host {
 			continue
 		}
-		if !prefixMatch(path, rt.prefix) {
+		if !urlpath.HasPrefix(path, rt.prefix) {
 			continue
 		}
 		if best == nil || better(rt, best) {
@@ -141,7 +142,7 @@ func (r *Routes) Direct(pr *ProxyRequest) error {
 		return ErrNoRoute
 	}
 	if best.opts.StripPrefix {
-		stripPrefix(pr.Out.URL, strings.TrimSuffix(best.prefix, "/"))
+		urlpath.StripPrefix(pr.Out.URL, best.prefix)
 	}
 	pr.SetURL(best.target)
 	if best.opts.PreserveHost {
@@ -155,36 +156,6 @@ func better(a, b *hostPathRoute) bool {
 		return a.host != ""
 	}
 	return len(a.prefix) > len(b.prefix)
-}
-
-func prefixMatch(path, prefix string) bool {
-	if !strings.HasPrefix(path, prefix) {
-		return false
-	}
-	if strings.HasSuffix(prefix, "/") || len(path) == len(prefix) {
-		return true
-	}
-	return path[len(prefix)] == '/'
-}
-
-// stripPrefix removes prefix (without trailing slash) from u's path,
-// keeping the result rooted.
-func stripPrefix(u *url.URL, prefix string) {
-	if prefix == "" {
-		return
-	}
-	u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, prefix), "/")
-	if u.RawPath != "" {
-		u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, prefix), "/")
-		if u.RawPath == u.Path || !validEncoded(u) {
-			u.RawPath = ""
-		}
-	}
-}
-
-func validEncoded(u *url.URL) bool {
-	p, err := url.PathUnescape(u.RawPath)
-	return err == nil && p == u.Path
 }
 
 // requestHost returns the request's host without port. The Proxy has
@@ -214,24 +185,12 @@ func rewriteURL(u, target *url.URL) {
 	}
 }
 
-func singleJoiningSlash(a, b string) string {
-	aslash := strings.HasSuffix(a, "/")
-	bslash := strings.HasPrefix(b, "/")
-	switch {
-	case aslash && bslash:
-		return a + b[1:]
-	case !aslash && !bslash:
-		return a + "/" + b
-	}
-	return a + b
-}
-
 func joinURLPath(a, b *url.URL) (path, rawpath string) {
 	if a.Path == "" && a.RawPath == "" {
 		return b.Path, b.RawPath
 	}
 	if a.RawPath == "" && b.RawPath == "" {
-		return singleJoiningSlash(a.Path, b.Path), ""
+		return urlpath.Join(a.Path, b.Path), ""
 	}
 	apath := a.EscapedPath()
 	bpath := b.EscapedPath()

@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
+
+	"github.com/sluiceproxy/sluice"
 )
 
 // BenchmarkPoolPick measures the Director cost of one request: Pool.Direct
@@ -32,33 +34,36 @@ func BenchmarkPoolPick(b *testing.B) {
 			ctx := context.Background()
 			for i := range 100 {
 				m := Member{ID: fmt.Sprintf("t%03d", i), URL: fmt.Sprintf("http://10.0.%d.%d:8080", i/250, i%250), Weight: 1 + i%4}
-				if err := pool.Add(ctx, m, 0); err != nil {
+				if err := pool.Add(ctx, m); err != nil {
 					b.Fatal(err)
 				}
 			}
 			h := http.Header{"X-User": {"user-12345"}}
 			if pc.name == "sticky-cookie" {
 				// A client that already has its cookie.
-				pr := testRequest(nil, "")
-				if err := pool.Direct(pr); err != nil {
-					b.Fatal(err)
-				}
-				c := pr.ResponseHeader().Get("Set-Cookie")
-				h.Set("Cookie", c[:len("lb=")+16])
+				withRequest(b, nil, "", func(pr *sluice.ProxyRequest) {
+					if err := pool.Direct(pr); err != nil {
+						b.Fatal(err)
+					}
+					c := pr.ResponseHeader().Get("Set-Cookie")
+					h.Set("Cookie", c[:len("lb=")+16])
+				})
 			}
-			pr := testRequest(h, "192.0.2.10:5555")
-			orig := *pr.Out.URL
-			res := Result{}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				*pr.Out.URL = orig
-				if err := pool.Direct(pr); err != nil {
-					b.Fatal(err)
+			withRequest(b, h, "192.0.2.10:5555", func(pr *sluice.ProxyRequest) {
+				orig := *pr.Out.URL
+				res := sluice.Result{}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					*pr.Out.URL = orig
+					if err := pool.Direct(pr); err != nil {
+						b.Fatal(err)
+					}
+					res.Upstream = pr.Out.URL.Host
+					pool.Observe(pr, res)
 				}
-				res.Upstream = pr.Out.URL.Host
-				pool.Observe(pr, res)
-			}
+				b.StopTimer()
+			})
 		})
 	}
 }
@@ -73,17 +78,18 @@ func BenchmarkPoolPickParallel(b *testing.B) {
 		b.Run(pc.name, func(b *testing.B) {
 			pool := &Pool{Policy: pc.p, Logger: quiet()}
 			for i := range 100 {
-				_ = pool.Add(context.Background(), Member{URL: fmt.Sprintf("http://10.1.0.%d:80", i)}, 0)
+				_ = pool.Add(context.Background(), Member{URL: fmt.Sprintf("http://10.1.0.%d:80", i)})
 			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				pr := testRequest(nil, "192.0.2.1:1")
-				orig := *pr.Out.URL
-				for pb.Next() {
-					*pr.Out.URL = orig
-					_ = pool.Direct(pr)
-					pool.Observe(pr, Result{Upstream: pr.Out.URL.Host})
-				}
+				withRequest(b, nil, "192.0.2.1:1", func(pr *sluice.ProxyRequest) {
+					orig := *pr.Out.URL
+					for pb.Next() {
+						*pr.Out.URL = orig
+						_ = pool.Direct(pr)
+						pool.Observe(pr, sluice.Result{Upstream: pr.Out.URL.Host})
+					}
+				})
 			})
 		})
 	}
@@ -100,15 +106,15 @@ func BenchmarkProxyThroughPool(b *testing.B) {
 	defer up.Close()
 	u, _ := url.Parse(up.URL)
 	pool := &Pool{Logger: quiet()}
-	if err := pool.Add(context.Background(), Member{URL: up.URL}, 0); err != nil {
+	if err := pool.Add(context.Background(), Member{URL: up.URL}); err != nil {
 		b.Fatal(err)
 	}
 	for _, d := range []struct {
 		name string
-		d    Director
-	}{{"single-host", SingleHost(u, false)}, {"pool", pool}} {
+		d    sluice.Director
+	}{{"single-host", sluice.SingleHost(u, false)}, {"pool", pool}} {
 		b.Run(d.name, func(b *testing.B) {
-			p := &Proxy{Director: d.d, Logger: quiet()}
+			p := &sluice.Proxy{Director: d.d, Logger: quiet()}
 			px := httptest.NewServer(p)
 			defer px.Close()
 			defer p.CloseIdleConnections()

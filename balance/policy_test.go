@@ -1,15 +1,18 @@
-package sluice
+package balance
 
 import (
 	"fmt"
+	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
 // testUpstreams returns n targets t00, t01, ... with the given weights
@@ -27,22 +30,25 @@ func testUpstreams(n int, weights ...int) []*Upstream {
 	return ts
 }
 
-// testRequest returns a ProxyRequest for a GET from remote with header h.
-func testRequest(h http.Header, remote string) *ProxyRequest {
-	in := httptest.NewRequest(http.MethodGet, "http://lb.example/x", nil)
-	if h != nil {
-		in.Header = h
-	}
-	if remote != "" {
-		in.RemoteAddr = remote
-	}
-	return (&Proxy{}).newProxyRequest(in)
+// picks returns the IDs of n picks by pk for one request (see
+// withRequest).
+func picks(t *testing.T, pk Picker, h http.Header, remote string, n int) []string {
+	t.Helper()
+	var ids []string
+	withRequest(t, h, remote, func(pr *sluice.ProxyRequest) {
+		for range n {
+			ids = append(ids, pk.Pick(pr).id)
+		}
+	})
+	return ids
 }
 
-func countPicks(p Picker, n int, req func(i int) *ProxyRequest) map[string]int {
+// countPicks counts n picks by pk for one request, by target ID.
+func countPicks(t *testing.T, pk Picker, h http.Header, remote string, n int) map[string]int {
+	t.Helper()
 	got := map[string]int{}
-	for i := range n {
-		got[p.Pick(req(i)).id]++
+	for _, id := range picks(t, pk, h, remote, n) {
+		got[id]++
 	}
 	return got
 }
@@ -50,11 +56,7 @@ func countPicks(p Picker, n int, req func(i int) *ProxyRequest) map[string]int {
 func TestRoundRobinDistribution(t *testing.T) {
 	ts := testUpstreams(4)
 	pk := RoundRobin().Picker(ts)
-	pr := testRequest(nil, "")
-	var seq []string
-	for range 8 {
-		seq = append(seq, pk.Pick(pr).id)
-	}
+	seq := picks(t, pk, nil, "", 8)
 	want := []string{"t00", "t01", "t02", "t03", "t00", "t01", "t02", "t03"}
 	if diff := cmp.Diff(want, seq); diff != "" {
 		t.Errorf("round-robin sequence (-want +got):\n%s", diff)
@@ -76,12 +78,8 @@ func TestWeightedRoundRobinSmooth(t *testing.T) {
 		t.Run(fmt.Sprint(tt.weights), func(t *testing.T) {
 			ts := testUpstreams(len(tt.weights), tt.weights...)
 			pk := WeightedRoundRobin().Picker(ts)
-			pr := testRequest(nil, "")
 			n := len(strings.Fields(tt.want))
-			var seq []string
-			for range 2 * n {
-				seq = append(seq, pk.Pick(pr).id)
-			}
+			seq := picks(t, pk, nil, "", 2*n)
 			want := strings.Fields(tt.want + " " + tt.want)
 			if diff := cmp.Diff(want, seq); diff != "" {
 				t.Errorf("sequence (-want +got):\n%s", diff)
@@ -122,29 +120,28 @@ func TestWeightedRoundRobinLargeWeights(t *testing.T) {
 func TestLeastConnections(t *testing.T) {
 	ts := testUpstreams(4, 1, 1, 1, 2)
 	pk := LeastConnections().Picker(ts)
-	pr := testRequest(nil, "")
 	ts[0].inflight.Store(3)
 	ts[1].inflight.Store(1)
 	ts[2].inflight.Store(2)
 	ts[3].inflight.Store(4) // weight 2: load 2
-	for range 8 {
-		if got := pk.Pick(pr).id; got != "t01" {
-			t.Fatalf("picked %s, want t01 (fewest in flight)", got)
-		}
+	if diff := cmp.Diff(strings.Fields("t01 t01 t01 t01 t01 t01 t01 t01"), picks(t, pk, nil, "", 8)); diff != "" {
+		t.Fatalf("picks (-want t01, fewest in flight, +got):\n%s", diff)
 	}
 	// Idle targets share the load in turn.
 	for _, u := range ts {
 		u.inflight.Store(0)
 	}
-	got := countPicks(pk, 400, func(int) *ProxyRequest { return pr })
+	got := countPicks(t, pk, nil, "", 400)
 	if diff := cmp.Diff(map[string]int{"t00": 100, "t01": 100, "t02": 100, "t03": 100}, got); diff != "" {
 		t.Errorf("idle picks (-want +got):\n%s", diff)
 	}
 	// Simulated load: each pick holds a connection; the weighted target
 	// ends up with twice the connections of the others.
-	for range 50 {
-		pk.Pick(pr).inflight.Add(1)
-	}
+	withRequest(t, nil, "", func(pr *sluice.ProxyRequest) {
+		for range 50 {
+			pk.Pick(pr).inflight.Add(1)
+		}
+	})
 	var loads []int64
 	for _, u := range ts {
 		loads = append(loads, u.inflight.Load())
@@ -157,12 +154,11 @@ func TestLeastConnections(t *testing.T) {
 func TestRandomTwoChoices(t *testing.T) {
 	ts := testUpstreams(5)
 	pk := RandomTwoChoices().Picker(ts)
-	pr := testRequest(nil, "")
 	// The most loaded target is never chosen: it always loses its duel.
 	for i, u := range ts {
 		u.inflight.Store(int64(i))
 	}
-	got := countPicks(pk, 5000, func(int) *ProxyRequest { return pr })
+	got := countPicks(t, pk, nil, "", 5000)
 	if got["t04"] != 0 {
 		t.Errorf("most loaded target picked %d times", got["t04"])
 	}
@@ -174,28 +170,28 @@ func TestRandomTwoChoices(t *testing.T) {
 	for _, u := range ts {
 		u.inflight.Store(0)
 	}
-	got = countPicks(pk, 10000, func(int) *ProxyRequest { return pr })
+	got = countPicks(t, pk, nil, "", 10000)
 	for _, u := range ts {
 		if n := got[u.id]; n < 1500 || n > 2500 {
 			t.Errorf("%s picked %d times of 10000, want about 2000", u.id, n)
 		}
 	}
-	if one := RandomTwoChoices().Picker(ts[:1]).Pick(pr); one != ts[0] {
+	if one := picks(t, RandomTwoChoices().Picker(ts[:1]), nil, "", 1); one[0] != ts[0].id {
 		t.Errorf("single target: picked %v", one)
 	}
 }
 
-func keyRequest(i int) *ProxyRequest {
-	return testRequest(http.Header{"X-User": {"user-" + strconv.Itoa(i)}}, "")
-}
-
-func assignments(pk Picker, keys int) []string {
+// assignments returns the targets pk picks for requests with X-User
+// user-0, user-1, ... up to keys.
+func assignments(t *testing.T, pk Picker, keys int) []string {
+	t.Helper()
 	out := make([]string, keys)
-	pr := keyRequest(0)
-	for i := range out {
-		pr.In.Header["X-User"][0] = "user-" + strconv.Itoa(i)
-		out[i] = pk.Pick(pr).id
-	}
+	withRequest(t, http.Header{"X-User": {""}}, "", func(pr *sluice.ProxyRequest) {
+		for i := range out {
+			pr.In.Header["X-User"][0] = "user-" + strconv.Itoa(i)
+			out[i] = pk.Pick(pr).id
+		}
+	})
 	return out
 }
 
@@ -203,7 +199,7 @@ func TestConsistentHashDistribution(t *testing.T) {
 	ts := testUpstreams(10)
 	pk := ConsistentHash(HashHeader("x-user")).Picker(ts)
 	got := map[string]int{}
-	for _, id := range assignments(pk, 20000) {
+	for _, id := range assignments(t, pk, 20000) {
 		got[id]++
 	}
 	for _, u := range ts {
@@ -215,7 +211,7 @@ func TestConsistentHashDistribution(t *testing.T) {
 	// Same key, same target, across pickers built independently (other
 	// proxy instances).
 	other := ConsistentHash(HashHeader("X-User")).Picker(testUpstreams(10))
-	if diff := cmp.Diff(assignments(pk, 1000), assignments(other, 1000)); diff != "" {
+	if diff := cmp.Diff(assignments(t, pk, 1000), assignments(t, other, 1000)); diff != "" {
 		t.Errorf("two instances disagree (-a +b):\n%s", diff)
 	}
 }
@@ -224,12 +220,12 @@ func TestConsistentHashRemappingBound(t *testing.T) {
 	const keys = 20000
 	ts := testUpstreams(11)
 	policy := ConsistentHash(HashHeader("X-User"))
-	before := assignments(policy.Picker(ts[:10]), keys)
+	before := assignments(t, policy.Picker(ts[:10]), keys)
 
 	t.Run("remove", func(t *testing.T) {
 		// Removing t03: exactly the keys it served move.
 		rest := append(append([]*Upstream{}, ts[:3]...), ts[4:10]...)
-		after := assignments(policy.Picker(rest), keys)
+		after := assignments(t, policy.Picker(rest), keys)
 		for i := range keys {
 			if (before[i] != after[i]) != (before[i] == "t03") {
 				t.Fatalf("key %d moved %s -> %s", i, before[i], after[i])
@@ -238,7 +234,7 @@ func TestConsistentHashRemappingBound(t *testing.T) {
 	})
 	t.Run("add", func(t *testing.T) {
 		// Adding t10: moved keys all go to it, about 1/11 of them.
-		after := assignments(policy.Picker(ts), keys)
+		after := assignments(t, policy.Picker(ts), keys)
 		moved := 0
 		for i := range keys {
 			if before[i] != after[i] {
@@ -256,36 +252,44 @@ func TestConsistentHashRemappingBound(t *testing.T) {
 
 func TestConsistentHashKeys(t *testing.T) {
 	ts := testUpstreams(8)
+	type request struct {
+		h      http.Header
+		remote string
+	}
 	tests := []struct {
 		name string
 		key  HashKey
-		a, b *ProxyRequest // same key
-		c    *ProxyRequest // no key
+		a, b request  // same key
+		c    *request // no key
 	}{
 		{"client ip", HashClientIP(),
-			testRequest(nil, "192.0.2.7:1000"), testRequest(nil, "192.0.2.7:2000"), nil},
+			request{nil, "192.0.2.7:1000"}, request{nil, "192.0.2.7:2000"}, nil},
 		{"cookie", HashCookie("sid"),
-			testRequest(http.Header{"Cookie": {"a=1; sid=abc"}}, ""),
-			testRequest(http.Header{"Cookie": {`sid="abc"`}}, ""),
-			testRequest(http.Header{"Cookie": {"sidx=abc"}}, "")},
+			request{http.Header{"Cookie": {"a=1; sid=abc"}}, ""},
+			request{http.Header{"Cookie": {`sid="abc"`}}, ""},
+			&request{http.Header{"Cookie": {"sidx=abc"}}, ""}},
 		{"header", HashHeader("X-Tenant"),
-			testRequest(http.Header{"X-Tenant": {"acme"}}, "192.0.2.1:1"),
-			testRequest(http.Header{"X-Tenant": {"acme"}}, "192.0.2.2:1"),
-			testRequest(nil, "")},
+			request{http.Header{"X-Tenant": {"acme"}}, "192.0.2.1:1"},
+			request{http.Header{"X-Tenant": {"acme"}}, "192.0.2.2:1"},
+			&request{nil, ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pk := ConsistentHash(tt.key).Picker(ts)
-			for range 20 {
-				if a, b := pk.Pick(tt.a), pk.Pick(tt.b); a != b {
-					t.Fatalf("same key picked %s and %s", a.id, b.id)
-				}
+			a := picks(t, pk, tt.a.h, tt.a.remote, 20)
+			b := picks(t, pk, tt.b.h, tt.b.remote, 20)
+			want := slices.Repeat([]string{a[0]}, 20)
+			if diff := cmp.Diff(want, a); diff != "" {
+				t.Errorf("one key, several targets (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(want, b); diff != "" {
+				t.Errorf("the same key in another request, other targets (-want +got):\n%s", diff)
 			}
 			if tt.c == nil {
 				return
 			}
 			// Without a key: round-robin over all targets.
-			got := countPicks(pk, 16, func(int) *ProxyRequest { return tt.c })
+			got := countPicks(t, pk, tt.c.h, tt.c.remote, 16)
 			if len(got) != len(ts) {
 				t.Errorf("keyless picks %v, want every target twice", got)
 			}
@@ -298,20 +302,27 @@ func TestStickyCookie(t *testing.T) {
 	policy := StickyCookie("lb", nil)
 	pk := policy.Picker(ts)
 
-	first := testRequest(nil, "")
-	u := pk.Pick(first)
-	set := first.ResponseHeader()["Set-Cookie"]
+	// pick picks with pk for a request with header h, and returns the
+	// target and the cookies set.
+	pick := func(pk Picker, h http.Header) (u *Upstream, set []string) {
+		withRequest(t, h, "", func(pr *sluice.ProxyRequest) {
+			u = pk.Pick(pr)
+			set = slices.Clone(pr.ResponseHeader()["Set-Cookie"])
+		})
+		return u, set
+	}
+	u, set := pick(pk, nil)
 	if len(set) != 1 || !strings.HasPrefix(set[0], "lb=") || !strings.Contains(set[0], "HttpOnly") {
 		t.Fatalf("Set-Cookie = %q", set)
 	}
 	cookie, _, _ := strings.Cut(set[0], ";")
 	for range 10 {
-		pr := testRequest(http.Header{"Cookie": {cookie}}, "")
-		if got := pk.Pick(pr); got != u {
+		got, again := pick(pk, http.Header{"Cookie": {cookie}})
+		if got != u {
 			t.Fatalf("sticky request went to %s, want %s", got.id, u.id)
 		}
-		if c := pr.ResponseHeader()["Set-Cookie"]; c != nil {
-			t.Fatalf("cookie set again: %q", c)
+		if again != nil {
+			t.Fatalf("cookie set again: %q", again)
 		}
 	}
 	if strings.Contains(cookie, u.host) || strings.Contains(cookie, u.id) {
@@ -325,25 +336,54 @@ func TestStickyCookie(t *testing.T) {
 			rest = append(rest, x)
 		}
 	}
-	pr := testRequest(http.Header{"Cookie": {cookie}}, "")
-	got := policy.Picker(rest).Pick(pr)
+	got, c := pick(policy.Picker(rest), http.Header{"Cookie": {cookie}})
 	if got == u {
 		t.Fatal("request sent to a target that left")
 	}
-	if c := pr.ResponseHeader()["Set-Cookie"]; len(c) != 1 || strings.HasPrefix(c[0], cookie+";") {
+	if len(c) != 1 || strings.HasPrefix(c[0], cookie+";") {
 		t.Errorf("Set-Cookie after move = %q, want a new cookie", c)
 	}
+}
 
-	// A retry replaces the cookie of the failed attempt.
-	pr = testRequest(nil, "")
-	a := pk.Pick(pr)
-	pr.tried, pr.attempt = append(pr.tried, a.host), 1
-	b := pk.Pick(pr)
-	if a == b {
-		t.Fatalf("retry picked the tried target %s", a.id)
+// TestStickyCookieRetry: a request placed on a target that fails is
+// retried on another, and the client gets the cookie of the target that
+// answered, once: the retry replaces the cookie of the failed attempt.
+func TestStickyCookieRetry(t *testing.T) {
+	leaktest.Check(t)
+	live := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "live") })
+	pool := &Pool{Logger: quiet(), Policy: StickyCookie("lb", nil)}
+	mustAdd(t, pool, "a-dead", "http://"+deadAddr(t)) // first in turn
+	mustAdd(t, pool, "b-live", live.URL)
+	px := poolServer(t, pool, func(p *sluice.Proxy) { p.Retry = &sluice.RetryPolicy{Attempts: 2} })
+	c := client(t)
+	get := func(cookie string) (int, string, []string) {
+		req, _ := http.NewRequest("GET", px+"/", nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), res.Header["Set-Cookie"]
 	}
-	if c := pr.ResponseHeader()["Set-Cookie"]; len(c) != 1 {
-		t.Errorf("Set-Cookie after retry = %q, want one", c)
+	status, body, set := get("")
+	if status != 200 || body != "live" || len(set) != 1 {
+		t.Fatalf("%d %q, Set-Cookie %q: want 200 from the live target and one cookie", status, body, set)
+	}
+	if n := statsOf(pool, "a-dead").Requests; n != 1 {
+		t.Fatalf("the dead target got %d attempts, want 1 (the test needs a retry)", n)
+	}
+	cookie, _, _ := strings.Cut(set[0], ";")
+	for range 3 {
+		if status, body, again := get(cookie); status != 200 || body != "live" || again != nil {
+			t.Fatalf("with the cookie: %d %q, Set-Cookie %q: want the live target, no new cookie", status, body, again)
+		}
+	}
+	if n := statsOf(pool, "a-dead").Requests; n != 1 {
+		t.Errorf("the dead target got %d attempts, want still 1", n)
 	}
 }
 

@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"math/rand/v2"
@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/sluiceproxy/sluice"
 )
 
 // A Policy chooses the target of each request among a Pool's healthy
@@ -17,22 +19,22 @@ import (
 // per-set work (a hash ring, a weighted schedule) is done once there and
 // picking stays cheap. State that must survive set changes (a round-robin
 // position) belongs to the Policy value.
+//
+// The policies of this package cover the usual needs; a new one
+// implements Policy and Picker with Upstream's accessors (ID, URL,
+// Weight, InFlight).
 type Policy interface {
 	Picker(targets []*Upstream) Picker
 }
 
 // A Picker picks one target for a request, from the set it was built for.
 // It returns nil only if it has no target for the request (the Pool then
-// answers ErrNoUpstream). Pick must be safe for concurrent use.
+// answers sluice.ErrNoUpstream). Pick must be safe for concurrent use.
+// On a retry the Pool replaces a pick the request already tried
+// (sluice.ProxyRequest.Tried) by an untried target when there is one.
 type Picker interface {
-	Pick(pr *ProxyRequest) *Upstream
+	Pick(pr *sluice.ProxyRequest) *Upstream
 }
-
-// PickerFunc adapts a function to the Picker interface.
-type PickerFunc func(pr *ProxyRequest) *Upstream
-
-// Pick calls f(pr).
-func (f PickerFunc) Pick(pr *ProxyRequest) *Upstream { return f(pr) }
 
 // RoundRobin returns a Policy that sends requests to the targets in turn,
 // ignoring weights. Picks take one atomic increment.
@@ -49,7 +51,7 @@ type rrPicker struct {
 	next    *atomic.Uint64
 }
 
-func (p *rrPicker) Pick(*ProxyRequest) *Upstream {
+func (p *rrPicker) Pick(*sluice.ProxyRequest) *Upstream {
 	return p.targets[(p.next.Add(1)-1)%uint64(len(p.targets))]
 }
 
@@ -127,7 +129,7 @@ type leastConnPicker struct {
 	next    *atomic.Uint64
 }
 
-func (p *leastConnPicker) Pick(*ProxyRequest) *Upstream {
+func (p *leastConnPicker) Pick(*sluice.ProxyRequest) *Upstream {
 	n := len(p.targets)
 	start := int((p.next.Add(1) - 1) % uint64(n))
 	best := p.targets[start]
@@ -159,7 +161,7 @@ func (randomTwo) Picker(targets []*Upstream) Picker { return randomTwoPicker(tar
 
 type randomTwoPicker []*Upstream
 
-func (ts randomTwoPicker) Pick(*ProxyRequest) *Upstream {
+func (ts randomTwoPicker) Pick(*sluice.ProxyRequest) *Upstream {
 	n := len(ts)
 	if n == 1 {
 		return ts[0]
@@ -173,22 +175,19 @@ func (ts randomTwoPicker) Pick(*ProxyRequest) *Upstream {
 	return a
 }
 
-// A HashKey returns the hash of the key a request is placed by, and false
-// when the request has no key. Compute it with HashString so that every
-// proxy instance agrees.
-type HashKey func(pr *ProxyRequest) (hash uint64, ok bool)
-
-// HashString is the stable 64-bit hash ConsistentHash uses for keys and
-// ring points: FNV-1a followed by the murmur3 finalizer, which spreads
-// FNV's weak low bits. It never changes between versions, since proxy
-// instances sharing a registry must agree on it.
-func HashString(s string) uint64 { return mix64(fnvString(fnvOffset, s)) }
+// A HashKey returns a 64-bit hash of the key a request is placed by (see
+// ConsistentHash), and false when the request has no key. The hash must
+// be the same in every proxy instance sharing a Registry (hash/fnv, not
+// hash/maphash, whose seed differs per process); ConsistentHash mixes it
+// again, so a plain FNV-1a is enough. HashHeader, HashCookie and
+// HashClientIP cover the usual keys.
+type HashKey func(pr *sluice.ProxyRequest) (hash uint64, ok bool)
 
 // HashHeader returns a HashKey reading the request header name (all its
 // values, as received); a request without it has no key.
 func HashHeader(name string) HashKey {
 	name = textproto.CanonicalMIMEHeaderKey(name)
-	return func(pr *ProxyRequest) (uint64, bool) {
+	return func(pr *sluice.ProxyRequest) (uint64, bool) {
 		vv := pr.In.Header[name]
 		if len(vv) == 0 {
 			return 0, false
@@ -197,29 +196,30 @@ func HashHeader(name string) HashKey {
 		for _, v := range vv {
 			h = fnvString(h, v)
 		}
-		return mix64(h), true
+		return h, true
 	}
 }
 
 // HashCookie returns a HashKey reading the value of the request cookie
 // name; a request without it, or with an empty value, has no key.
 func HashCookie(name string) HashKey {
-	return func(pr *ProxyRequest) (uint64, bool) {
+	return func(pr *sluice.ProxyRequest) (uint64, bool) {
 		v := cookieValue(pr.In.Header, name)
-		return HashString(v), v != ""
+		return fnvString(fnvOffset, v), v != ""
 	}
 }
 
 // HashClientIP returns a HashKey reading the client address as the Proxy
-// decided it (see ProxyRequest.ClientAddr and Proxy.TrustedProxies).
+// decided it (see sluice.ProxyRequest.ClientAddr and
+// sluice.Proxy.TrustedProxies).
 func HashClientIP() HashKey {
-	return func(pr *ProxyRequest) (uint64, bool) {
+	return func(pr *sluice.ProxyRequest) (uint64, bool) {
 		a := pr.ClientAddr()
 		if !a.IsValid() {
 			return 0, false
 		}
 		b := a.Unmap().As16()
-		return hashBytes(b[:]), true
+		return fnvBytes(fnvOffset, b[:]), true
 	}
 }
 
@@ -249,11 +249,16 @@ func cookieValue(h http.Header, name string) string {
 // leaves the set only the keys it served move, and a new target takes
 // about its share of keys from the others, so remapping is bounded by
 // the changed target's share. The ring depends only on member IDs and
-// weights, so every proxy instance maps a key to the same target.
-// Requests without a key are spread round-robin.
+// weights, and its hash (FNV-1a followed by the murmur3 finalizer, which
+// spreads FNV's weak low bits) never changes between versions, so every
+// proxy instance maps a key to the same target. Requests without a key
+// are spread round-robin.
+//
+// ConsistentHash panics if key is nil, since that is a programming
+// error.
 func ConsistentHash(key HashKey) Policy {
 	if key == nil {
-		panic("sluice: ConsistentHash needs a HashKey")
+		panic("balance: ConsistentHash needs a HashKey")
 	}
 	return &consistentHash{key: key}
 }
@@ -308,12 +313,12 @@ type ringPicker struct {
 	rr     *rrPicker
 }
 
-func (r *ringPicker) Pick(pr *ProxyRequest) *Upstream {
+func (r *ringPicker) Pick(pr *sluice.ProxyRequest) *Upstream {
 	h, ok := r.key(pr)
 	if !ok {
 		return r.rr.Pick(pr)
 	}
-	return r.lookup(h)
+	return r.lookup(mix64(h))
 }
 
 func (r *ringPicker) lookup(h uint64) *Upstream {
@@ -337,16 +342,21 @@ const (
 	fnvPrime  = 1099511628211
 )
 
-// hashBytes is HashString for a byte slice.
-func hashBytes(b []byte) uint64 {
-	h := uint64(fnvOffset)
+// hashBytes is the hash of ring points and sticky cookie values: FNV-1a
+// followed by the murmur3 finalizer. It must never change: proxy
+// instances sharing a Registry agree on it.
+func hashBytes(b []byte) uint64 { return mix64(fnvBytes(fnvOffset, b)) }
+
+// fnvBytes continues the FNV-1a hash h over b.
+func fnvBytes(h uint64, b []byte) uint64 {
 	for _, c := range b {
 		h ^= uint64(c)
 		h *= fnvPrime
 	}
-	return mix64(h)
+	return h
 }
 
+// fnvString continues the FNV-1a hash h over s.
 func fnvString(h uint64, s string) uint64 {
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])
@@ -373,9 +383,12 @@ func mix64(h uint64) uint64 {
 // session cookie with Path=/, HttpOnly, SameSite=Lax, and Secure when the
 // client connection is TLS; it is not removed from the request the
 // target gets.
+//
+// StickyCookie panics if name is not a valid cookie name, since that is
+// a programming error.
 func StickyCookie(name string, fallback Policy) Policy {
 	if name == "" || strings.ContainsAny(name, "=;, \t\r\n\"") {
-		panic("sluice: StickyCookie: invalid cookie name " + strconv.Quote(name))
+		panic("balance: StickyCookie: invalid cookie name " + strconv.Quote(name))
 	}
 	if fallback == nil {
 		fallback = RoundRobin()
@@ -413,7 +426,7 @@ func (s *sticky) Picker(targets []*Upstream) Picker {
 	return sp
 }
 
-func (s *stickyPicker) Pick(pr *ProxyRequest) *Upstream {
+func (s *stickyPicker) Pick(pr *sluice.ProxyRequest) *Upstream {
 	if t := s.byValue[cookieValue(pr.In.Header, s.name)]; t != nil && !slices.Contains(pr.Tried(), t.host) {
 		return t
 	}

@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"context"
@@ -13,24 +13,27 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/urlpath"
 )
 
-// Pool is a Director that spreads requests over a dynamic set of upstream
-// targets with a Policy, keeps them healthy with active and passive
-// checks, and records per-target statistics. It implements Observer, so
-// the Proxy tells it how every attempt ended.
+// Pool is a sluice.Director that spreads requests over a dynamic set of
+// upstream targets with a Policy, keeps them healthy with active and
+// passive checks, and records per-target statistics. It implements
+// sluice.Observer, so the Proxy tells it how every attempt ended.
 //
 // Membership lives in a Registry (in memory unless Registry is set, for
-// instance to a store shared by several proxy instances); Add, Remove and
-// the registration handler (see Registrar) change it at run time. The
-// pick path takes no lock: it reads an immutable snapshot that is
-// replaced (copy on write) when membership or health changes, and
+// instance to a store shared by several proxy instances); Add, Register,
+// Remove and the registration handler (see Registrar) change it at run
+// time. The pick path takes no lock: it reads an immutable snapshot that
+// is replaced (copy on write) when membership or health changes, and
 // updates per-target atomic counters.
 //
-// On a retry (see RetryPolicy) the Pool picks a target that the request
-// has not tried yet when there is one. When no target is healthy, Direct
-// returns ErrNoUpstream and the client gets 503 Service Unavailable with a
-// Retry-After header.
+// On a retry (see sluice.RetryPolicy) the Pool picks a target that the
+// request has not tried yet when there is one. When no target is
+// healthy, Direct returns sluice.ErrNoUpstream and the client gets 503
+// Service Unavailable with a Retry-After header.
 //
 // The zero value is an empty pool using round-robin. Fields must not be
 // changed after the first call to a method. Run must be running for
@@ -60,14 +63,19 @@ type Pool struct {
 	// If zero, one second.
 	SyncInterval time.Duration
 
-	// StripPrefix, if not empty, is removed from the start of the request
-	// path before the target's path is joined in front of it: with
-	// "/app", "/app/users" reaches a target http://10.0.0.1:8080/v2 as
-	// "/v2/users". A path outside the prefix is forwarded unchanged.
+	// StripPrefix is a path prefix removed from the request path before
+	// the target's path is joined in front of it, as http.StripPrefix
+	// removes its prefix: with "/app", "/app/users" reaches a target
+	// http://10.0.0.1:8080/v2 as "/v2/users", and "/app" reaches it as
+	// "/v2/". The prefix matches at a segment boundary ("/app" does not
+	// match "/application"; a trailing slash is ignored) and a path
+	// outside it is forwarded unchanged. If empty, paths are forwarded
+	// unchanged.
 	StripPrefix string
 
-	// PreserveHost keeps the client's Host header instead of the
-	// target's.
+	// PreserveHost keeps the client's Host header on the outbound
+	// request. If false, the Host header is the target's host (as
+	// sluice.ProxyRequest.SetURL sets it).
 	PreserveHost bool
 
 	// Logger receives membership and health changes. If nil,
@@ -112,28 +120,28 @@ const MaxWeight = 1000
 func (m *Member) normalize() (*url.URL, error) {
 	u, err := url.Parse(m.URL)
 	if err != nil {
-		return nil, fmt.Errorf("sluice: member url: %w", err)
+		return nil, fmt.Errorf("balance: member url: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("sluice: member url %q: scheme must be http or https", m.URL)
+		return nil, fmt.Errorf("balance: member url %q: scheme must be http or https", m.URL)
 	}
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("sluice: member url %q: want scheme://host[:port][/path]", m.URL)
+		return nil, fmt.Errorf("balance: member url %q: want scheme://host[:port][/path]", m.URL)
 	}
 	for i := 0; i < len(u.Host); i++ {
 		if c := u.Host[i]; c <= ' ' || c == 0x7f {
-			return nil, fmt.Errorf("sluice: member url %q: invalid host", m.URL)
+			return nil, fmt.Errorf("balance: member url %q: invalid host", m.URL)
 		}
 	}
 	if m.ID == "" {
 		m.ID = m.URL
 	}
 	if len(m.ID) > 256 {
-		return nil, errors.New("sluice: member id longer than 256 bytes")
+		return nil, errors.New("balance: member id longer than 256 bytes")
 	}
 	switch {
 	case m.Weight < 0:
-		return nil, fmt.Errorf("sluice: member weight %d is negative", m.Weight)
+		return nil, fmt.Errorf("balance: member weight %d is negative", m.Weight)
 	case m.Weight == 0:
 		m.Weight = 1
 	case m.Weight > MaxWeight:
@@ -152,11 +160,11 @@ func checkHealthPath(p string) error {
 		return nil
 	}
 	if p[0] != '/' || len(p) > 256 {
-		return fmt.Errorf("sluice: member health path %q: want an absolute path of at most 256 bytes", p)
+		return fmt.Errorf("balance: member health path %q: want an absolute path of at most 256 bytes", p)
 	}
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c <= ' ' || c == 0x7f || c == '?' || c == '#' || c == '\\' {
-			return fmt.Errorf("sluice: member health path %q: no query, fragment, backslash, space or control byte", p)
+			return fmt.Errorf("balance: member health path %q: no query, fragment, backslash, space or control byte", p)
 		}
 	}
 	return nil
@@ -165,13 +173,13 @@ func checkHealthPath(p string) error {
 // Upstream is one target of a Pool as its Policy sees it. It is safe for
 // concurrent use; its counters are updated atomically.
 //
-// A Pool has at most one member per host:port (Result.Upstream names
-// attempts by host), and the counters and health of a host survive a
-// change of the member's ID, path or weight.
+// A Pool has at most one member per host:port (sluice.Result.Upstream
+// names attempts by host), and the counters and health of a host survive
+// a change of the member's ID, path or weight.
 type Upstream struct {
 	id     string
 	url    *url.URL
-	host   string // url.Host, as in Result.Upstream
+	host   string // url.Host, as in sluice.Result.Upstream
 	weight int
 	health string // Member.HealthPath
 	member bool   // guarded by Pool.mu
@@ -220,8 +228,9 @@ func (u *Upstream) healthy(now int64) bool {
 	return !u.activeDown.Load() && !u.sharedDown.Load() && u.passiveUntil.Load() <= now
 }
 
-// UpstreamStats is a snapshot of one target's counters.
-type UpstreamStats struct {
+// Stats is a snapshot of one target's counters, as Pool.Stats returns
+// them and Pool.Handler serves them (JSON).
+type Stats struct {
 	ID     string `json:"id"`
 	URL    string `json:"url"`
 	Weight int    `json:"weight"`
@@ -236,7 +245,9 @@ type UpstreamStats struct {
 	Requests uint64 `json:"requests"`
 	// Failures counts attempts that failed (see PassiveHealth).
 	Failures uint64 `json:"failures"`
-	InFlight int64  `json:"in_flight"`
+	// InFlight counts attempts sent to the target whose response has not
+	// ended yet.
+	InFlight int64 `json:"in_flight"`
 	// Latency is the mean duration of the attempts that ended, from
 	// sending the request to the end of the response body.
 	Latency time.Duration `json:"latency_ns"`
@@ -289,18 +300,35 @@ func (p *Pool) logger() *slog.Logger {
 
 func (p *Pool) policy() Policy { return p.pol }
 
-// Add adds m to the pool, or refreshes it if a member with its ID exists.
-// A positive ttl makes the membership expire unless Add is called again
-// within ttl (a heartbeat); expiry is applied by Run. The change is
-// visible to this Pool's next request when Add returns.
-func (p *Pool) Add(ctx context.Context, m Member, ttl time.Duration) error {
+// Add adds m to the pool for good (until Remove), or replaces the member
+// with m's ID, making it permanent. The change is visible to this Pool's
+// next request when Add returns.
+func (p *Pool) Add(ctx context.Context, m Member) error {
+	return p.put(ctx, m, 0)
+}
+
+// Register adds m to the pool for ttl, or replaces the member with m's
+// ID and renews it for ttl: a registration that expires unless Register
+// is called again within ttl (a heartbeat; see Registrar). Expiry is
+// applied by Run. ttl must be positive; a member that never expires is
+// added with Add. The change is visible to this Pool's next request when
+// Register returns.
+func (p *Pool) Register(ctx context.Context, m Member, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("balance: registering %q: ttl %v is not positive (Add adds a member without expiry)", m.URL, ttl)
+	}
+	return p.put(ctx, m, ttl)
+}
+
+// put stores m in the Registry with ttl (0: no expiry) and syncs.
+func (p *Pool) put(ctx context.Context, m Member, ttl time.Duration) error {
 	p.init()
 	if _, err := m.normalize(); err != nil {
 		return err
 	}
 	m.Down = false
 	if err := p.reg.Put(ctx, m, ttl); err != nil {
-		return fmt.Errorf("sluice: registering %s: %w", m.ID, err)
+		return fmt.Errorf("balance: registering %s: %w", m.ID, err)
 	}
 	return p.Sync(ctx)
 }
@@ -310,7 +338,7 @@ func (p *Pool) Add(ctx context.Context, m Member, ttl time.Duration) error {
 func (p *Pool) Remove(ctx context.Context, id string) error {
 	p.init()
 	if err := p.reg.Delete(ctx, id); err != nil {
-		return fmt.Errorf("sluice: removing %s: %w", id, err)
+		return fmt.Errorf("balance: removing %s: %w", id, err)
 	}
 	return p.Sync(ctx)
 }
@@ -323,7 +351,7 @@ func (p *Pool) Sync(ctx context.Context) error {
 	defer p.syncMu.Unlock()
 	ms, err := p.reg.Members(ctx)
 	if err != nil {
-		return fmt.Errorf("sluice: loading pool members: %w", err)
+		return fmt.Errorf("balance: loading pool members: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -331,12 +359,12 @@ func (p *Pool) Sync(ctx context.Context) error {
 	for _, m := range ms {
 		u, err := m.normalize()
 		if err != nil {
-			p.logger().Warn("sluice: pool: ignoring invalid member", "id", m.ID, "err", err)
+			p.logger().Warn("balance: ignoring invalid member", "id", m.ID, "err", err)
 			continue
 		}
 		if other, dup := seen[u.Host]; dup {
 			if other != m.ID {
-				p.logger().Warn("sluice: pool: ignoring member for a host already in the pool", "id", m.ID, "host", u.Host, "member", other)
+				p.logger().Warn("balance: ignoring member for a host already in the pool", "id", m.ID, "host", u.Host, "member", other)
 			}
 			continue
 		}
@@ -344,17 +372,17 @@ func (p *Pool) Sync(ctx context.Context) error {
 		cur := p.ups[u.Host]
 		switch {
 		case cur == nil:
-			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
+			p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
 			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: new(hostState)}
 			p.ups[u.Host] = cur
 		case cur.id != m.ID || cur.url.String() != u.String() || cur.weight != m.Weight || cur.health != m.HealthPath:
 			if !cur.member {
-				p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
+				p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
 			}
 			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: cur.hostState}
 			p.ups[u.Host] = cur
 		case !cur.member:
-			p.logger().Info("sluice: pool: target added", "id", m.ID, "url", m.URL)
+			p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
 		}
 		cur.member = true
 		cur.sharedDown.Store(m.Down)
@@ -362,7 +390,7 @@ func (p *Pool) Sync(ctx context.Context) error {
 	for host, u := range p.ups {
 		if _, ok := seen[host]; !ok && u.member {
 			u.member, u.left = false, p.now()
-			p.logger().Info("sluice: pool: target removed", "id", u.id, "url", u.url.String())
+			p.logger().Info("balance: target removed", "id", u.id, "url", u.url.String())
 		}
 	}
 	p.rebuildLocked()
@@ -406,31 +434,31 @@ func (p *Pool) rebuildLocked() {
 		st.picker = p.policy().Picker(st.healthy)
 	}
 	if !slices.Equal(st.healthy, old.healthy) {
-		p.logger().Debug("sluice: pool: healthy targets changed", "healthy", len(st.healthy), "members", len(st.members))
+		p.logger().Debug("balance: healthy targets changed", "healthy", len(st.healthy), "members", len(st.members))
 	}
 	p.state.Store(st)
 }
 
-// Direct implements Director: it points the outbound request at a healthy
-// target chosen by the Policy, avoiding the targets the request already
-// tried when it can.
-func (p *Pool) Direct(pr *ProxyRequest) error {
+// Direct implements sluice.Director: it points the outbound request at a
+// healthy target chosen by the Policy, avoiding the targets the request
+// already tried when it can.
+func (p *Pool) Direct(pr *sluice.ProxyRequest) error {
 	p.init()
 	st := p.state.Load()
 	if st.picker == nil {
 		pr.ResponseHeader().Set("Retry-After", strconv.Itoa(p.retryAfter(st)))
-		return ErrNoUpstream
+		return sluice.ErrNoUpstream
 	}
 	u := st.picker.Pick(pr)
 	if u == nil {
 		pr.ResponseHeader().Set("Retry-After", strconv.Itoa(p.retryAfter(st)))
-		return ErrNoUpstream
+		return sluice.ErrNoUpstream
 	}
 	if pr.Attempt() > 0 && slices.Contains(pr.Tried(), u.host) {
 		u = untried(st.healthy, u, pr.Tried())
 	}
-	if p.StripPrefix != "" && prefixMatch(pr.Out.URL.Path, p.StripPrefix) {
-		stripPrefix(pr.Out.URL, strings.TrimSuffix(p.StripPrefix, "/"))
+	if p.StripPrefix != "" && urlpath.HasPrefix(pr.Out.URL.Path, strings.TrimSuffix(p.StripPrefix, "/")) {
+		urlpath.StripPrefix(pr.Out.URL, p.StripPrefix)
 	}
 	pr.SetURL(u.url)
 	if p.PreserveHost {
@@ -474,9 +502,9 @@ func (p *Pool) retryAfter(st *poolState) int {
 	return min(max(secs, 1), 60)
 }
 
-// Observe implements Observer: it updates the target's counters and its
-// passive health.
-func (p *Pool) Observe(pr *ProxyRequest, res Result) {
+// Observe implements sluice.Observer: it updates the target's counters
+// and its passive health.
+func (p *Pool) Observe(pr *sluice.ProxyRequest, res sluice.Result) {
 	p.init()
 	u := p.state.Load().byHost[res.Upstream]
 	if u == nil {
@@ -493,12 +521,12 @@ func (p *Pool) Observe(pr *ProxyRequest, res Result) {
 
 // failed reports whether an attempt counts against its target. A client
 // that went away or sent a bad body is not the target's fault.
-func (p *Pool) failed(res Result) bool {
+func (p *Pool) failed(res sluice.Result) bool {
 	if res.Err != nil {
 		if errors.Is(res.Err, context.Canceled) {
 			return false
 		}
-		s := StatusFor(res.Err)
+		s := sluice.StatusFor(res.Err)
 		return s == http.StatusBadGateway || s == http.StatusGatewayTimeout
 	}
 	return p.passive().ServerErrors && res.Status >= 500 && res.Status <= 599
@@ -506,12 +534,12 @@ func (p *Pool) failed(res Result) bool {
 
 // Stats returns a snapshot of the counters of every member and of removed
 // targets that still have attempts in flight, ordered by ID.
-func (p *Pool) Stats() []UpstreamStats {
+func (p *Pool) Stats() []Stats {
 	p.init()
 	st := p.state.Load()
-	out := make([]UpstreamStats, 0, len(st.byHost))
+	out := make([]Stats, 0, len(st.byHost))
 	add := func(u *Upstream, member bool) {
-		s := UpstreamStats{
+		s := Stats{
 			ID: u.id, URL: u.url.String(), Weight: u.weight,
 			Healthy: member && slices.Contains(st.healthy, u), Member: member,
 			Requests: u.requests.Load(), Failures: u.failures.Load(),
@@ -533,7 +561,7 @@ func (p *Pool) Stats() []UpstreamStats {
 			add(u, false)
 		}
 	}
-	slices.SortFunc(out, func(a, b UpstreamStats) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Stats) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -563,7 +591,7 @@ func (p *Pool) downReason(u *Upstream) string {
 func (p *Pool) Run(ctx context.Context) {
 	p.init()
 	if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
-		p.logger().Warn("sluice: pool sync failed", "err", err)
+		p.logger().Warn("balance: sync failed", "err", err)
 	}
 	var wg sync.WaitGroup
 	if p.Health != nil {
@@ -586,12 +614,12 @@ func (p *Pool) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 			if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
-				p.logger().Warn("sluice: pool sync failed", "err", err)
+				p.logger().Warn("balance: sync failed", "err", err)
 			}
 		case m := <-p.marks:
 			mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			if err := p.reg.MarkDown(mctx, m.id, m.d); err != nil && ctx.Err() == nil {
-				p.logger().Warn("sluice: pool: sharing health failed", "id", m.id, "err", err)
+				p.logger().Warn("balance: sharing health failed", "id", m.id, "err", err)
 			}
 			cancel()
 		}
@@ -612,8 +640,8 @@ func (p *Pool) publish(id string, d time.Duration) {
 	}
 }
 
-// Handler returns an http.Handler serving the Pool's statistics as JSON
-// (GET only), for a status endpoint.
+// Handler returns an http.Handler serving the Pool's statistics (Stats)
+// as JSON (GET and HEAD only), for a status endpoint.
 func (p *Pool) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

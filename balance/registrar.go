@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"mime"
 	"net"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluiceproxy/sluice/balance/register"
 )
 
 // Registrar is the http.Handler through which targets register
@@ -29,16 +30,17 @@ import (
 // admin listener):
 //
 //   - POST with a JSON body {"url": "http://10.0.0.5:8080", "id": "web-1",
-//     "weight": 2, "ttl": 30, "health_path": "/status"} (or the same names
-//     as form or query parameters) adds or refreshes the target and
+//     "weight": 2, "ttl": 30, "health_path": "/status"} (a
+//     register.Registration, or the same names as form or query
+//     parameters) adds or refreshes the target (Pool.Register) and
 //     answers 200 with the stored member and the granted "ttl" in
 //     seconds, plus a "warning" when the requested TTL was capped.
 //     Registrations expire after the TTL unless POSTed again: a target
-//     heartbeats by repeating its registration (Registrant does it). Only
-//     "url" is required; "id" defaults to the URL; "health_path" replaces
-//     the pool's HealthCheck.Path for this target. A body that is a JSON
-//     object is read as JSON whatever its Content-Type says (curl -d
-//     sends a form type).
+//     heartbeats by repeating its registration (register.Client does
+//     it). Only "url" is required; "id" defaults to the URL;
+//     "health_path" replaces the pool's HealthCheck.Path for this
+//     target. A body that is a JSON object is read as JSON whatever its
+//     Content-Type says (curl -d sends a form type).
 //   - DELETE with "id" (or "url") as a query parameter or JSON body
 //     removes the target; 204.
 //   - GET lists the pool's targets with their statistics as JSON.
@@ -110,25 +112,9 @@ const DefaultMaxTargets = 256
 
 // ErrPoolFull is the error of a registration refused because the pool
 // holds Registrar.MaxTargets members.
-var ErrPoolFull = errors.New("sluice: pool is full")
+var ErrPoolFull = errors.New("balance: pool is full")
 
 const maxRegistrationBody = 4 << 10
-
-// registration is the wire form of a registration request and answer.
-type registration struct {
-	ID         string `json:"id,omitempty"`
-	URL        string `json:"url"`
-	Weight     int    `json:"weight,omitempty"`
-	TTL        int64  `json:"ttl,omitempty"` // seconds
-	HealthPath string `json:"health_path,omitempty"`
-}
-
-// registrationAnswer is the answer to a registration.
-type registrationAnswer struct {
-	registration
-	// Warning says what of the request was not granted as asked.
-	Warning string `json:"warning,omitempty"`
-}
 
 // registrarCSRF refuses cross-origin browser requests.
 var registrarCSRF = http.NewCrossOriginProtection()
@@ -206,18 +192,18 @@ func (h *Registrar) register(w http.ResponseWriter, r *http.Request) {
 	ttl, warning := h.ttl(), ""
 	maxSecs := int64(math.Ceil(ttl.Seconds()))
 	switch {
-	case reg.TTL > maxSecs:
-		warning = fmt.Sprintf("ttl %d s capped to %d s, the registrar's maximum: renew the registration within %d s", reg.TTL, maxSecs, maxSecs)
-	case reg.TTL > 0:
-		ttl = time.Duration(reg.TTL) * time.Second
+	case reg.TTLSeconds > maxSecs:
+		warning = fmt.Sprintf("ttl %d s capped to %d s, the registrar's maximum: renew the registration within %d s", reg.TTLSeconds, maxSecs, maxSecs)
+	case reg.TTLSeconds > 0:
+		ttl = time.Duration(reg.TTLSeconds) * time.Second
 	}
 	if err := h.add(r.Context(), m, ttl); err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, registrationAnswer{
-		registration: registration{ID: m.ID, URL: m.URL, Weight: m.Weight, TTL: int64(math.Ceil(ttl.Seconds())), HealthPath: m.HealthPath},
-		Warning:      warning,
+	writeJSON(w, http.StatusOK, register.Registration{
+		ID: m.ID, URL: m.URL, Weight: m.Weight, TTLSeconds: int64(math.Ceil(ttl.Seconds())), HealthPath: m.HealthPath,
+		Warning: warning,
 	})
 }
 
@@ -228,7 +214,7 @@ func (h *Registrar) add(ctx context.Context, m Member, ttl time.Duration) error 
 		limit = DefaultMaxTargets
 	}
 	if limit < 0 || h.Pool.isMember(m.ID) {
-		return h.Pool.Add(ctx, m, ttl) // a heartbeat
+		return h.Pool.Register(ctx, m, ttl) // a heartbeat
 	}
 	// The Registry, not the Pool's snapshot, is counted: the snapshot
 	// keeps one member per host, the Registry stores every ID.
@@ -241,7 +227,7 @@ func (h *Registrar) add(ctx context.Context, m Member, ttl time.Duration) error 
 	if len(ms) >= limit && !slices.ContainsFunc(ms, func(o Member) bool { return o.ID == m.ID }) {
 		return fmt.Errorf("%w: %d targets (Registrar.MaxTargets); deregister one first", ErrPoolFull, len(ms))
 	}
-	return h.Pool.Add(ctx, m, ttl)
+	return h.Pool.Register(ctx, m, ttl)
 }
 
 // isMember reports whether the Pool's snapshot has a member with the ID.
@@ -258,7 +244,7 @@ func (p *Pool) members(ctx context.Context) ([]Member, error) {
 	p.init()
 	ms, err := p.reg.Members(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sluice: loading pool members: %w", err)
+		return nil, fmt.Errorf("balance: loading pool members: %w", err)
 	}
 	return ms, nil
 }
@@ -355,13 +341,13 @@ func (h *Registrar) deregister(w http.ResponseWriter, r *http.Request) {
 
 // readRegistration reads a registration from a JSON body, or from form
 // and query parameters.
-func readRegistration(r *http.Request) (registration, error) {
+func readRegistration(r *http.Request) (register.Registration, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRegistrationBody+1))
 	if err != nil {
-		return registration{}, fmt.Errorf("reading registration: %w", err)
+		return register.Registration{}, fmt.Errorf("reading registration: %w", err)
 	}
 	if len(body) > maxRegistrationBody {
-		return registration{}, errors.New("registration body over 4 KiB")
+		return register.Registration{}, errors.New("registration body over 4 KiB")
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	form := ct == "application/x-www-form-urlencoded"
@@ -374,21 +360,21 @@ func readRegistration(r *http.Request) (registration, error) {
 	if form {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
-			return registration{}, fmt.Errorf("registration form: %w", err)
+			return register.Registration{}, fmt.Errorf("registration form: %w", err)
 		}
 		for k, v := range form {
 			q[k] = v
 		}
 	}
-	reg := registration{ID: q.Get("id"), URL: q.Get("url"), HealthPath: q.Get("health_path")}
+	reg := register.Registration{ID: q.Get("id"), URL: q.Get("url"), HealthPath: q.Get("health_path")}
 	if s := q.Get("weight"); s != "" {
 		if reg.Weight, err = strconv.Atoi(s); err != nil {
-			return registration{}, fmt.Errorf("registration weight: %w", err)
+			return register.Registration{}, fmt.Errorf("registration weight: %w", err)
 		}
 	}
 	if s := q.Get("ttl"); s != "" {
-		if reg.TTL, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return registration{}, fmt.Errorf("registration ttl: %w", err)
+		if reg.TTLSeconds, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return register.Registration{}, fmt.Errorf("registration ttl: %w", err)
 		}
 	}
 	return reg, checkRegistration(reg)
@@ -396,21 +382,21 @@ func readRegistration(r *http.Request) (registration, error) {
 
 // parseRegistration decodes a JSON registration strictly: one object,
 // known fields only.
-func parseRegistration(body []byte) (registration, error) {
-	var reg registration
+func parseRegistration(body []byte) (register.Registration, error) {
+	var reg register.Registration
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&reg); err != nil {
-		return registration{}, fmt.Errorf("registration json: %w", err)
+		return register.Registration{}, fmt.Errorf("registration json: %w", err)
 	}
 	if dec.More() {
-		return registration{}, errors.New("registration json: trailing data")
+		return register.Registration{}, errors.New("registration json: trailing data")
 	}
 	return reg, checkRegistration(reg)
 }
 
-func checkRegistration(reg registration) error {
-	if reg.TTL < 0 {
+func checkRegistration(reg register.Registration) error {
+	if reg.TTLSeconds < 0 {
 		return errors.New("registration ttl is negative")
 	}
 	if len(reg.URL) > 2048 {
@@ -433,127 +419,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeJSONError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-// Registrant keeps one target registered with a Registrar: the
-// self-registration loop a backend runs next to its server.
-type Registrant struct {
-	// Endpoint is the Registrar's URL, e.g. "http://lb:8080/register".
-	Endpoint string
-
-	// Member is the target to register; its URL is required.
-	Member Member
-
-	// TTL is the registration lifetime to ask for. If zero, the
-	// Registrar's default. The registration is renewed every third of
-	// the TTL the Registrar granted.
-	TTL time.Duration
-
-	// Secret is sent as a bearer token when not empty.
-	Secret string
-
-	// Client sends the registrations. If nil, a client with a 5 second
-	// timeout whose idle connections are closed when Run returns.
-	Client *http.Client
-
-	// Logger receives registration failures. If nil, slog.Default().
-	Logger *slog.Logger
-}
-
-// Run registers the target, renews the registration until ctx is done,
-// then removes it (within 5 seconds). Failed registrations are retried
-// every second, up to the renewal interval. Run returns nil when ctx is
-// done, or an error at once if the Endpoint is not a URL.
-func (r *Registrant) Run(ctx context.Context) error {
-	if _, err := url.Parse(r.Endpoint); err != nil || r.Endpoint == "" {
-		return fmt.Errorf("sluice: registrant endpoint %q: not a URL", r.Endpoint)
-	}
-	client := r.Client
-	if client == nil {
-		t := &http.Transport{MaxIdleConnsPerHost: 1}
-		defer t.CloseIdleConnections()
-		client = &http.Client{Transport: t, Timeout: 5 * time.Second}
-	}
-	log := r.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := r.deregister(dctx, client); err != nil {
-			log.Warn("sluice: deregistration failed", "endpoint", r.Endpoint, "err", err)
-		}
-	}()
-	for {
-		wait := time.Second
-		granted, err := r.register(ctx, client)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.Warn("sluice: registration failed", "endpoint", r.Endpoint, "err", err)
-		} else {
-			wait = max(granted/3, 100*time.Millisecond)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
-func (r *Registrant) register(ctx context.Context, client *http.Client) (time.Duration, error) {
-	reg := registration{ID: r.Member.ID, URL: r.Member.URL, Weight: r.Member.Weight,
-		TTL: int64(math.Ceil(r.TTL.Seconds())), HealthPath: r.Member.HealthPath}
-	body, _ := json.Marshal(reg)
-	res, err := r.do(ctx, client, http.MethodPost, body)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, maxRegistrationBody))
-	if err != nil {
-		return 0, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("registrar answered %s: %s", res.Status, bytes.TrimSpace(b))
-	}
-	var got registration
-	if err := json.Unmarshal(b, &got); err != nil || got.TTL <= 0 {
-		return 0, fmt.Errorf("registrar answer: bad ttl in %q", b)
-	}
-	return time.Duration(got.TTL) * time.Second, nil
-}
-
-func (r *Registrant) deregister(ctx context.Context, client *http.Client) error {
-	id := r.Member.ID
-	if id == "" {
-		id = r.Member.URL
-	}
-	body, _ := json.Marshal(registration{ID: id})
-	res, err := r.do(ctx, client, http.MethodDelete, body)
-	if err != nil {
-		return err
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("registrar answered %s", res.Status)
-	}
-	return nil
-}
-
-func (r *Registrant) do(ctx context.Context, client *http.Client, method string, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, r.Endpoint, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if r.Secret != "" {
-		req.Header.Set("Authorization", "Bearer "+r.Secret)
-	}
-	return client.Do(req)
 }

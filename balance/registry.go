@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 // must vanish by themselves when it runs out (so that a dead instance's
 // registrations and marks do not outlive it).
 type Registry interface {
-	// Put adds m, or replaces the member with m's ID. With ttl > 0 the
-	// member expires ttl after the last Put; with ttl <= 0 it stays
-	// until Delete.
+	// Put adds m, or replaces the member with m's ID. With ttl > 0 (from
+	// Pool.Register) the member expires ttl after the last Put; with
+	// ttl == 0 (from Pool.Add) it stays until Delete.
 	Put(ctx context.Context, m Member, ttl time.Duration) error
 
 	// Delete removes the member with the given ID and its down mark. It

@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/balance/register"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -93,15 +94,18 @@ func TestRegistrar(t *testing.T) {
 	}
 }
 
-func TestRegistrantHeartbeatAndDeregister(t *testing.T) {
+// TestRegisterClientHeartbeatAndDeregister: a register.Client keeps its
+// registration with a Registrar alive past several TTLs, and removes it
+// when its context ends.
+func TestRegisterClientHeartbeatAndDeregister(t *testing.T) {
 	leaktest.Check(t)
 	pool := &Pool{Logger: quiet(), SyncInterval: 5 * time.Millisecond}
 	runPool(t, pool)
-	// A 1 s TTL: the registrant renews every ~333 ms.
+	// A 1 s TTL: the client renews every ~333 ms.
 	srv := httptest.NewServer(&Registrar{Pool: pool, Secret: "k", TTL: time.Second})
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registrant{Endpoint: srv.URL, Secret: "k", Member: Member{ID: "self", URL: "http://127.0.0.1:9"}, Logger: quiet()}
+	r := &register.Client{Endpoint: srv.URL, Secret: "k", ID: "self", URL: "http://127.0.0.1:9", Logger: quiet()}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	eventually(t, "registration", func() bool { return len(pool.Stats()) == 1 })
@@ -118,13 +122,7 @@ func TestRegistrantHeartbeatAndDeregister(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := len(pool.Stats()); n != 0 {
-		t.Errorf("%d members after the registrant stopped, want 0 (deregistered)", n)
-	}
-}
-
-func TestRegistrantBadEndpoint(t *testing.T) {
-	if err := (&Registrant{Endpoint: ""}).Run(context.Background()); err == nil {
-		t.Error("empty endpoint accepted")
+		t.Errorf("%d members after the client stopped, want 0 (deregistered)", n)
 	}
 }
 
@@ -139,7 +137,7 @@ func FuzzParseRegistration(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if reg.TTL < 0 || len(reg.URL) > 2048 {
+		if reg.TTLSeconds < 0 || len(reg.URL) > 2048 {
 			t.Fatalf("accepted %+v", reg)
 		}
 		// What parses re-encodes and parses to the same value.

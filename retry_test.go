@@ -94,6 +94,57 @@ func TestStaleConnectionNeverSendsBodyWithHole(t *testing.T) {
 	}
 }
 
+func TestRequestBodyAttempts(t *testing.T) {
+	read := func(r io.Reader, n int) (string, error) {
+		p := make([]byte, n)
+		m, err := r.Read(p)
+		return string(p[:m]), err
+	}
+	t.Run("replay", func(t *testing.T) {
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 100, 8)
+		a1 := b.attempt()
+		if s, _ := read(a1, 3); s != "abc" {
+			t.Fatalf("first attempt read %q", s)
+		}
+		if bs := b.detach(); !bs.started || !bs.replayable {
+			t.Fatalf("state %+v, want started and replayable", bs)
+		}
+		if _, err := read(a1, 3); err != errDetached {
+			t.Fatalf("abandoned attempt read: %v, want errDetached", err)
+		}
+		a2 := b.attempt()
+		got, err := io.ReadAll(a2)
+		if err != nil || string(got) != "abcdefgh" {
+			t.Fatalf("retry read %q, %v", got, err)
+		}
+	})
+	t.Run("over the limit", func(t *testing.T) {
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 4, -1)
+		a1 := b.attempt()
+		read(a1, 3)
+		read(a1, 3)
+		if bs := b.detach(); !bs.started || bs.replayable {
+			t.Fatalf("state %+v, want started, not replayable", bs)
+		}
+		if _, err := read(b.attempt(), 3); err != errReplayShort {
+			t.Fatalf("retry read: %v, want errReplayShort (never a body with a hole)", err)
+		}
+	})
+	t.Run("untouched", func(t *testing.T) {
+		b := new(requestBody)
+		b.start(io.NopCloser(strings.NewReader("xy")), 0, 2)
+		b.attempt()
+		if bs := b.detach(); bs.started {
+			t.Fatalf("state %+v, want not started", bs)
+		}
+		if got, err := io.ReadAll(b.attempt()); err != nil || string(got) != "xy" {
+			t.Fatalf("retry read %q, %v", got, err)
+		}
+	})
+}
+
 // waitGoroutine polls the goroutine stacks until one is in fn (10 s at
 // most): synchronization on a state no channel exposes.
 func waitGoroutine(t *testing.T, fn string) {

@@ -1,4 +1,4 @@
-package sluice
+package balance
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/urlpath"
 )
 
 // HealthCheck configures a Pool's active health checks: every Interval
@@ -152,7 +154,7 @@ func (p *Pool) passiveFailure(u *Upstream) {
 	if !trip {
 		return
 	}
-	p.logger().Warn("sluice: pool: target down (passive)", "id", u.id, "failures", n, "window", window, "cool_down", cool)
+	p.logger().Warn("balance: target down (passive)", "id", u.id, "failures", n, "window", window, "cool_down", cool)
 	p.rebuild()
 	p.publish(u.id, cool)
 	time.AfterFunc(cool, p.rebuild)
@@ -252,7 +254,7 @@ func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) stri
 	if path == "" {
 		path = "/"
 	}
-	target.Path = singleJoiningSlash(u.url.Path, path)
+	target.Path = urlpath.Join(u.url.Path, path)
 	target.RawPath = ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
@@ -294,7 +296,7 @@ func (p *Pool) recordCheck(u *Upstream, why string) bool {
 		u.okRun++
 		if down && u.okRun >= rise {
 			u.activeDown.Store(false)
-			p.logger().Info("sluice: pool: target up (active)", "id", u.id)
+			p.logger().Info("balance: target up (active)", "id", u.id)
 			if u.marked {
 				u.marked = false
 				p.publish(u.id, 0)
@@ -317,7 +319,7 @@ func (p *Pool) recordCheck(u *Upstream, why string) bool {
 		u.activeDown.Store(true)
 		u.marked = true
 		p.publish(u.id, p.activeMarkTTL())
-		p.logger().Warn("sluice: pool: target down (active)", "id", u.id, "failures", u.failRun, "reason", why)
+		p.logger().Warn("balance: target down (active)", "id", u.id, "failures", u.failRun, "reason", why)
 		return true
 	}
 	return false

@@ -1,11 +1,10 @@
-package sluice
+package balance
 
 import (
 	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -41,20 +41,13 @@ func newBackend(t *testing.T, name string) *countingBackend {
 }
 
 // poolServer starts a Proxy directed by pool and returns its URL.
-func poolServer(t *testing.T, pool *Pool, configure ...func(*Proxy)) string {
+func poolServer(t *testing.T, pool *Pool, configure ...func(*sluice.Proxy)) string {
 	t.Helper()
-	p := &Proxy{Director: pool}
+	p := &sluice.Proxy{Director: pool}
 	for _, c := range configure {
 		c(p)
 	}
-	return newTestServer(t, p)
-}
-
-func mustAdd(t *testing.T, pool *Pool, id, url string) {
-	t.Helper()
-	if err := pool.Add(context.Background(), Member{ID: id, URL: url}, 0); err != nil {
-		t.Fatal(err)
-	}
+	return newProxyServer(t, p)
 }
 
 // lbDo sends a request and returns status, X-Backend and body; a transport
@@ -75,42 +68,6 @@ func lbDo(c *http.Client, method, url, body string) (int, string, string) {
 		return res.StatusCode, res.Header.Get("X-Backend"), "read error: " + err.Error()
 	}
 	return res.StatusCode, res.Header.Get("X-Backend"), string(b)
-}
-
-// eventually polls cond every 5 ms until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func statsOf(pool *Pool, id string) UpstreamStats {
-	for _, s := range pool.Stats() {
-		if s.ID == id {
-			return s
-		}
-	}
-	return UpstreamStats{}
-}
-
-// runPool runs pool.Run until the test ends.
-func runPool(t *testing.T, pool *Pool) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pool.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
 }
 
 func TestPoolRoundRobinThroughProxy(t *testing.T) {
@@ -139,20 +96,32 @@ func TestPoolRoundRobinThroughProxy(t *testing.T) {
 	}
 }
 
+// TestPoolStripPrefixAndTargetPath: StripPrefix is removed at a segment
+// boundary (its trailing slash ignored) before the target's path is
+// joined in front; other paths are forwarded unchanged.
 func TestPoolStripPrefixAndTargetPath(t *testing.T) {
 	leaktest.Check(t)
 	b := newBackend(t, "a")
-	pool := &Pool{Logger: quiet(), StripPrefix: "/app"}
-	mustAdd(t, pool, "a", b.URL+"/v2")
-	px := poolServer(t, pool)
 	c := client(t)
-	for path, want := range map[string]string{
-		"/app/users": "a /v2/users ",
-		"/app":       "a /v2/ ",
-		"/other":     "a /v2/other ",
-	} {
-		if _, _, body := lbDo(c, "GET", px+path, ""); body != want {
-			t.Errorf("GET %s reached %q, want %q", path, body, want)
+	tests := []struct {
+		prefix, path, want string
+	}{
+		{"/app", "/app/users", "a /v2/users "},
+		{"/app", "/app", "a /v2/ "},
+		{"/app", "/app/", "a /v2/ "},
+		{"/app", "/other", "a /v2/other "},
+		{"/app", "/application", "a /v2/application "},
+		{"/app/", "/app/users", "a /v2/users "},
+		{"/app/", "/app", "a /v2/ "},
+		{"/app", "/app/a%20b", "a /v2/a b "},
+		{"", "/app/users", "a /v2/app/users "},
+	}
+	for _, tt := range tests {
+		pool := &Pool{Logger: quiet(), StripPrefix: tt.prefix}
+		mustAdd(t, pool, "a", b.URL+"/v2")
+		px := poolServer(t, pool)
+		if _, _, body := lbDo(c, "GET", px+tt.path, ""); body != tt.want {
+			t.Errorf("StripPrefix %q: GET %s reached %q, want %q", tt.prefix, tt.path, body, tt.want)
 		}
 	}
 }
@@ -173,7 +142,7 @@ func TestPoolNoUpstream503(t *testing.T) {
 	t.Run("all down", func(t *testing.T) {
 		pool := &Pool{Logger: quiet(), Passive: &PassiveHealth{Failures: 1, CoolDown: 30 * time.Second}}
 		mustAdd(t, pool, "dead", "http://"+deadAddr(t))
-		px := poolServer(t, pool, func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 1} })
+		px := poolServer(t, pool, func(p *sluice.Proxy) { p.Retry = &sluice.RetryPolicy{Attempts: 1} })
 		c := client(t)
 		if status, _, _ := lbDo(c, "GET", px+"/", ""); status != 502 {
 			t.Fatalf("first request: status %d, want 502", status)
@@ -188,17 +157,6 @@ func TestPoolNoUpstream503(t *testing.T) {
 			t.Errorf("status %d Retry-After %q, want 503 and the cool-down left (2..30)", res.StatusCode, res.Header.Get("Retry-After"))
 		}
 	})
-}
-
-// deadAddr returns a loopback address where nothing listens.
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestPoolUpstreamTimeout504(t *testing.T) {
@@ -218,7 +176,7 @@ func TestPoolUpstreamTimeout504(t *testing.T) {
 	t.Run("single target", func(t *testing.T) {
 		pool := &Pool{Logger: quiet()}
 		mustAdd(t, pool, "a-slow", slow.URL)
-		px := poolServer(t, pool, func(p *Proxy) { p.ResponseHeaderTimeout = 50 * time.Millisecond })
+		px := poolServer(t, pool, func(p *sluice.Proxy) { p.ResponseHeaderTimeout = 50 * time.Millisecond })
 		if status, _, _ := lbDo(client(t), "GET", px+"/", ""); status != 504 {
 			t.Errorf("status %d, want 504", status)
 		}
@@ -230,9 +188,9 @@ func TestPoolUpstreamTimeout504(t *testing.T) {
 		pool := &Pool{Logger: quiet()}
 		mustAdd(t, pool, "a-slow", slow.URL)
 		mustAdd(t, pool, "b-fast", fast.URL)
-		px := poolServer(t, pool, func(p *Proxy) {
+		px := poolServer(t, pool, func(p *sluice.Proxy) {
 			p.ResponseHeaderTimeout = 50 * time.Millisecond
-			p.Retry = &RetryPolicy{Attempts: 2, Idempotent: true}
+			p.Retry = &sluice.RetryPolicy{Attempts: 2, Idempotent: true}
 		})
 		if status, backend, _ := lbDo(client(t), "GET", px+"/", ""); status != 200 || backend != "fast" {
 			t.Errorf("status %d from %q, want 200 from the second target", status, backend)
@@ -302,8 +260,8 @@ func TestPoolRetrySafety(t *testing.T) {
 			pool := &Pool{Logger: quiet()}
 			mustAdd(t, pool, "a-first", firstURL)
 			mustAdd(t, pool, "b-second", second.URL)
-			px := poolServer(t, pool, func(p *Proxy) {
-				p.Retry = &RetryPolicy{Attempts: 3, Idempotent: true, ReplayLimit: tt.replayLimit}
+			px := poolServer(t, pool, func(p *sluice.Proxy) {
+				p.Retry = &sluice.RetryPolicy{Attempts: 3, Idempotent: true, ReplayLimit: tt.replayLimit}
 			})
 			status, _, body := lbDo(client(t), tt.method, px+"/r", tt.body)
 			if tt.wantStatus == -1 {
@@ -363,7 +321,7 @@ func TestPoolMembershipChangesUnderLoad(t *testing.T) {
 					b := backends[1+i%4]
 					id := "churn-" + strconv.Itoa(i%4)
 					if i%8 < 4 {
-						_ = pool.Add(ctx, Member{ID: id, URL: b.URL, Weight: 1 + i%3}, 0)
+						_ = pool.Add(ctx, Member{ID: id, URL: b.URL, Weight: 1 + i%3})
 					} else {
 						_ = pool.Remove(ctx, id)
 					}
@@ -485,7 +443,7 @@ func TestPoolPassiveHealth(t *testing.T) {
 	pool := &Pool{Logger: quiet(), Passive: &PassiveHealth{Failures: 2, Window: time.Minute, CoolDown: 50 * time.Millisecond}}
 	mustAdd(t, pool, "flaky", flaky.URL())
 	mustAdd(t, pool, "steady", steady.URL)
-	px := poolServer(t, pool, func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 2, Idempotent: true} })
+	px := poolServer(t, pool, func(p *sluice.Proxy) { p.Retry = &sluice.RetryPolicy{Attempts: 2, Idempotent: true} })
 	c := client(t)
 	// Every request succeeds (retried on steady) while flaky fails twice
 	// and is taken out.
@@ -592,11 +550,12 @@ func TestSharedRegistryTwoPools(t *testing.T) {
 		t.Errorf("via the other pool: status %d from %q", status, name)
 	}
 	// A passive failure seen by a is shared with b.
-	pr := testRequest(nil, "")
-	if err := a.Direct(pr); err != nil {
-		t.Fatal(err)
-	}
-	a.Observe(pr, Result{Upstream: pr.Out.URL.Host, Err: fmt.Errorf("dial: %w", syscallRefused)})
+	withRequest(t, nil, "", func(pr *sluice.ProxyRequest) {
+		if err := a.Direct(pr); err != nil {
+			t.Fatal(err)
+		}
+		a.Observe(pr, sluice.Result{Upstream: pr.Out.URL.Host, Err: fmt.Errorf("dial: %w", syscallRefused)})
+	})
 	eventually(t, "down mark seen by the other pool", func() bool { return !statsOf(b, "shared").Healthy })
 	// Removal too.
 	if err := b.Remove(context.Background(), "shared"); err != nil {
@@ -612,10 +571,10 @@ func TestRegistrationExpires(t *testing.T) {
 	pool := &Pool{Logger: quiet(), SyncInterval: 5 * time.Millisecond}
 	runPool(t, pool)
 	ctx := context.Background()
-	if err := pool.Add(ctx, Member{ID: "short", URL: "http://127.0.0.1:1"}, 30*time.Millisecond); err != nil {
+	if err := pool.Register(ctx, Member{ID: "short", URL: "http://127.0.0.1:1"}, 30*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if err := pool.Add(ctx, Member{ID: "static", URL: "http://127.0.0.1:2"}, 0); err != nil {
+	if err := pool.Add(ctx, Member{ID: "static", URL: "http://127.0.0.1:2"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(pool.Stats()); n != 2 {
@@ -627,58 +586,41 @@ func TestRegistrationExpires(t *testing.T) {
 	}
 }
 
-// quiet returns a logger whose records only a failing test would show.
-func quiet() *slog.Logger { return (&logRecorder{}).logger() }
-
-func TestRequestBodyAttempts(t *testing.T) {
-	read := func(r io.Reader, n int) (string, error) {
-		p := make([]byte, n)
-		m, err := r.Read(p)
-		return string(p[:m]), err
+// TestRegisterNeedsTTL: a registration without a positive TTL is refused
+// (a member without expiry is added with Add), and nothing is added.
+func TestRegisterNeedsTTL(t *testing.T) {
+	pool := &Pool{Logger: quiet()}
+	for _, ttl := range []time.Duration{0, -time.Second} {
+		err := pool.Register(context.Background(), Member{ID: "x", URL: "http://127.0.0.1:1"}, ttl)
+		if err == nil || !strings.Contains(err.Error(), "Add") {
+			t.Errorf("Register with ttl %v: %v, want an error pointing to Add", ttl, err)
+		}
 	}
-	t.Run("replay", func(t *testing.T) {
-		b := new(requestBody)
-		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 100, 8)
-		a1 := b.attempt()
-		if s, _ := read(a1, 3); s != "abc" {
-			t.Fatalf("first attempt read %q", s)
-		}
-		if bs := b.detach(); !bs.started || !bs.replayable {
-			t.Fatalf("state %+v, want started and replayable", bs)
-		}
-		if _, err := read(a1, 3); err != errDetached {
-			t.Fatalf("abandoned attempt read: %v, want errDetached", err)
-		}
-		a2 := b.attempt()
-		got, err := io.ReadAll(a2)
-		if err != nil || string(got) != "abcdefgh" {
-			t.Fatalf("retry read %q, %v", got, err)
-		}
-	})
-	t.Run("over the limit", func(t *testing.T) {
-		b := new(requestBody)
-		b.start(io.NopCloser(strings.NewReader("abcdefgh")), 4, -1)
-		a1 := b.attempt()
-		read(a1, 3)
-		read(a1, 3)
-		if bs := b.detach(); !bs.started || bs.replayable {
-			t.Fatalf("state %+v, want started, not replayable", bs)
-		}
-		if _, err := read(b.attempt(), 3); err != errReplayShort {
-			t.Fatalf("retry read: %v, want errReplayShort (never a body with a hole)", err)
-		}
-	})
-	t.Run("untouched", func(t *testing.T) {
-		b := new(requestBody)
-		b.start(io.NopCloser(strings.NewReader("xy")), 0, 2)
-		b.attempt()
-		if bs := b.detach(); bs.started {
-			t.Fatalf("state %+v, want not started", bs)
-		}
-		if got, err := io.ReadAll(b.attempt()); err != nil || string(got) != "xy" {
-			t.Fatalf("retry read %q, %v", got, err)
-		}
-	})
+	if n := len(pool.Stats()); n != 0 {
+		t.Errorf("%d members after refused registrations", n)
+	}
+}
+
+// TestAddMakesARegistrationPermanent: Add of a registered member's ID
+// replaces its registration with one that does not expire.
+func TestAddMakesARegistrationPermanent(t *testing.T) {
+	pool := &Pool{Logger: quiet()}
+	ctx := context.Background()
+	m := Member{ID: "m", URL: "http://127.0.0.1:1"}
+	if err := pool.Register(ctx, m, 20*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Add(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	// Once the old TTL has run out, a reload still finds it.
+	time.Sleep(40 * time.Millisecond)
+	if err := pool.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(pool.Stats()); n != 1 {
+		t.Errorf("%d members past the old TTL, want 1", n)
+	}
 }
 
 // TestReplayWhileClientStillSending: the first target fails while the
@@ -698,7 +640,7 @@ func TestReplayWhileClientStillSending(t *testing.T) {
 	pool := &Pool{Logger: quiet()}
 	mustAdd(t, pool, "a-first", first.URL())
 	mustAdd(t, pool, "b-second", second.URL)
-	px := poolServer(t, pool, func(p *Proxy) { p.Retry = &RetryPolicy{Attempts: 2, Idempotent: true} })
+	px := poolServer(t, pool, func(p *sluice.Proxy) { p.Retry = &sluice.RetryPolicy{Attempts: 2, Idempotent: true} })
 
 	pr, pw := io.Pipe()
 	go func() {

@@ -1,0 +1,61 @@
+// Package urlpath matches, strips and joins URL paths the way sluice's
+// directors do (the root's Routes and balance.Pool), so that a prefix
+// means the same thing everywhere.
+package urlpath
+
+import (
+	"net/url"
+	"strings"
+)
+
+// HasPrefix reports whether path is under prefix. A prefix that ends in
+// "/" matches every path that starts with it; one that does not matches
+// only at a segment boundary: "/api" matches "/api" and "/api/x", not
+// "/apix".
+func HasPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	if strings.HasSuffix(prefix, "/") || len(path) == len(prefix) {
+		return true
+	}
+	return path[len(prefix)] == '/'
+}
+
+// StripPrefix removes prefix (its trailing slash ignored) from the start
+// of u's path, keeping the result rooted: "/api/users" without "/api" is
+// "/users", and "/api" is "/". The caller checks HasPrefix first. The
+// escaped form (RawPath) is stripped alike, and dropped when it no
+// longer encodes the path.
+func StripPrefix(u *url.URL, prefix string) {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if prefix == "" {
+		return
+	}
+	u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, prefix), "/")
+	if u.RawPath != "" {
+		u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, prefix), "/")
+		if u.RawPath == u.Path || !validEncoded(u) {
+			u.RawPath = ""
+		}
+	}
+}
+
+func validEncoded(u *url.URL) bool {
+	p, err := url.PathUnescape(u.RawPath)
+	return err == nil && p == u.Path
+}
+
+// Join joins a and b with exactly one slash between them, as
+// httputil.ReverseProxy joins a target's path and a request's.
+func Join(a, b string) string {
+	aslash := strings.HasSuffix(a, "/")
+	bslash := strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
