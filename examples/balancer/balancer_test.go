@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balance"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
 )
@@ -85,16 +86,16 @@ func startBalancer(t *testing.T, cfg config) (base, admin string) {
 func defaultConfig() config {
 	return config{
 		listen: "127.0.0.1:0", admin: "127.0.0.1:0", redisPrefix: "sluice:test", policy: "round-robin",
-		backends: 3, ttl: 10 * time.Second, maxTargets: sluice.DefaultMaxTargets, healthPath: "/healthz",
+		backends: 3, ttl: 10 * time.Second, maxTargets: balance.DefaultMaxTargets, healthPath: "/healthz",
 		healthInterval: 20 * time.Millisecond, coolDown: 100 * time.Millisecond,
 		timeout: 5 * time.Second, attempts: 3,
 	}
 }
 
-func stats(t *testing.T, c *http.Client, base string) []sluice.UpstreamStats {
+func stats(t *testing.T, c *http.Client, base string) []balance.Stats {
 	t.Helper()
 	_, _, body := get(t, c, base+"/_balancer/stats")
-	var s []sluice.UpstreamStats
+	var s []balance.Stats
 	if err := json.Unmarshal([]byte(body), &s); err != nil {
 		t.Fatalf("stats %q: %v", body, err)
 	}
@@ -266,9 +267,9 @@ func TestRedisRegistry(t *testing.T) {
 		}
 		return out
 	}
-	must(reg.Put(ctx, sluice.Member{ID: "a", URL: "http://127.0.0.1:1", Weight: 2}, 0))
-	must(reg.Put(ctx, sluice.Member{ID: "b", URL: "http://127.0.0.1:2"}, 100*time.Millisecond))
-	must(reg.Put(ctx, sluice.Member{URL: "http://127.0.0.1:3"}, time.Minute))
+	must(reg.Put(ctx, balance.Member{ID: "a", URL: "http://127.0.0.1:1", Weight: 2}, 0))
+	must(reg.Put(ctx, balance.Member{ID: "b", URL: "http://127.0.0.1:2"}, 100*time.Millisecond))
+	must(reg.Put(ctx, balance.Member{URL: "http://127.0.0.1:3"}, time.Minute))
 	if diff := cmp.Diff([]string{"a", "b", "http://127.0.0.1:3"}, ids()); diff != "" {
 		t.Errorf("members (-want +got):\n%s", diff)
 	}
@@ -294,9 +295,9 @@ func TestRedisRegistry(t *testing.T) {
 func TestTwoPoolsShareRedis(t *testing.T) {
 	leaktest.Check(t)
 	rdb := newRedis(t)
-	newPool := func() *sluice.Pool {
-		p := &sluice.Pool{Registry: &RedisRegistry{Client: rdb, Prefix: "shared"}, SyncInterval: 10 * time.Millisecond,
-			Passive: &sluice.PassiveHealth{Failures: 1, CoolDown: time.Minute}}
+	newPool := func() *balance.Pool {
+		p := &balance.Pool{Registry: &RedisRegistry{Client: rdb, Prefix: "shared"}, SyncInterval: 10 * time.Millisecond,
+			Passive: &balance.PassiveHealth{Failures: 1, CoolDown: time.Minute}}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); p.Run(ctx) }()
@@ -307,7 +308,7 @@ func TestTwoPoolsShareRedis(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
 	t.Cleanup(up.Close)
 
-	regA := httptest.NewServer(&sluice.Registrar{Pool: a})
+	regA := httptest.NewServer(&balance.Registrar{Pool: a})
 	t.Cleanup(regA.Close)
 	proxyB := &sluice.Proxy{Director: b}
 	srvB := httptest.NewServer(proxyB)

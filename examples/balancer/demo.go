@@ -13,11 +13,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balance"
+	"github.com/sluiceproxy/sluice/balance/register"
 )
 
 // demoSet runs the embedded demo backends. Each registers itself with the
-// balancer through a sluice.Registrant, as a real backend would. A
+// balancer through a register.Client, as a real backend would. A
 // stopped backend's server is closed abruptly but its registration
 // heartbeat goes on, as when a process hangs or its port dies: the
 // balancer's health checks take it out, and retries hide it from clients.
@@ -75,11 +76,12 @@ func (d *demoSet) start(n int) error {
 		d.backends[n] = b
 		ctx, cancel := context.WithCancel(context.Background())
 		b.cancel, b.done = cancel, make(chan struct{})
-		reg := &sluice.Registrant{
+		reg := &register.Client{
 			Endpoint: d.register,
 			Secret:   d.secret,
 			TTL:      d.ttl,
-			Member:   sluice.Member{ID: "demo-" + strconv.Itoa(n), URL: "http://" + b.addr},
+			ID:       "demo-" + strconv.Itoa(n),
+			URL:      "http://" + b.addr,
 		}
 		go func() {
 			defer close(b.done)
@@ -164,13 +166,13 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 // statusHandler serves /_balancer/: the status page, the JSON statistics
 // and the demo backends' stop/start buttons (which refuse cross-origin
 // browser requests).
-func statusHandler(pool *sluice.Pool, demos *demoSet) http.Handler {
+func statusHandler(pool *balance.Pool, demos *demoSet) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_balancer/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = statusPage.Execute(w, struct {
-			Stats []sluice.UpstreamStats
+			Stats []balance.Stats
 			Demos []demoView
 		}{pool.Stats(), demos.list()})
 	})

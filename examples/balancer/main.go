@@ -1,5 +1,5 @@
 // Command balancer is a load balancer whose targets register themselves:
-// a sluice.Proxy directed by a sluice.Pool, with active and passive health
+// a sluice.Proxy directed by a balance.Pool, with active and passive health
 // checks, safe retries, 503 when no target is healthy and 504 when one is
 // too slow. Registration (POST /register) and the status page
 // (/_balancer/) are served on a separate admin listener, by default on
@@ -51,6 +51,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balance"
 )
 
 // description is what -h prints before the flags.
@@ -108,7 +109,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&cfg.backends, "backends", 3, "embedded demo backends to start (0 for none)")
 	fs.StringVar(&cfg.secret, "secret", "", "shared secret registrations must send as a bearer token (required when -admin is off loopback)")
 	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "longest registration lifetime without a heartbeat (at least 1s)")
-	fs.IntVar(&cfg.maxTargets, "max-targets", sluice.DefaultMaxTargets, "most targets the pool holds; registrations past it get 503")
+	fs.IntVar(&cfg.maxTargets, "max-targets", balance.DefaultMaxTargets, "most targets the pool holds; registrations past it get 503")
 	fs.BoolVar(&cfg.allowLinkLocal, "allow-link-local", false, "accept targets on link-local addresses and cloud metadata services (refused by default)")
 	fs.StringVar(&cfg.healthPath, "health-path", "/healthz", "path of the active health check, unless a target registers its own (empty: passive health only)")
 	fs.DurationVar(&cfg.healthInterval, "health-interval", 2*time.Second, "time between active health checks")
@@ -213,13 +214,13 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 	if err != nil {
 		return err
 	}
-	pool := &sluice.Pool{
+	pool := &balance.Pool{
 		Policy:      policy,
 		StripPrefix: cfg.stripPrefix,
-		Passive:     &sluice.PassiveHealth{Failures: 3, Window: 10 * time.Second, CoolDown: cfg.coolDown},
+		Passive:     &balance.PassiveHealth{Failures: 3, Window: 10 * time.Second, CoolDown: cfg.coolDown},
 	}
 	if cfg.healthPath != "" {
-		pool.Health = &sluice.HealthCheck{Path: cfg.healthPath, Interval: cfg.healthInterval, Rise: 2, Fall: 2}
+		pool.Health = &balance.HealthCheck{Path: cfg.healthPath, Interval: cfg.healthInterval, Rise: 2, Fall: 2}
 	}
 	if cfg.redis != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redis})
@@ -238,7 +239,7 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		if t = strings.TrimSpace(t); t == "" {
 			continue
 		}
-		if err := pool.Add(ctx, sluice.Member{URL: t}, 0); err != nil {
+		if err := pool.Add(ctx, balance.Member{URL: t}); err != nil {
 			return fmt.Errorf("-target: %w", err)
 		}
 	}
@@ -253,7 +254,7 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 			Idempotent: true,
 		},
 	}
-	registrar := &sluice.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl,
+	registrar := &balance.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl,
 		MaxTargets: cfg.maxTargets, AllowLinkLocal: cfg.allowLinkLocal}
 
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -349,29 +350,29 @@ func adminHandler(registrar http.Handler, status http.Handler, checkHost bool) h
 	})
 }
 
-func parsePolicy(s string) (sluice.Policy, error) {
+func parsePolicy(s string) (balance.Policy, error) {
 	name, arg, _ := strings.Cut(s, ":")
 	switch name {
 	case "round-robin", "rr":
-		return sluice.RoundRobin(), nil
+		return balance.RoundRobin(), nil
 	case "weighted", "wrr":
-		return sluice.WeightedRoundRobin(), nil
+		return balance.WeightedRoundRobin(), nil
 	case "least-conn":
-		return sluice.LeastConnections(), nil
+		return balance.LeastConnections(), nil
 	case "two-choices", "p2c":
-		return sluice.RandomTwoChoices(), nil
+		return balance.RandomTwoChoices(), nil
 	case "hash-ip":
-		return sluice.ConsistentHash(sluice.HashClientIP()), nil
+		return balance.ConsistentHash(balance.HashClientIP()), nil
 	case "hash-header":
 		if arg != "" {
-			return sluice.ConsistentHash(sluice.HashHeader(arg)), nil
+			return balance.ConsistentHash(balance.HashHeader(arg)), nil
 		}
 	case "hash-cookie":
 		if arg != "" {
-			return sluice.ConsistentHash(sluice.HashCookie(arg)), nil
+			return balance.ConsistentHash(balance.HashCookie(arg)), nil
 		}
 	case "sticky":
-		return sluice.StickyCookie("sluice_lb", sluice.RoundRobin()), nil
+		return balance.StickyCookie("sluice_lb", balance.RoundRobin()), nil
 	}
 	return nil, fmt.Errorf("unknown -policy %q", s)
 }

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balance"
 )
 
-// RedisRegistry is a sluice.Registry in Redis, so that several balancer
+// RedisRegistry is a balance.Registry in Redis, so that several balancer
 // instances share one pool: a target registered through any of them is
 // used by all, and a down mark set by one is honored by all.
 //
@@ -47,8 +47,8 @@ func (r *RedisRegistry) setKey() string             { return r.prefix() + ":memb
 func (r *RedisRegistry) memberKey(id string) string { return r.prefix() + ":m:" + id }
 func (r *RedisRegistry) downKey(id string) string   { return r.prefix() + ":down:" + id }
 
-// Put implements sluice.Registry.
-func (r *RedisRegistry) Put(ctx context.Context, m sluice.Member, ttl time.Duration) error {
+// Put implements balance.Registry.
+func (r *RedisRegistry) Put(ctx context.Context, m balance.Member, ttl time.Duration) error {
 	if m.ID == "" {
 		m.ID = m.URL
 	}
@@ -58,7 +58,7 @@ func (r *RedisRegistry) Put(ctx context.Context, m sluice.Member, ttl time.Durat
 		return err
 	}
 	if ttl < 0 {
-		ttl = 0 // Set with 0: no expiry
+		ttl = 0 // Set with 0: no expiry, what Pool.Add asks for
 	}
 	_, err = r.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, r.setKey(), m.ID)
@@ -71,7 +71,7 @@ func (r *RedisRegistry) Put(ctx context.Context, m sluice.Member, ttl time.Durat
 	return nil
 }
 
-// Delete implements sluice.Registry.
+// Delete implements balance.Registry.
 func (r *RedisRegistry) Delete(ctx context.Context, id string) error {
 	_, err := r.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SRem(ctx, r.setKey(), id)
@@ -91,9 +91,9 @@ if redis.call("EXISTS", KEYS[2]) == 0 then
 end
 return 0`)
 
-// Members implements sluice.Registry: two round trips (the set, then the
+// Members implements balance.Registry: two round trips (the set, then the
 // member and down keys in one pipeline).
-func (r *RedisRegistry) Members(ctx context.Context) ([]sluice.Member, error) {
+func (r *RedisRegistry) Members(ctx context.Context) ([]balance.Member, error) {
 	ids, err := r.Client.SMembers(ctx, r.setKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis registry members: %w", err)
@@ -113,7 +113,7 @@ func (r *RedisRegistry) Members(ctx context.Context) ([]sluice.Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis registry members: %w", err)
 	}
-	out := make([]sluice.Member, 0, len(ids))
+	out := make([]balance.Member, 0, len(ids))
 	for i, id := range ids {
 		s, ok := vals[i].(string)
 		if !ok {
@@ -122,7 +122,7 @@ func (r *RedisRegistry) Members(ctx context.Context) ([]sluice.Member, error) {
 			}
 			continue
 		}
-		var m sluice.Member
+		var m balance.Member
 		if err := json.NewDecoder(strings.NewReader(s)).Decode(&m); err != nil {
 			continue // not ours: skip rather than fail the whole pool
 		}
@@ -133,7 +133,7 @@ func (r *RedisRegistry) Members(ctx context.Context) ([]sluice.Member, error) {
 	return out, nil
 }
 
-// MarkDown implements sluice.Registry.
+// MarkDown implements balance.Registry.
 func (r *RedisRegistry) MarkDown(ctx context.Context, id string, d time.Duration) error {
 	var err error
 	if d <= 0 {
