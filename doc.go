@@ -37,4 +37,9 @@
 // 504 on timeouts, 499 (logged only) when the client went away. A failure
 // after the response started aborts the client connection, so that a
 // truncated body never looks complete.
+//
+// Features built on this API live in their own packages: load balancing
+// over a dynamic pool of upstreams is package balance (balance.Pool is a
+// Director), and the client a target runs to register itself with it is
+// package balance/register.
 package sluice

@@ -81,6 +81,7 @@ func BenchmarkPoolPickParallel(b *testing.B) {
 				_ = pool.Add(context.Background(), Member{URL: fmt.Sprintf("http://10.1.0.%d:80", i)})
 			}
 			b.ReportAllocs()
+			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				withRequest(b, nil, "192.0.2.1:1", func(pr *sluice.ProxyRequest) {
 					orig := *pr.Out.URL
