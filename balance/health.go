@@ -26,8 +26,8 @@ type HealthCheck struct {
 	// If zero, 5 seconds.
 	Interval time.Duration
 
-	// Timeout bounds one check, connection included.
-	// If zero, 2 seconds (or Interval, if shorter).
+	// Timeout bounds one check, connection included. If zero, 2 seconds
+	// or Interval, whichever is shorter.
 	Timeout time.Duration
 
 	// Jitter is the fraction of Interval by which each round is randomly
@@ -65,11 +65,10 @@ func (h *HealthCheck) interval() time.Duration {
 }
 
 func (h *HealthCheck) timeout() time.Duration {
-	t := h.Timeout
-	if t <= 0 {
-		t = 2 * time.Second
+	if h.Timeout > 0 {
+		return h.Timeout
 	}
-	return min(t, h.interval())
+	return min(2*time.Second, h.interval())
 }
 
 func (h *HealthCheck) jitter() float64 {

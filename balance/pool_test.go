@@ -392,7 +392,7 @@ func TestPoolActiveHealthFlapping(t *testing.T) {
 		w.Header().Set("X-Backend", "flappy")
 	})
 	steady := newBackend(t, "steady")
-	pool := &Pool{Logger: quiet(), Health: &HealthCheck{Path: "/healthz", Interval: 10 * time.Millisecond, Rise: 2, Fall: 2, Jitter: -1}}
+	pool := &Pool{Logger: quiet(), Health: &HealthCheck{Path: "/healthz", Interval: 10 * time.Millisecond, Timeout: 5 * time.Second, Rise: 2, Fall: 2, Jitter: -1}}
 	mustAdd(t, pool, "flappy", flappy.URL)
 	mustAdd(t, pool, "steady", steady.URL)
 	runPool(t, pool)
@@ -504,6 +504,28 @@ func TestPoolWebSocketThroughObserver(t *testing.T) {
 	}
 	conn.Close()
 	eventually(t, "tunnel end observed", func() bool { return statsOf(pool, "ws").InFlight == 0 })
+}
+
+// TestHealthCheckDefaults: the zero values of HealthCheck and what an
+// explicit Timeout means (a check may outlast a short Interval: a
+// loaded machine must not take healthy targets out).
+func TestHealthCheckDefaults(t *testing.T) {
+	tests := []struct {
+		hc                HealthCheck
+		interval, timeout time.Duration
+		jitter            float64
+	}{
+		{HealthCheck{}, 5 * time.Second, 2 * time.Second, 0.1},
+		{HealthCheck{Interval: time.Second}, time.Second, time.Second, 0.1},
+		{HealthCheck{Interval: 10 * time.Millisecond, Timeout: 5 * time.Second}, 10 * time.Millisecond, 5 * time.Second, 0.1},
+		{HealthCheck{Timeout: 300 * time.Millisecond, Jitter: -1}, 5 * time.Second, 300 * time.Millisecond, 0},
+		{HealthCheck{Jitter: 3}, 5 * time.Second, 2 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		if got, want := [3]any{tt.hc.interval(), tt.hc.timeout(), tt.hc.jitter()}, [3]any{tt.interval, tt.timeout, tt.jitter}; got != want {
+			t.Errorf("%+v: (interval, timeout, jitter) = %v, want %v", tt.hc, got, want)
+		}
+	}
 }
 
 func TestMemberValidation(t *testing.T) {

@@ -339,7 +339,7 @@ func TestRegisteredHealthPath(t *testing.T) {
 	t.Cleanup(other.Close)
 	logs := &logRecorder{}
 	pool := &Pool{Logger: logs.logger(), SyncInterval: 5 * time.Millisecond,
-		Health: &HealthCheck{Path: "/healthz", Interval: 5 * time.Millisecond, Jitter: -1, Fall: 2, Rise: 1}}
+		Health: &HealthCheck{Path: "/healthz", Interval: 5 * time.Millisecond, Timeout: 5 * time.Second, Jitter: -1, Fall: 2, Rise: 1}}
 	h := &Registrar{Pool: pool}
 	if code, body := registerOnce(h, "POST", "", fmt.Sprintf(`{"id":"own","url":%q,"health_path":"/status"}`, up.URL)); code != 200 {
 		t.Fatalf("%d %s", code, body)

@@ -220,7 +220,9 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		Passive:     &balance.PassiveHealth{Failures: 3, Window: 10 * time.Second, CoolDown: cfg.coolDown},
 	}
 	if cfg.healthPath != "" {
-		pool.Health = &balance.HealthCheck{Path: cfg.healthPath, Interval: cfg.healthInterval, Rise: 2, Fall: 2}
+		// A check gets 2 s whatever the interval: a short -health-interval
+		// or a busy machine must not take healthy targets out.
+		pool.Health = &balance.HealthCheck{Path: cfg.healthPath, Interval: cfg.healthInterval, Timeout: 2 * time.Second, Rise: 2, Fall: 2}
 	}
 	if cfg.redis != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redis})
