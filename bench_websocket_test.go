@@ -1,4 +1,4 @@
-package sluice
+package sluice_test
 
 import (
 	"bufio"
@@ -14,74 +14,16 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/wsframe"
+	"github.com/sluiceproxy/sluice/internal/wstest"
+	"github.com/sluiceproxy/sluice/wsmsg"
 )
-
-// wsEchoUpstream is a minimal WebSocket echo endpoint: it answers the
-// handshake and sends every message back unmasked, as a server must.
-func wsEchoUpstream(tb testing.TB) *url.URL {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if _, err := io.WriteString(c, validSwitch(req)); err != nil {
-					return
-				}
-				rd := &wsframe.Reader{Src: br, Masked: true, MaxMessage: 1 << 20}
-				scratch := make([]byte, 64<<10)
-				for {
-					ev, err := rd.Next()
-					if err != nil || ev.OpCode == ws.OpClose {
-						return
-					}
-					if err := wsframe.WriteFrame(c, scratch, ev.OpCode, 0, false, ev.Payload); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
-}
-
-// wsClient opens a WebSocket through the server at addr and returns the
-// raw connection and its reader.
-func wsClient(tb testing.TB, addr string) (net.Conn, *bufio.Reader) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req := "GET /bench HTTP/1.1\r\nHost: bench.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		tb.Fatal(err)
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	res, err := http.ReadResponse(br, nil)
-	if err != nil || res.StatusCode != 101 {
-		tb.Fatalf("handshake: %v %v", res, err)
-	}
-	return c, br
-}
 
 // BenchmarkWebSocketRoundTrip sends a message through the proxy to an
 // echo upstream and reads it back: the transparent tunnel, the
-// frame-level interceptor (with a Message handler that looks at every
-// message), and httputil.ReverseProxy for reference.
+// message-level relay of package wsmsg (with an OnMessage handler that
+// looks at every message), and httputil.ReverseProxy for reference.
 //
 //	go test -run '^$' -bench WebSocketRoundTrip -benchmem
 func BenchmarkWebSocketRoundTrip(b *testing.B) {
@@ -90,13 +32,13 @@ func BenchmarkWebSocketRoundTrip(b *testing.B) {
 		handler func(u *url.URL) (http.Handler, func())
 	}{
 		{"transparent", func(u *url.URL) (http.Handler, func()) {
-			p := &Proxy{Director: SingleHost(u, false)}
+			p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
 			return p, p.CloseIdleConnections
 		}},
 		{"frame", func(u *url.URL) (http.Handler, func()) {
-			p := &Proxy{Director: SingleHost(u, false)}
+			p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
 			var n int
-			p.Handle("/", &WebSocketInterceptor{Message: func(s *WebSocketSession, m *WebSocketMessage) error {
+			p.Handle("/", &wsmsg.Interceptor{OnMessage: func(s *wsmsg.Session, m *wsmsg.Message) error {
 				n += len(m.Data)
 				return nil
 			}})
@@ -109,16 +51,16 @@ func BenchmarkWebSocketRoundTrip(b *testing.B) {
 	for _, size := range []int{16, 4096, 64 << 10} {
 		for _, m := range modes {
 			b.Run(m.name+"/"+strconv.Itoa(size), func(b *testing.B) {
-				h, closeIdle := m.handler(wsEchoUpstream(b))
+				h, closeIdle := m.handler(wstest.EchoUpstream(b))
 				srv := httptest.NewServer(h)
-				c, br := wsClient(b, srv.Listener.Addr().String())
+				c, br := wstest.Client(b, srv.Listener.Addr().String())
 				b.Cleanup(func() {
 					c.Close()
 					srv.Close()
 					closeIdle()
 				})
 				msg := make([]byte, size)
-				wire := rawFrame(true, 0, ws.OpBinary, true, msg)
+				wire := wstest.RawFrame(true, 0, ws.OpBinary, true, msg)
 				scratch := make([]byte, size)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
@@ -151,15 +93,15 @@ func BenchmarkWebSocketIdle(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			for b.Loop() {
 				u, peers := idleUpstream(b)
-				p := &Proxy{Director: SingleHost(u, false)}
+				p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
 				if mode == "frame" {
-					p.Handle("/", &WebSocketInterceptor{})
+					p.Handle("/", &wsmsg.Interceptor{})
 				}
 				srv := httptest.NewServer(p)
 				before := idleSnapshot()
 				conns := make([]net.Conn, 0, n)
 				for range n {
-					c, _ := wsClient(b, srv.Listener.Addr().String())
+					c, _ := wstest.Client(b, srv.Listener.Addr().String())
 					conns = append(conns, c)
 				}
 				settle()
@@ -197,7 +139,7 @@ func idleUpstream(tb testing.TB) (*url.URL, func() []net.Conn) {
 			}
 			req, err := http.ReadRequest(bufio.NewReaderSize(c, 1024))
 			if err == nil {
-				_, err = io.WriteString(c, validSwitch(req))
+				_, err = io.WriteString(c, wstest.ValidSwitch(req))
 			}
 			if err != nil {
 				c.Close()

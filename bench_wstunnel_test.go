@@ -19,6 +19,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/sluiceproxy/sluice/internal/wsframe"
+	"github.com/sluiceproxy/sluice/internal/wstest"
 )
 
 // BenchmarkWebSocketTunnelCPU measures what the transparent tunnel costs
@@ -110,7 +111,7 @@ func TestWebSocketLoadHelper(t *testing.T) {
 	if os.Getenv("SLUICE_WSLOAD_HELPER") == "" {
 		t.Skip("child process of BenchmarkWebSocketTunnelCPU")
 	}
-	u := wsEchoUpstream(t)
+	u := wstest.EchoUpstream(t)
 	out := bufio.NewWriter(os.Stdout)
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, format+"\n", args...)
@@ -132,11 +133,11 @@ func TestWebSocketLoadHelper(t *testing.T) {
 			fmt.Sscan(f[2], &n)
 			fmt.Sscan(f[3], &size)
 			for range n {
-				c, br := wsClient(t, f[1])
+				c, br := wstest.Client(t, f[1])
 				defer c.Close()
 				clients = append(clients, client{c, br})
 			}
-			wire = rawFrame(true, 0, ws.OpBinary, true, make([]byte, size))
+			wire = wstest.RawFrame(true, 0, ws.OpBinary, true, make([]byte, size))
 			scratch = make([]byte, size)
 			say("ok")
 		case len(f) == 2 && f[0] == "run":

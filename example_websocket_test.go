@@ -33,31 +33,6 @@ func echoServer() *httptest.Server {
 	}))
 }
 
-// chat sends each message through url; after those ending in "?" or
-// "!" it prints the next thing that comes back.
-func chat(url string, msgs ...string) {
-	conn, _, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(url, "http")+"/chat")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer conn.Close()
-	for _, m := range msgs {
-		if err := wsutil.WriteClientText(conn, []byte(m)); err != nil {
-			fmt.Println(err)
-			return
-		}
-		if strings.HasSuffix(m, "?") || strings.HasSuffix(m, "!") {
-			msg, err := wsutil.ReadServerText(conn)
-			if err != nil {
-				fmt.Println(err)
-				return
-			}
-			fmt.Println(string(msg))
-		}
-	}
-}
-
 // WebSocket upgrades need no route: they are detected by their headers
 // and tunnelled byte for byte. Shutdown ends the tunnels with close 1001.
 func ExampleProxy_Shutdown() {
@@ -84,36 +59,4 @@ func ExampleProxy_Shutdown() {
 	// Output:
 	// hello
 	// ws closed: 1001 proxy shutting down
-}
-
-// A WebSocketInterceptor on a route sees every message: here it drops
-// those that mention a secret, tags the others and ends the session on
-// "bye!" with a close code of its own.
-func ExampleWebSocketInterceptor() {
-	app := echoServer()
-	defer app.Close()
-	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
-	p.Handle("/chat", &sluice.WebSocketInterceptor{
-		Message: func(s *sluice.WebSocketSession, m *sluice.WebSocketMessage) error {
-			switch text := string(m.Data); {
-			case m.Direction == sluice.ToClient:
-				return nil
-			case strings.Contains(text, "secret"):
-				return sluice.ErrDropMessage
-			case text == "bye!":
-				return &sluice.CloseError{Code: 4000, Reason: "see you"}
-			}
-			m.Data = append([]byte("checked: "), m.Data...)
-			return nil
-		},
-	})
-	front := httptest.NewServer(p)
-	defer front.Close()
-
-	chat(front.URL, "hello!", "the secret is 42", "how are you?", "bye!")
-	// Output:
-	// checked: hello!
-	// checked: how are you?
-	// ws closed: 4000 see you
 }

@@ -2,6 +2,7 @@ package sluice
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -11,39 +12,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/sluiceproxy/sluice/internal/wsframe"
 	"golang.org/x/net/http/httpguts"
 )
-
-// WebSocket close codes the proxy uses or that interceptors commonly
-// return (RFC 6455 §7.4.1). 1005, 1006 and 1015 are never sent.
-const (
-	CloseNormal          = 1000
-	CloseGoingAway       = 1001
-	CloseProtocolError   = 1002
-	CloseUnsupportedData = 1003
-	CloseInvalidPayload  = 1007
-	ClosePolicyViolation = 1008
-	CloseMessageTooBig   = 1009
-	CloseInternalError   = 1011
-	CloseTryAgainLater   = 1013
-)
-
-// closeGrace bounds how long the proxy waits, after it sent a close frame
-// of its own (shutdown, idle timeout, a failed peer), for the peers to
-// answer before it closes the TCP connections: a peer that resets or
-// vanishes ends the other side within about a second.
-const closeGrace = time.Second
-
-// closeTimeout bounds a close handshake that a peer started and the proxy
-// relays end to end.
-const closeTimeout = 5 * time.Second
 
 // WebSocketConfig configures the tunnels the Proxy makes for upgraded
 // connections (WebSocket and other protocols switched to with Upgrade,
@@ -52,7 +31,7 @@ type WebSocketConfig struct {
 	// IdleTimeout ends a tunnel when neither side sent a byte for this
 	// long; WebSocket peers get a close frame with code 1001 (going away)
 	// first. It applies to transparent tunnels and is the default of
-	// WebSocketInterceptor.IdleTimeout. If zero, tunnels never time out.
+	// wsmsg.Interceptor.IdleTimeout. If zero, tunnels never time out.
 	IdleTimeout time.Duration
 }
 
@@ -147,14 +126,14 @@ func checkSwitch(pr *ProxyRequest, res *http.Response) error {
 		}
 	}
 	if vv := res.Header["Sec-Websocket-Extensions"]; len(vv) > 0 {
-		got, ok := parseExtensions(vv)
+		got, ok := wsframe.ParseExtensions(vv)
 		if !ok {
 			return fmt.Errorf("%w: malformed Sec-WebSocket-Extensions", errBadResponse)
 		}
-		want, _ := parseExtensions(pr.Out.Header["Sec-Websocket-Extensions"])
+		want, _ := wsframe.ParseExtensions(pr.Out.Header["Sec-Websocket-Extensions"])
 		for _, e := range got {
-			if !hasExtension(want, e.name) {
-				return fmt.Errorf("%w: extension %q was not offered", errBadResponse, e.name)
+			if !slices.ContainsFunc(want, func(o httphead.Option) bool { return bytes.EqualFold(o.Name, e.Name) }) {
+				return fmt.Errorf("%w: extension %q was not offered", errBadResponse, e.Name)
 			}
 		}
 	}
@@ -170,88 +149,6 @@ func offered(vv []string, token string) bool {
 			if strings.TrimSpace(t) == token && token != "" {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-// extension is one element of Sec-WebSocket-Extensions (RFC 6455 §9.1):
-// a name and its parameters, values unquoted ("" for a parameter without
-// value).
-type extension struct {
-	name   string
-	params [][2]string
-}
-
-// parseExtensions parses Sec-WebSocket-Extensions values. It reports false
-// for a malformed header.
-func parseExtensions(vv []string) ([]extension, bool) {
-	var exts []extension
-	for _, v := range vv {
-		for _, elem := range splitQuoted(v, ',') {
-			parts := splitQuoted(elem, ';')
-			name := strings.TrimSpace(parts[0])
-			if name == "" {
-				if len(parts) == 1 && strings.TrimSpace(elem) == "" {
-					continue // empty list element, allowed by RFC 9110 §5.6.1
-				}
-				return nil, false
-			}
-			if !validToken(name) {
-				return nil, false
-			}
-			e := extension{name: name}
-			for _, p := range parts[1:] {
-				k, val, _ := strings.Cut(p, "=")
-				k, val = strings.TrimSpace(k), strings.TrimSpace(val)
-				if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
-					val = val[1 : len(val)-1]
-				}
-				if !validToken(k) {
-					return nil, false
-				}
-				e.params = append(e.params, [2]string{strings.ToLower(k), val})
-			}
-			exts = append(exts, e)
-		}
-	}
-	return exts, true
-}
-
-// splitQuoted splits s at sep outside double quotes.
-func splitQuoted(s string, sep byte) []string {
-	var out []string
-	quoted, start := false, 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			quoted = !quoted
-		case c == '\\' && quoted:
-			i++
-		case c == sep && !quoted:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
-func hasExtension(exts []extension, name string) bool {
-	for _, e := range exts {
-		if strings.EqualFold(e.name, name) {
-			return true
 		}
 	}
 	return false
@@ -322,10 +219,136 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 	p.conns.add(t)
 	defer p.conns.remove(t)
 	if p.shutdown.Load() { // Shutdown started after the 101 was sent
-		t.shutdown(CloseGoingAway, "proxy shutting down")
+		t.shutdown(ws.StatusGoingAway, "proxy shutting down")
 	}
 	t.run()
 	return nil
+}
+
+// Upgraded is an upgrade the upstream accepted, handed by
+// ProxyRequest.Upgrade to an Interceptor that speaks the new protocol
+// itself instead of tunnelling it (package wsmsg relays WebSocket messages
+// this way). It is valid until the serve function it was given to
+// returns; the Proxy then closes both connections.
+type Upgraded struct {
+	// Response is the upstream's 101 Switching Protocols response, as the
+	// check function of Upgrade left it. Its Body is Upstream.
+	Response *http.Response
+
+	// Client is the client connection, taken over from the server, for
+	// writes, deadlines and Close. Read it through ClientReader.
+	Client net.Conn
+
+	// ClientReader reads Client, starting with the bytes the client sent
+	// right behind its upgrade request.
+	ClientReader *bufio.Reader
+
+	// Upstream reads the upstream connection, starting with the bytes the
+	// upstream sent right behind its 101, and writes to it.
+	Upstream io.ReadWriteCloser
+
+	// UpstreamConn is the network connection under Upstream, for
+	// deadlines; nil when the Proxy's Transport does not reveal it.
+	UpstreamConn net.Conn
+
+	pr *ProxyRequest
+}
+
+// Reauthorize runs the Proxy's Authorizer and the route's again, as for a
+// new request, on a copy of the request that opened the exchange whose Out
+// has ctx: what they write to the copy (identity headers, response
+// headers) is dropped, and the answer of a denial is written nowhere. It
+// reports whether both still allow the request, or the first error.
+// Long-lived exchanges call it to end once a session was revoked.
+func (u *Upgraded) Reauthorize(ctx context.Context) (bool, error) {
+	pr := u.pr
+	cp := ProxyRequest{
+		In: pr.In, Out: pr.Out.Clone(ctx),
+		proxy: pr.proxy, route: pr.route, peer: pr.peer, client: pr.client, upgrade: pr.upgrade,
+	}
+	for _, a := range [2]Authorizer{pr.proxy.Authorizer, pr.route.authorizer()} {
+		if a == nil {
+			continue
+		}
+		d, err := a.Authorize(&cp)
+		if err != nil {
+			return false, err
+		}
+		if !d.Allow {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Upgrade is Forward for an upgrade request (RFC 9110 §7.8) whose switched
+// connections the caller serves itself instead of the transparent tunnel.
+// pr is an upgrade request when pr.Out has an Upgrade header: the Proxy
+// sets Connection and Upgrade on Out only for a request it may upgrade.
+//
+// The upstream's answer is validated as Forward does (see
+// docs/websockets.md). If it is not a valid 101, the answer is relayed to
+// w as a normal response, or the failure returned, and neither check nor
+// serve is called. Otherwise check, if not nil, gets the 101 first: it may
+// edit its header, which the client gets without hop-by-hop fields; if it
+// returns an error the upstream connection is closed, nothing is written
+// to the client and Upgrade returns the error (whose status is
+// StatusFor's: 502 for a plain error). Then the client gets the 101 and
+// serve is called with both connections.
+//
+// serve runs in the Proxy's handler, so pr stays valid until it returns.
+// ctx carries the values of pr's context and is done when the Proxy shuts
+// down (Proxy.Shutdown): serve should then end the exchange gracefully
+// (a WebSocket endpoint sends close 1001) and return. Connections still
+// open when Shutdown's own context ends are closed under it. When serve
+// returns, the Proxy closes both connections and Upgrade returns nil.
+func (pr *ProxyRequest) Upgrade(w http.ResponseWriter, check func(res *http.Response) error, serve func(ctx context.Context, u *Upgraded)) error {
+	if pr.upgrade == "" {
+		return Errorf(http.StatusInternalServerError, "sluice: Upgrade of a request that is not an upgrade")
+	}
+	base := pr.Out.Context()
+	up, err := pr.roundTripUpgrade(w)
+	if up == nil {
+		return err
+	}
+	if check != nil {
+		if err := check(up.res); err != nil {
+			up.Close()
+			return err
+		}
+	}
+	client, br, err := pr.switchClient(w, up.res.Header)
+	if err != nil {
+		up.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
+	h := &handedOver{cancel: cancel, client: client, upstream: up}
+	p := pr.proxy
+	p.conns.add(h)
+	defer p.conns.remove(h)
+	defer h.kill()
+	if p.shutdown.Load() { // Shutdown started after the 101 was sent
+		cancel()
+	}
+	serve(ctx, &Upgraded{Response: up.res, Client: client, ClientReader: br, Upstream: up.rwc, UpstreamConn: up.conn, pr: pr})
+	return nil
+}
+
+// handedOver is an exchange served by the function given to Upgrade, as
+// Shutdown sees it.
+type handedOver struct {
+	cancel   context.CancelFunc
+	client   net.Conn
+	upstream io.Closer
+}
+
+func (h *handedOver) shutdown(ws.StatusCode, string) { h.cancel() }
+
+func (h *handedOver) kill() {
+	h.cancel()
+	h.client.Close()
+	h.upstream.Close()
 }
 
 // tunnel copies bytes both ways between an upgraded client connection and
@@ -351,7 +374,7 @@ type tunnel struct {
 	lastActive atomic.Int64 // time.Since(start) at the last read
 	idleTimer  *time.Timer
 	closing    atomic.Bool
-	closeCode  uint16
+	closeCode  ws.StatusCode
 	closeWhy   string
 	graceEnd   time.Time
 	mu         sync.Mutex // guards closeCode, closeWhy, graceEnd, idleTimer
@@ -396,7 +419,7 @@ func (t *tunnel) checkIdle() {
 		t.mu.Unlock()
 		return
 	}
-	t.shutdown(CloseGoingAway, "idle timeout")
+	t.shutdown(ws.StatusGoingAway, "idle timeout")
 }
 
 // kill closes both connections; the pumps return promptly.
@@ -414,8 +437,8 @@ func (t *tunnel) kill() {
 
 // shutdown ends the tunnel: a WebSocket tunnel sends a close frame with
 // code to both sides at the next frame boundary and waits up to
-// closeGrace for their answers; other tunnels are closed at once.
-func (t *tunnel) shutdown(code uint16, reason string) {
+// wsframe.CloseGrace for their answers; other tunnels are closed at once.
+func (t *tunnel) shutdown(code ws.StatusCode, reason string) {
 	if !t.ws {
 		t.kill()
 		return
@@ -426,7 +449,7 @@ func (t *tunnel) shutdown(code uint16, reason string) {
 		return
 	}
 	t.closeCode, t.closeWhy = code, reason
-	t.graceEnd = time.Now().Add(closeGrace)
+	t.graceEnd = time.Now().Add(wsframe.CloseGrace)
 	t.closing.Store(true)
 	t.mu.Unlock()
 	// Wake both pumps; each finishes the frame in flight, then sends the
@@ -434,7 +457,7 @@ func (t *tunnel) shutdown(code uint16, reason string) {
 	now := time.Now()
 	_ = t.client.SetReadDeadline(now)
 	t.upstream.setReadDeadline(now)
-	time.AfterFunc(closeGrace+100*time.Millisecond, t.kill)
+	time.AfterFunc(wsframe.CloseGrace+100*time.Millisecond, t.kill)
 }
 
 // pump copies src to dst. On EOF it half-closes dst (the other direction
@@ -574,7 +597,7 @@ func closeWrite(c any) {
 type liveConn interface {
 	// shutdown starts a graceful end: close frames with code for
 	// WebSocket peers.
-	shutdown(code uint16, reason string)
+	shutdown(code ws.StatusCode, reason string)
 	// kill closes the connections at once.
 	kill()
 }
@@ -629,9 +652,10 @@ func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
 // http.Server.Shutdown does not see: new upgrades get 503, every WebSocket
 // peer (client and upstream) gets a close frame with code 1001 (going
 // away, RFC 6455 §7.4.1) at the next frame boundary, and other tunnels are
-// closed. Shutdown waits until the connections ended (about a second at
-// most, see closeGrace) or ctx is done; then it closes what is left and
-// returns ctx.Err().
+// closed; exchanges taken over with ProxyRequest.Upgrade see the context
+// given to their serve function done. Shutdown waits until the connections
+// ended (about a second at most for WebSocket peers that answer or vanish)
+// or ctx is done; then it closes what is left and returns ctx.Err().
 //
 // Register it with http.Server.RegisterOnShutdown, or call it right after
 // Server.Shutdown.
@@ -639,7 +663,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.shutdown.Store(true)
 	all, empty := p.conns.snapshot()
 	for _, t := range all {
-		t.shutdown(CloseGoingAway, "proxy shutting down")
+		t.shutdown(ws.StatusGoingAway, "proxy shutting down")
 	}
 	select {
 	case <-empty:

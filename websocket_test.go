@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -14,12 +15,34 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/wstest"
 )
 
-func transparentSetup(t *testing.T) (*Proxy, *rawUpstream, *httptest.Server) {
+// newTestProxy starts p in front of nothing (the caller sets p.Director)
+// behind the test front server (see newFront).
+func newTestProxy(t *testing.T, p *Proxy) *httptest.Server {
+	t.Helper()
+	srv := newFront(t, p)
+	t.Cleanup(func() {
+		srv.Close()
+		p.CloseIdleConnections()
+	})
+	return srv
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func transparentSetup(t *testing.T) (*Proxy, *wstest.Upstream, *httptest.Server) {
 	t.Helper()
 	leaktest.Check(t)
-	up := newRawUpstream(t)
+	up := wstest.NewUpstream(t)
 	p := &Proxy{Director: SingleHost(up.URL, false)}
 	return p, up, newTestProxy(t, p)
 }
@@ -41,14 +64,14 @@ func TestWebSocketUpgradeDetection(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, up, srv := transparentSetup(t)
 			reqs := make(chan *http.Request, 1)
-			up.respond = func(req *http.Request) string {
+			up.Respond = func(req *http.Request) string {
 				reqs <- req
 				if upgradeType(req.Header) == "" {
 					return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 				}
-				return validSwitch(req)
+				return wstest.ValidSwitch(req)
 			}
-			c, res := dialUpgrade(t, srv, tt.header, nil)
+			c, res := wstest.Dial(t, srv, tt.header, nil)
 			defer c.Close()
 			got := res.StatusCode == http.StatusSwitchingProtocols
 			if got != tt.upgrade {
@@ -73,34 +96,34 @@ func TestWebSocketUpgradeDetection(t *testing.T) {
 // arrive (golang/go#80875 for httputil).
 func TestWebSocketKeepsEveryByte(t *testing.T) {
 	_, up, srv := transparentSetup(t)
-	fromUp := rawFrame(true, 0, ws.OpText, false, []byte("hello from upstream"))
-	up.extra = fromUp
-	fromClient := rawFrame(true, 0, ws.OpText, true, []byte("hello from client"))
-	c, res := dialUpgrade(t, srv, "", fromClient)
+	fromUp := wstest.RawFrame(true, 0, ws.OpText, false, []byte("hello from upstream"))
+	up.Extra = fromUp
+	fromClient := wstest.RawFrame(true, 0, ws.OpText, true, []byte("hello from client"))
+	c, res := wstest.Dial(t, srv, "", fromClient)
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("status %d", res.StatusCode)
 	}
-	u := up.accept()
-	if got := u.readFrame(t); string(got.Data) != "hello from client" || !got.Masked {
+	u := up.Accept()
+	if got := u.ReadFrame(t); string(got.Data) != "hello from client" || !got.Masked {
 		t.Errorf("upstream got %v", got)
 	}
-	if got := c.readFrame(t); string(got.Data) != "hello from upstream" || got.Masked {
+	if got := c.ReadFrame(t); string(got.Data) != "hello from upstream" || got.Masked {
 		t.Errorf("client got %v", got)
 	}
 	// And the tunnel goes on both ways, byte for byte.
 	big := strings.Repeat("x", 200<<10)
-	c.send(t, rawFrame(true, 0, ws.OpBinary, true, []byte(big)))
-	if got := u.readFrame(t); string(got.Data) != big {
+	c.Send(t, wstest.RawFrame(true, 0, ws.OpBinary, true, []byte(big)))
+	if got := u.ReadFrame(t); string(got.Data) != big {
 		t.Errorf("upstream got %d bytes, want %d", len(got.Data), len(big))
 	}
-	u.send(t, rawFrame(true, 0, ws.OpBinary, false, []byte(big)))
-	if got := c.readFrame(t); string(got.Data) != big {
+	u.Send(t, wstest.RawFrame(true, 0, ws.OpBinary, false, []byte(big)))
+	if got := c.ReadFrame(t); string(got.Data) != big {
 		t.Errorf("client got %d bytes, want %d", len(got.Data), len(big))
 	}
 }
 
 func TestWebSocketSwitchValidation(t *testing.T) {
-	accept := "Sec-WebSocket-Accept: " + acceptKey(testKey) + "\r\n"
+	accept := "Sec-WebSocket-Accept: " + wstest.AcceptKey(wstest.Key) + "\r\n"
 	tests := []struct {
 		name     string
 		header   string // client request lines
@@ -126,8 +149,8 @@ func TestWebSocketSwitchValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, up, srv := transparentSetup(t)
-			up.respond = func(*http.Request) string { return "HTTP/1.1 101 Switching Protocols\r\n" + tt.response + "\r\n" }
-			c, res := dialUpgrade(t, srv, tt.header, nil)
+			up.Respond = func(*http.Request) string { return "HTTP/1.1 101 Switching Protocols\r\n" + tt.response + "\r\n" }
+			c, res := wstest.Dial(t, srv, tt.header, nil)
 			defer c.Close()
 			if res.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", res.StatusCode, tt.status)
@@ -147,12 +170,12 @@ func TestWebSocketSwitchValidation(t *testing.T) {
 // Upgrade, and loses every other hop-by-hop field (RFC 9110 §7.6.1).
 func TestWebSocketSwitchHopByHop(t *testing.T) {
 	_, up, srv := transparentSetup(t)
-	up.respond = func(req *http.Request) string {
+	up.Respond = func(req *http.Request) string {
 		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\n" +
-			"Sec-WebSocket-Accept: " + acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
+			"Sec-WebSocket-Accept: " + wstest.AcceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
 			"X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-End: kept\r\n\r\n"
 	}
-	c, res := dialUpgrade(t, srv, "", nil)
+	c, res := wstest.Dial(t, srv, "", nil)
 	defer c.Close()
 	if res.StatusCode != 101 {
 		t.Fatalf("status %d", res.StatusCode)
@@ -162,7 +185,7 @@ func TestWebSocketSwitchHopByHop(t *testing.T) {
 	want := http.Header{
 		"Connection":           {"Upgrade"},
 		"Upgrade":              {"websocket"},
-		"Sec-Websocket-Accept": {acceptKey(testKey)},
+		"Sec-Websocket-Accept": {wstest.AcceptKey(wstest.Key)},
 		"X-End":                {"kept"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -175,19 +198,19 @@ func TestWebSocketSwitchHopByHop(t *testing.T) {
 // request.
 func TestWebSocketRefusedKeepsConnection(t *testing.T) {
 	_, up, srv := transparentSetup(t)
-	up.respond = func(req *http.Request) string {
+	up.Respond = func(req *http.Request) string {
 		if req.Header.Get("Upgrade") != "" {
 			return "HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nX-Why: no\r\n\r\nnope"
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain"
 	}
-	c, res := dialUpgrade(t, srv, "", nil)
+	c, res := wstest.Dial(t, srv, "", nil)
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 403 || string(body) != "nope" || res.Header.Get("X-Why") != "no" {
 		t.Fatalf("got %d %q %v", res.StatusCode, body, res.Header)
 	}
-	c.send(t, []byte("GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n"))
-	res2, err := http.ReadResponse(c.br, nil)
+	c.Send(t, []byte("GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n"))
+	res2, err := http.ReadResponse(c.R, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,22 +222,22 @@ func TestWebSocketRefusedKeepsConnection(t *testing.T) {
 
 func TestWebSocketHalfClose(t *testing.T) {
 	_, up, srv := transparentSetup(t)
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
-	c.send(t, []byte("last words"))
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
+	c.Send(t, []byte("last words"))
 	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	_ = u.SetReadDeadline(time.Now().Add(testDeadline))
-	got, err := io.ReadAll(u.br)
+	_ = u.SetReadDeadline(time.Now().Add(wstest.Deadline))
+	got, err := io.ReadAll(u.R)
 	if err != nil || string(got) != "last words" {
 		t.Fatalf("upstream read %q, %v; want the bytes then EOF", got, err)
 	}
 	// The other direction still works after the client's half-close.
-	u.send(t, []byte("reply after half-close"))
+	u.Send(t, []byte("reply after half-close"))
 	u.Close()
-	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
-	got, err = io.ReadAll(c.br)
+	_ = c.SetReadDeadline(time.Now().Add(wstest.Deadline))
+	got, err = io.ReadAll(c.R)
 	if err != nil || string(got) != "reply after half-close" {
 		t.Fatalf("client read %q, %v", got, err)
 	}
@@ -231,10 +254,10 @@ func TestWebSocketResetClosesOtherSide(t *testing.T) {
 	for _, side := range []string{"upstream", "client"} {
 		t.Run(side+" resets", func(t *testing.T) {
 			_, up, srv := transparentSetup(t)
-			c, _ := dialUpgrade(t, srv, "", nil)
-			u := up.accept()
-			c.send(t, []byte("x"))
-			if _, err := io.ReadFull(u.br, make([]byte, 1)); err != nil {
+			c, _ := wstest.Dial(t, srv, "", nil)
+			u := up.Accept()
+			c.Send(t, []byte("x"))
+			if _, err := io.ReadFull(u.R, make([]byte, 1)); err != nil {
 				t.Fatal(err)
 			}
 			victim, other := u, c
@@ -242,8 +265,8 @@ func TestWebSocketResetClosesOtherSide(t *testing.T) {
 				victim, other = c, u
 			}
 			reset(victim.Conn)
-			_ = other.SetReadDeadline(time.Now().Add(testDeadline))
-			_, err := other.br.ReadByte()
+			_ = other.SetReadDeadline(time.Now().Add(wstest.Deadline))
+			_, err := other.R.ReadByte()
 			if err == nil || isTimeout(err) {
 				t.Fatalf("other side still open after reset: %v", err)
 			}
@@ -254,21 +277,21 @@ func TestWebSocketResetClosesOtherSide(t *testing.T) {
 func TestWebSocketIdleTimeout(t *testing.T) {
 	p, up, srv := transparentSetup(t)
 	p.WebSocket = &WebSocketConfig{IdleTimeout: 50 * time.Millisecond}
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
-	code, masked := c.readClose(t)
-	if code != CloseGoingAway || masked {
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
+	code, masked := c.ReadClose(t)
+	if code != ws.StatusGoingAway || masked {
 		t.Errorf("client got close %d masked=%v, want 1001 unmasked", code, masked)
 	}
-	code, masked = u.readClose(t)
-	if code != CloseGoingAway || !masked {
+	code, masked = u.ReadClose(t)
+	if code != ws.StatusGoingAway || !masked {
 		t.Errorf("upstream got close %d masked=%v, want 1001 masked", code, masked)
 	}
 	// Both answer; the proxy closes the connections.
-	c.send(t, rawFrame(true, 0, ws.OpClose, true, closePayload(1001, "")))
-	u.send(t, rawFrame(true, 0, ws.OpClose, false, closePayload(1001, "")))
-	for _, peer := range []*rawPeer{c, u} {
-		if _, err := peer.tryReadFrame(); !errors.Is(err, io.EOF) {
+	c.Send(t, wstest.RawFrame(true, 0, ws.OpClose, true, wstest.CloseBody(1001, "")))
+	u.Send(t, wstest.RawFrame(true, 0, ws.OpClose, false, wstest.CloseBody(1001, "")))
+	for _, peer := range []*wstest.Peer{c, u} {
+		if _, err := peer.TryReadFrame(); !errors.Is(err, io.EOF) {
 			t.Errorf("after close handshake: %v, want EOF", err)
 		}
 	}
@@ -279,35 +302,35 @@ func TestWebSocketIdleTimeout(t *testing.T) {
 // stream.
 func TestWebSocketShutdownMidFrame(t *testing.T) {
 	p, up, srv := transparentSetup(t)
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
-	whole := rawFrame(true, 0, ws.OpBinary, false, []byte("0123456789"))
-	u.send(t, whole[:5]) // header and 3 payload bytes
-	if _, err := io.ReadFull(c.br, make([]byte, 5)); err != nil {
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
+	whole := wstest.RawFrame(true, 0, ws.OpBinary, false, []byte("0123456789"))
+	u.Send(t, whole[:5]) // header and 3 payload bytes
+	if _, err := io.ReadFull(c.R, make([]byte, 5)); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(context.Background()) }()
 	// The client side is at a boundary: its close frame goes out now.
-	if code, masked := u.readClose(t); code != CloseGoingAway || !masked {
+	if code, masked := u.ReadClose(t); code != ws.StatusGoingAway || !masked {
 		t.Errorf("upstream got close %d masked=%v", code, masked)
 	}
-	u.send(t, whole[5:])
+	u.Send(t, whole[5:])
 	rest := make([]byte, len(whole)-5)
-	if _, err := io.ReadFull(c.br, rest); err != nil || string(rest) != string(whole[5:]) {
+	if _, err := io.ReadFull(c.R, rest); err != nil || string(rest) != string(whole[5:]) {
 		t.Fatalf("client got %q, %v", rest, err)
 	}
-	if code, masked := c.readClose(t); code != CloseGoingAway || masked {
+	if code, masked := c.ReadClose(t); code != ws.StatusGoingAway || masked {
 		t.Errorf("client got close %d masked=%v", code, masked)
 	}
-	c.send(t, rawFrame(true, 0, ws.OpClose, true, closePayload(1001, "")))
-	u.send(t, rawFrame(true, 0, ws.OpClose, false, closePayload(1001, "")))
+	c.Send(t, wstest.RawFrame(true, 0, ws.OpClose, true, wstest.CloseBody(1001, "")))
+	u.Send(t, wstest.RawFrame(true, 0, ws.OpClose, false, wstest.CloseBody(1001, "")))
 	u.Close()
 	if err := <-done; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
 	// New upgrades are refused.
-	c2, res := dialUpgrade(t, srv, "", nil)
+	c2, res := wstest.Dial(t, srv, "", nil)
 	defer c2.Close()
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("upgrade after Shutdown: %d", res.StatusCode)
@@ -316,10 +339,10 @@ func TestWebSocketShutdownMidFrame(t *testing.T) {
 
 func TestWebSocketShutdownContext(t *testing.T) {
 	p, up, srv := transparentSetup(t)
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
 	// The client sees the 101 a moment before the tunnel is registered.
-	deadline := time.Now().Add(testDeadline)
+	deadline := time.Now().Add(wstest.Deadline)
 	for {
 		if all, _ := p.conns.snapshot(); len(all) == 1 {
 			break
@@ -334,9 +357,9 @@ func TestWebSocketShutdownContext(t *testing.T) {
 	if err := p.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown with a done context: %v", err)
 	}
-	for _, peer := range []*rawPeer{c, u} {
-		_ = peer.SetReadDeadline(time.Now().Add(testDeadline))
-		if _, err := io.ReadAll(peer.br); err != nil && !strings.Contains(err.Error(), "reset") {
+	for _, peer := range []*wstest.Peer{c, u} {
+		_ = peer.SetReadDeadline(time.Now().Add(wstest.Deadline))
+		if _, err := io.ReadAll(peer.R); err != nil && !strings.Contains(err.Error(), "reset") {
 			t.Errorf("peer not closed: %v", err)
 		}
 	}
@@ -346,20 +369,20 @@ func TestWebSocketShutdownContext(t *testing.T) {
 // byte for byte.
 func TestUpgradeOtherProtocol(t *testing.T) {
 	_, up, srv := transparentSetup(t)
-	up.respond = func(*http.Request) string {
+	up.Respond = func(*http.Request) string {
 		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/2\r\nConnection: upgrade\r\n\r\nbanner"
 	}
-	c, res := dialUpgrade(t, srv, "Connection: Upgrade\r\nUpgrade: foo/2\r\n", []byte("early"))
+	c, res := wstest.Dial(t, srv, "Connection: Upgrade\r\nUpgrade: foo/2\r\n", []byte("early"))
 	if res.StatusCode != 101 || res.Header.Get("Upgrade") != "foo/2" {
 		t.Fatalf("got %d %v", res.StatusCode, res.Header)
 	}
-	u := up.accept()
+	u := up.Accept()
 	got := make([]byte, 5)
-	if _, err := io.ReadFull(u.br, got); err != nil || string(got) != "early" {
+	if _, err := io.ReadFull(u.R, got); err != nil || string(got) != "early" {
 		t.Errorf("upstream got %q %v", got, err)
 	}
 	got = make([]byte, 6)
-	if _, err := io.ReadFull(c.br, got); err != nil || string(got) != "banner" {
+	if _, err := io.ReadFull(c.R, got); err != nil || string(got) != "banner" {
 		t.Errorf("client got %q %v", got, err)
 	}
 }

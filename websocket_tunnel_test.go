@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/sluiceproxy/sluice/internal/wsframe"
+	"github.com/sluiceproxy/sluice/internal/wstest"
 )
 
 // Tests of the tunnel's read loop: where the pumps read their sockets
@@ -23,18 +25,18 @@ import (
 func TestWebSocketMessageThenFIN(t *testing.T) {
 	_, up, srv := transparentSetup(t)
 	for i := range 50 {
-		c, _ := dialUpgrade(t, srv, "", nil)
-		u := up.accept()
+		c, _ := wstest.Dial(t, srv, "", nil)
+		u := up.Accept()
 		// One exchange each way first, so that both pumps have made a
 		// short read and wait in their steady state.
-		c.send(t, []byte("ping"))
+		c.Send(t, []byte("ping"))
 		mustRead(t, u, "ping")
-		u.send(t, []byte("pong"))
+		u.Send(t, []byte("pong"))
 		mustRead(t, c, "pong")
 
 		last := bytes.Repeat([]byte{byte(i)}, 1+i*37)
 		for _, dir := range []struct {
-			from, to *rawPeer
+			from, to *wstest.Peer
 		}{{c, u}, {u, c}} {
 			if _, err := dir.from.Write(last); err != nil {
 				t.Fatal(err)
@@ -42,8 +44,8 @@ func TestWebSocketMessageThenFIN(t *testing.T) {
 			if err := dir.from.Conn.(*net.TCPConn).CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			_ = dir.to.SetReadDeadline(time.Now().Add(testDeadline))
-			got, err := io.ReadAll(dir.to.br)
+			_ = dir.to.SetReadDeadline(time.Now().Add(wstest.Deadline))
+			got, err := io.ReadAll(dir.to.R)
 			if err != nil || !bytes.Equal(got, last) {
 				t.Fatalf("round %d: read %d bytes, %v; want %d bytes then EOF", i, len(got), err, len(last))
 			}
@@ -53,11 +55,11 @@ func TestWebSocketMessageThenFIN(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, p *rawPeer, want string) {
+func mustRead(t *testing.T, p *wstest.Peer, want string) {
 	t.Helper()
-	_ = p.SetReadDeadline(time.Now().Add(testDeadline))
+	_ = p.SetReadDeadline(time.Now().Add(wstest.Deadline))
 	got := make([]byte, len(want))
-	if _, err := io.ReadFull(p.br, got); err != nil || string(got) != want {
+	if _, err := io.ReadFull(p.R, got); err != nil || string(got) != want {
 		t.Fatalf("read %q, %v; want %q", got, err, want)
 	}
 }
@@ -69,8 +71,8 @@ func TestWebSocketKillWhileWriteBlocked(t *testing.T) {
 	for _, stalled := range []string{"upstream", "client"} {
 		t.Run(stalled+" does not read", func(t *testing.T) {
 			p, up, srv := transparentSetup(t)
-			c, _ := dialUpgrade(t, srv, "", nil)
-			u := up.accept()
+			c, _ := wstest.Dial(t, srv, "", nil)
+			u := up.Accept()
 			sender := c
 			if stalled == "client" {
 				sender = u
@@ -78,17 +80,17 @@ func TestWebSocketKillWhileWriteBlocked(t *testing.T) {
 			// One small message, so that the pump reads directly, then
 			// one frame too large for the socket buffers: the pump blocks
 			// in its write in the middle of it.
-			sender.send(t, []byte("x"))
+			sender.Send(t, []byte("x"))
 			if stalled == "client" {
 				mustRead(t, c, "x")
 			} else {
 				mustRead(t, u, "x")
 			}
-			big := rawFrame(true, 0, ws.OpBinary, sender == c, make([]byte, 64<<20))
+			big := wstest.RawFrame(true, 0, ws.OpBinary, sender == c, make([]byte, 64<<20))
 			go func() { _, _ = sender.Write(big) }()
 			time.Sleep(100 * time.Millisecond)
 
-			ctx, cancel := context.WithTimeout(context.Background(), 3*closeGrace)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*wsframe.CloseGrace)
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- p.Shutdown(ctx) }()
@@ -97,7 +99,7 @@ func TestWebSocketKillWhileWriteBlocked(t *testing.T) {
 				if err != nil {
 					t.Errorf("Shutdown: %v; want the tunnel closed after the grace period", err)
 				}
-			case <-time.After(testDeadline):
+			case <-time.After(wstest.Deadline):
 				t.Fatal("Shutdown hangs: the tunnel was never closed")
 			}
 			c.Close()
@@ -112,33 +114,33 @@ func TestWebSocketIdleTimeoutActivity(t *testing.T) {
 	p, up, srv := transparentSetup(t)
 	const idle = 300 * time.Millisecond
 	p.WebSocket = &WebSocketConfig{IdleTimeout: idle}
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
 	start, last := time.Now(), time.Now()
 	for i := 0; time.Since(start) < 3*idle; i++ {
 		msg := fmt.Sprint("message ", i)
 		if i%2 == 0 {
-			c.send(t, rawFrame(true, 0, ws.OpText, true, []byte(msg)))
-			if f := u.readFrame(t); string(f.Data) != msg {
+			c.Send(t, wstest.RawFrame(true, 0, ws.OpText, true, []byte(msg)))
+			if f := u.ReadFrame(t); string(f.Data) != msg {
 				t.Fatalf("upstream got %v", f)
 			}
 		} else {
-			u.send(t, rawFrame(true, 0, ws.OpText, false, []byte(msg)))
-			if f := c.readFrame(t); string(f.Data) != msg {
+			u.Send(t, wstest.RawFrame(true, 0, ws.OpText, false, []byte(msg)))
+			if f := c.ReadFrame(t); string(f.Data) != msg {
 				t.Fatalf("client got %v", f)
 			}
 		}
 		last = time.Now()
 		time.Sleep(idle / 10)
 	}
-	code, _ := c.readClose(t)
-	if code != CloseGoingAway {
+	code, _ := c.ReadClose(t)
+	if code != ws.StatusGoingAway {
 		t.Errorf("close code %d, want 1001", code)
 	}
 	if waited := time.Since(last); waited < idle {
 		t.Errorf("closed %v after the last message, want at least %v", waited, idle)
 	}
-	if code, _ := u.readClose(t); code != CloseGoingAway {
+	if code, _ := u.ReadClose(t); code != ws.StatusGoingAway {
 		t.Errorf("upstream close code %d, want 1001", code)
 	}
 }
@@ -148,50 +150,50 @@ func TestWebSocketIdleTimeoutActivity(t *testing.T) {
 // they can) when Shutdown comes, the client's frame half sent.
 func TestWebSocketShutdownAfterTraffic(t *testing.T) {
 	p, up, srv := transparentSetup(t)
-	c, _ := dialUpgrade(t, srv, "", nil)
-	u := up.accept()
+	c, _ := wstest.Dial(t, srv, "", nil)
+	u := up.Accept()
 	for i := range 3 {
 		msg := fmt.Sprint("message ", i)
-		c.send(t, rawFrame(true, 0, ws.OpText, true, []byte(msg)))
-		if f := u.readFrame(t); string(f.Data) != msg {
+		c.Send(t, wstest.RawFrame(true, 0, ws.OpText, true, []byte(msg)))
+		if f := u.ReadFrame(t); string(f.Data) != msg {
 			t.Fatalf("upstream got %v", f)
 		}
-		u.send(t, rawFrame(true, 0, ws.OpText, false, []byte(msg)))
-		if f := c.readFrame(t); string(f.Data) != msg {
+		u.Send(t, wstest.RawFrame(true, 0, ws.OpText, false, []byte(msg)))
+		if f := c.ReadFrame(t); string(f.Data) != msg {
 			t.Fatalf("client got %v", f)
 		}
 	}
-	whole := rawFrame(true, 0, ws.OpBinary, true, []byte("0123456789"))
-	c.send(t, whole[:9]) // header, mask and 3 payload bytes
-	if _, err := io.ReadFull(u.br, make([]byte, 9)); err != nil {
+	whole := wstest.RawFrame(true, 0, ws.OpBinary, true, []byte("0123456789"))
+	c.Send(t, whole[:9]) // header, mask and 3 payload bytes
+	if _, err := io.ReadFull(u.R, make([]byte, 9)); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(context.Background()) }()
 	// The upstream side is at a boundary: the client gets its close now.
-	if code, masked := c.readClose(t); code != CloseGoingAway || masked {
+	if code, masked := c.ReadClose(t); code != ws.StatusGoingAway || masked {
 		t.Errorf("client got close %d masked=%v", code, masked)
 	}
-	c.send(t, whole[9:])
+	c.Send(t, whole[9:])
 	rest := make([]byte, len(whole)-9)
-	if _, err := io.ReadFull(u.br, rest); err != nil || !bytes.Equal(rest, whole[9:]) {
+	if _, err := io.ReadFull(u.R, rest); err != nil || !bytes.Equal(rest, whole[9:]) {
 		t.Fatalf("upstream got %q, %v", rest, err)
 	}
-	if code, masked := u.readClose(t); code != CloseGoingAway || !masked {
+	if code, masked := u.ReadClose(t); code != ws.StatusGoingAway || !masked {
 		t.Errorf("upstream got close %d masked=%v", code, masked)
 	}
-	c.send(t, rawFrame(true, 0, ws.OpClose, true, closePayload(1001, "")))
-	u.send(t, rawFrame(true, 0, ws.OpClose, false, closePayload(1001, "")))
+	c.Send(t, wstest.RawFrame(true, 0, ws.OpClose, true, wstest.CloseBody(1001, "")))
+	u.Send(t, wstest.RawFrame(true, 0, ws.OpClose, false, wstest.CloseBody(1001, "")))
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-	case <-time.After(testDeadline):
+	case <-time.After(wstest.Deadline):
 		t.Fatal("Shutdown hangs")
 	}
-	for _, peer := range []*rawPeer{c, u} {
-		if _, err := peer.tryReadFrame(); err != io.EOF {
+	for _, peer := range []*wstest.Peer{c, u} {
+		if _, err := peer.TryReadFrame(); err != io.EOF {
 			t.Errorf("after close handshake: %v, want EOF", err)
 		}
 	}

@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/wsmsg"
 )
 
 type config struct {
@@ -253,7 +254,7 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 	if reauth <= 0 {
 		reauth = defaultWSReauth
 	}
-	websockets := &sluice.WebSocketInterceptor{ReauthorizeInterval: reauth}
+	websockets := &wsmsg.Interceptor{ReauthorizeInterval: reauth}
 	toolRoute := func(pattern, tool string) sluice.Route {
 		return sluice.Route{
 			Pattern:     pattern,

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/wsmsg"
 )
 
 // config is what the flags set.
@@ -55,18 +56,18 @@ func main() {
 // WebSocket upgrades on any path are relayed message by message.
 func newProxy(target *url.URL, cfg config) *sluice.Proxy {
 	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
-	p.Handle("/", &sluice.WebSocketInterceptor{
+	p.Handle("/", &wsmsg.Interceptor{
 		MaxSessionTime: cfg.MaxSession,
 		PingInterval:   cfg.Ping,
-		Compression:    sluice.CompressionTerminate,
-		Message: func(s *sluice.WebSocketSession, m *sluice.WebSocketMessage) error {
-			if m.Direction != sluice.ToUpstream || m.Type != sluice.TextMessage {
+		Compression:    wsmsg.CompressionTerminate,
+		OnMessage: func(s *wsmsg.Session, m *wsmsg.Message) error {
+			if m.Direction != wsmsg.ToUpstream || m.Type != wsmsg.Text {
 				return nil
 			}
 			if cfg.Drop.Match(m.Data) {
-				slog.Info("ws-filter: dropped a message", "client", s.Request().ClientAddr())
-				_ = s.Send(sluice.ToClient, sluice.TextMessage, []byte("[your message was blocked by the proxy]"))
-				return sluice.ErrDropMessage
+				slog.Info("ws-filter: dropped a message", "client", s.ClientAddr())
+				_ = s.Send(wsmsg.ToClient, wsmsg.Text, []byte("[your message was blocked by the proxy]"))
+				return wsmsg.ErrDrop
 			}
 			m.Data = append([]byte(cfg.Tag), m.Data...)
 			return nil

@@ -12,10 +12,21 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
+
+// CloseGrace bounds how long the proxy waits, after it sent a close frame
+// of its own (shutdown, idle timeout, a failed peer), for the peers to
+// answer before it closes the TCP connections: a peer that resets or
+// vanishes ends the other side within about a second.
+const CloseGrace = time.Second
+
+// CloseTimeout bounds a close handshake that a peer started and the proxy
+// relays end to end.
+const CloseTimeout = 5 * time.Second
 
 // MaxHeaderSize is the largest frame header: 2 bytes, 8 of extended
 // length and 4 of mask key (RFC 6455 §5.2).
@@ -165,7 +176,7 @@ func WriteFrame(w io.Writer, scratch []byte, op ws.OpCode, rsv byte, masked bool
 // CloseBody returns the payload of a close frame with code and reason
 // (RFC 6455 §5.5.1), the reason cut to fit the 125-byte control frame
 // limit on a UTF-8 boundary. Code 0 gives an empty payload.
-func CloseBody(code uint16, reason string) []byte {
+func CloseBody(code ws.StatusCode, reason string) []byte {
 	if code == 0 {
 		return nil
 	}
@@ -177,14 +188,14 @@ func CloseBody(code uint16, reason string) []byte {
 		}
 	}
 	b := make([]byte, 2, 2+len(reason))
-	binary.BigEndian.PutUint16(b, code)
+	binary.BigEndian.PutUint16(b, uint16(code))
 	return append(b, reason...)
 }
 
 // SendableCode reports whether code may be put on the wire in a close
 // frame (RFC 6455 §7.4): 1000-1003, 1007-1014 and 3000-4999. 1005, 1006
 // and 1015 are reserved for reporting and are never sent.
-func SendableCode(code uint16) bool {
+func SendableCode(code ws.StatusCode) bool {
 	switch {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
 		return true

@@ -10,17 +10,12 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// Close codes the reader fails with (RFC 6455 §7.4.1).
-const (
-	CodeProtocolError = 1002
-	CodeInvalidData   = 1007
-	CodeTooBig        = 1009
-)
-
 // Error is a violation of RFC 6455 by the peer: the connection must be
-// failed with a close frame carrying Code (RFC 6455 §7.1.7).
+// failed with a close frame carrying Code (RFC 6455 §7.1.7):
+// ws.StatusProtocolError, ws.StatusInvalidFramePayloadData (invalid UTF-8)
+// or ws.StatusMessageTooBig.
 type Error struct {
-	Code   uint16
+	Code   ws.StatusCode
 	Reason string
 }
 
@@ -28,7 +23,7 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("websocket: %s (close %d)", e.Reason, e.Code) }
 
 func protocolError(format string, args ...any) error {
-	return &Error{Code: CodeProtocolError, Reason: fmt.Sprintf(format, args...)}
+	return &Error{Code: ws.StatusProtocolError, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Event is what Reader.Next returns: a complete data message or a control
@@ -44,7 +39,7 @@ type Event struct {
 	// next call to Next.
 	Payload []byte
 	// CloseCode is the code of a close frame, 0 when it had no payload.
-	CloseCode uint16
+	CloseCode ws.StatusCode
 }
 
 // Reader reads frames as a WebSocket endpoint must (RFC 6455 §5, §6.2):
@@ -60,7 +55,7 @@ type Reader struct {
 	// client (read by a server), false for frames from a server.
 	Masked bool
 	// MaxMessage bounds the payload of one message (after reassembly);
-	// beyond it Next fails with CodeTooBig. It must be positive.
+	// beyond it Next fails with ws.StatusMessageTooBig. It must be positive.
 	MaxMessage int64
 	// Deflate allows the permessage-deflate bit (RSV1) on the first frame
 	// of a data message (RFC 7692 §6).
@@ -110,7 +105,7 @@ func (r *Reader) Next() (Event, error) {
 			r.compressed = h.Rsv&0x4 != 0
 		}
 		if h.Length > r.MaxMessage-int64(len(r.msg)) {
-			return Event{}, &Error{Code: CodeTooBig, Reason: "message too big"}
+			return Event{}, &Error{Code: ws.StatusMessageTooBig, Reason: "message too big"}
 		}
 		if err := r.appendPayload(h); err != nil {
 			return Event{}, err
@@ -121,7 +116,7 @@ func (r *Reader) Next() (Event, error) {
 		ev := Event{OpCode: r.msgOp, Compressed: r.compressed, Payload: r.msg}
 		r.msgOp = 0
 		if ev.OpCode == ws.OpText && !ev.Compressed && !utf8.Valid(ev.Payload) {
-			return Event{}, &Error{Code: CodeInvalidData, Reason: "invalid UTF-8 in text message"}
+			return Event{}, &Error{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid UTF-8 in text message"}
 		}
 		return ev, nil
 	}
@@ -200,19 +195,19 @@ func grow(b []byte, n int) []byte {
 
 // checkClose validates a close payload (RFC 6455 §5.5.1, §7.4) and
 // returns its code.
-func checkClose(p []byte) (uint16, error) {
+func checkClose(p []byte) (ws.StatusCode, error) {
 	switch len(p) {
 	case 0:
 		return 0, nil
 	case 1:
 		return 0, protocolError("close payload of one byte")
 	}
-	code := binary.BigEndian.Uint16(p)
+	code := ws.StatusCode(binary.BigEndian.Uint16(p))
 	if !SendableCode(code) {
 		return 0, protocolError("invalid close code %d", code)
 	}
 	if !utf8.Valid(p[2:]) {
-		return 0, &Error{Code: CodeInvalidData, Reason: "invalid UTF-8 in close reason"}
+		return 0, &Error{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid UTF-8 in close reason"}
 	}
 	return code, nil
 }

@@ -74,7 +74,7 @@ func TestReaderMessages(t *testing.T) {
 	type ev struct {
 		Op   ws.OpCode
 		Data string
-		Code uint16
+		Code ws.StatusCode
 	}
 	var got []ev
 	for {
