@@ -170,3 +170,68 @@ func FuzzTracker(f *testing.F) {
 		}
 	})
 }
+
+func TestParseExtensions(t *testing.T) {
+	type ext struct {
+		Name   string
+		Params map[string]string
+	}
+	tests := []struct {
+		in   []string
+		want []ext
+		ok   bool
+	}{
+		{nil, nil, true},
+		{[]string{"", " , "}, nil, true},
+		{[]string{"permessage-deflate"}, []ext{{"permessage-deflate", map[string]string{}}}, true},
+		{[]string{`permessage-deflate ; client_max_window_bits="10"; server_no_context_takeover`},
+			[]ext{{"permessage-deflate", map[string]string{"client_max_window_bits": "10", "server_no_context_takeover": ""}}}, true},
+		{[]string{"foo, bar; x=1", "baz"},
+			[]ext{{"foo", map[string]string{}}, {"bar", map[string]string{"x": "1"}}, {"baz", map[string]string{}}}, true},
+		{[]string{"a,,b"}, []ext{{"a", map[string]string{}}, {"b", map[string]string{}}}, true},
+		{[]string{"foo", ";x"}, nil, false},
+		{[]string{"a=b"}, nil, false},
+		{[]string{`"quoted"`}, nil, false},
+		{[]string{`a; b="unterminated`}, nil, false},
+	}
+	for _, tt := range tests {
+		opts, ok := ParseExtensions(tt.in)
+		var got []ext
+		for _, o := range opts {
+			e := ext{Name: string(o.Name), Params: map[string]string{}}
+			o.Parameters.ForEach(func(k, v []byte) bool {
+				e.Params[string(k)] = string(v)
+				return true
+			})
+			got = append(got, e)
+		}
+		if ok != tt.ok {
+			t.Errorf("ParseExtensions(%q) ok = %v, want %v", tt.in, ok, tt.ok)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ParseExtensions(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func FuzzParseExtensions(f *testing.F) {
+	for _, s := range []string{
+		"permessage-deflate; client_max_window_bits",
+		`permessage-deflate; client_max_window_bits="10", x-foo`,
+		"a,,b", `a; b="c\"d"`, ";", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		opts, ok := ParseExtensions([]string{v})
+		if !ok && opts != nil {
+			t.Fatalf("malformed %q gave options %v", v, opts)
+		}
+		for _, o := range opts {
+			if len(o.Name) == 0 {
+				t.Fatalf("%q: extension without a name", v)
+			}
+		}
+	})
+}
