@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -28,15 +27,6 @@ func newTestProxy(t *testing.T, p *Proxy) *httptest.Server {
 		p.CloseIdleConnections()
 	})
 	return srv
-}
-
-func mustParse(t *testing.T, raw string) *url.URL {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
 }
 
 func transparentSetup(t *testing.T) (*Proxy, *wstest.Upstream, *httptest.Server) {

@@ -162,13 +162,15 @@ type Interceptor struct {
 	OnMessage func(s *Session, m *Message) error
 
 	// OnClose, if not nil, is called once when the session has ended and
-	// both connections are closed, with the WebSocket connection close
-	// code and reason (RFC 6455 §7.1.5, §7.1.6): those of the first close
-	// frame of the session, sent by a peer or by the proxy (a handler's
-	// CloseError, Session.Close, a limit, Shutdown, a protocol error);
-	// ws.StatusNoStatusRcvd (1005) if that frame had no code;
-	// ws.StatusAbnormalClosure (1006) if the session ended without one.
-	// No handler of the session runs after it.
+	// both connections are closed, with the close code and reason of the
+	// first close frame of the session (RFC 6455 §7.1.5, §7.1.6), whoever
+	// sent it: a peer, or the proxy (a handler's CloseError,
+	// Session.Close, a limit, Proxy.Shutdown, a protocol error, or 1001
+	// "client went away" / "upstream went away" toward the other peer
+	// when one vanished without a close frame). A close frame without a
+	// code gives ws.StatusNoStatusRcvd (1005); a session that ended with
+	// no close frame at all, ws.StatusAbnormalClosure (1006). No other
+	// handler of the session runs during or after it.
 	OnClose func(s *Session, code ws.StatusCode, reason string)
 
 	// MaxMessageSize bounds a message (after decompression); a larger one

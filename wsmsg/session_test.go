@@ -394,7 +394,7 @@ func TestInterceptorShutdown(t *testing.T) {
 }
 
 // TestInterceptorPlainRequests: a route with a
-// WebSocketInterceptor forwards its plain HTTP requests as usual.
+// Interceptor forwards its plain HTTP requests as usual.
 func TestInterceptorPlainRequests(t *testing.T) {
 	leaktest.Check(t)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
