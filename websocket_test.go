@@ -135,6 +135,10 @@ func TestWebSocketSwitchValidation(t *testing.T) {
 			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" + accept, 101},
 		{"extension not offered", "",
 			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" + accept, 502},
+		{"extension not offered behind an offered one", "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: x-evil permessage-deflate\r\n" + accept, 502},
+		{"malformed extensions", "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate; =1\r\n" + accept, 502},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

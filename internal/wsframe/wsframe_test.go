@@ -193,6 +193,10 @@ func TestParseExtensions(t *testing.T) {
 		{[]string{"a=b"}, nil, false},
 		{[]string{`"quoted"`}, nil, false},
 		{[]string{`a; b="unterminated`}, nil, false},
+		// Two words in a row, which httphead alone reads leniently.
+		{[]string{"x-evil permessage-deflate"}, nil, false},
+		{[]string{"permessage-deflate; server_max_window_bits=10 x-evil"}, nil, false},
+		{[]string{`a; b="c" d`}, nil, false},
 	}
 	for _, tt := range tests {
 		opts, ok := ParseExtensions(tt.in)
