@@ -35,8 +35,8 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
-	"github.com/sluiceproxy/sluice/squid"
 	"github.com/sluiceproxy/sluice/examples/url-filter/internal/rules"
+	"github.com/sluiceproxy/sluice/squid"
 )
 
 // builtinHelperEnv makes the url-filter binary act as the sample helper,
