@@ -304,7 +304,7 @@ func (f *UploadedFile) values() []string {
 
 // Intercept implements Interceptor.
 func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
-	stripSluiceHeaders(pr.Out.Header)
+	uploadHeaders.strip(pr.Out.Header)
 	if pr.Out.Body == nil || pr.Out.Body == http.NoBody {
 		switch pr.In.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
@@ -342,16 +342,9 @@ func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 	return u.forward(w)
 }
 
-// stripSluiceHeaders removes every "Sluice-*" header: those names belong
-// to the proxy, in any case and in the spelling with underscores that a
-// CGI-style upstream reads as the same name ("Sluice_Upload_Signature").
-func stripSluiceHeaders(h http.Header) {
-	for k := range h {
-		if name := dashedName(k); len(name) >= 7 && strings.EqualFold(name[:7], "Sluice-") {
-			delete(h, k)
-		}
-	}
-}
+// uploadHeaders are the request headers only an Upload may set (see
+// HeaderUploadSignature), stripped in every spelling.
+var uploadHeaders = newHeaderNames("Sluice-*")
 
 func writeRefusal(w http.ResponseWriter, pr *ProxyRequest, ref *Refusal) {
 	h := w.Header()

@@ -14,52 +14,6 @@ import (
 	"time"
 )
 
-// identityNames holds the canonical form of Proxy.IdentityHeaders: exact
-// names, and prefixes for entries ending in "*".
-type identityNames struct {
-	exact    []string
-	prefixes []string
-}
-
-func newIdentityNames(names []string) identityNames {
-	var n identityNames
-	for _, name := range names {
-		if p, ok := strings.CutSuffix(name, "*"); ok {
-			n.prefixes = append(n.prefixes, textproto.CanonicalMIMEHeaderKey(p))
-			continue
-		}
-		n.exact = append(n.exact, textproto.CanonicalMIMEHeaderKey(name))
-	}
-	return n
-}
-
-// strip deletes the identity headers from h, in any spelling that a
-// CGI-style upstream would read as the same name (X_User for X-User).
-func (n *identityNames) strip(h http.Header) {
-	if len(n.exact) == 0 && len(n.prefixes) == 0 {
-		return
-	}
-	for k := range h {
-		if n.matches(dashedName(k)) {
-			delete(h, k)
-		}
-	}
-}
-
-func (n *identityNames) matches(name string) bool {
-	for _, e := range n.exact {
-		if name == e {
-			return true
-		}
-	}
-	for _, p := range n.prefixes {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // SigningKey is one secret of an IdentitySigner, named by ID so that the
 // receiving side can pick the right one while keys rotate.
 type SigningKey struct {

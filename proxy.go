@@ -147,7 +147,7 @@ type Proxy struct {
 
 	initOnce  sync.Once
 	transport http.RoundTripper
-	identity  identityNames
+	identity  headerNames
 	routes    routeTable
 	shutdown  atomic.Bool
 	conns     tunnelSet
@@ -400,7 +400,7 @@ func (p *Proxy) init() {
 		} else {
 			p.transport = p.newEngine()
 		}
-		p.identity = newIdentityNames(p.IdentityHeaders)
+		p.identity = newHeaderNames(p.IdentityHeaders...)
 	})
 }
 
