@@ -99,28 +99,6 @@ func ExampleChain() {
 	// 200 hello service-1
 }
 
-func ExampleIdentitySigner() {
-	signer := &sluice.IdentitySigner{
-		Names: []string{"X-User-Email"},
-		Keys:  []sluice.SigningKey{{ID: "2026-11", Secret: []byte("a secret of at least 32 bytes....")}},
-	}
-	// The proxy side (usually the last Authorizer of a Chain).
-	h := http.Header{"X-User-Email": {"alice@example.com"}}
-	if err := signer.Sign(h); err != nil {
-		fmt.Println(err)
-	}
-	// The upstream side, with the same configuration.
-	id, err := signer.Verify(h)
-	fmt.Println(id["x-user-email"], err)
-
-	h.Set("X-User-Email", "mallory@example.com")
-	_, err = signer.Verify(h)
-	fmt.Println(err)
-	// Output:
-	// alice@example.com <nil>
-	// sluice: bad identity signature: signature mismatch
-}
-
 func ExampleForwardProxy() {
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "site: %s", r.URL.Path)

@@ -1,10 +1,24 @@
-package sluice
+// Package identity signs the identity headers a proxy sets on the requests
+// it forwards, and verifies them on the upstream side, so that an upstream
+// can tell headers set by the proxy from headers set by someone who
+// reached it directly.
+//
+// The proxy and its upstreams share one Signer configuration: the proxy
+// calls Sign on each outbound request, usually from the last Authorizer of
+// a sluice.Chain (after those that set the identity headers):
+//
+//	sign := sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
+//		return sluice.Allow, signer.Sign(pr.Out.Header) // an error fails closed
+//	})
+//
+// and each upstream calls Verify on what it receives. The package does not
+// import the proxy: an upstream application imports only this.
+package identity
 
 import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,11 +26,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/hs256"
 )
 
-// SigningKey is one secret of an IdentitySigner, named by ID so that the
-// receiving side can pick the right one while keys rotate.
-type SigningKey struct {
+// Key is one secret of a Signer, named by ID so that the receiving side
+// can pick the right one while keys rotate.
+type Key struct {
 	// ID names the key in signatures ("kid"). It must not contain ';',
 	// '=' or spaces.
 	ID string
@@ -24,22 +40,21 @@ type SigningKey struct {
 	Secret []byte
 }
 
-// DefaultSignatureHeader is the header an IdentitySigner writes when its
+// DefaultSignatureHeader is the header a Signer writes and reads when its
 // Header field is empty.
 const DefaultSignatureHeader = "X-Sluice-Identity-Signature"
 
-// DefaultSignatureMaxAge is how long a signature is accepted when
-// IdentitySigner.MaxAge is zero.
-const DefaultSignatureMaxAge = 5 * time.Minute
+// DefaultMaxAge is how long a signature is accepted when Signer.MaxAge is
+// zero.
+const DefaultMaxAge = 5 * time.Minute
 
-// ErrBadSignature is returned by IdentitySigner.Verify for a missing,
-// malformed, expired or forged signature.
-var ErrBadSignature = errors.New("sluice: bad identity signature")
+// ErrBadSignature is returned by Signer.Verify for a missing, malformed,
+// expired or forged signature.
+var ErrBadSignature = errors.New("identity: bad signature")
 
-// IdentitySigner signs the identity headers of outbound requests so that
-// an upstream can check they were set by the proxy and not by someone who
-// reached it directly. It is an Authorizer that always allows: put it last
-// in a Chain, after the Authorizers that set the identity headers.
+// Signer signs the identity headers of a request (on the proxy), and
+// verifies them (on the upstream, with the same configuration). Its zero
+// value has no key: Sign and Verify fail.
 //
 // Two formats are offered. The default header value is
 //
@@ -56,71 +71,75 @@ var ErrBadSignature = errors.New("sluice: bad identity signature")
 // anyone who can read the proxy's outbound traffic can replay it within
 // MaxAge. Keys rotate by putting the new key first in Keys and keeping the
 // old one after it until every signature made with it has expired.
-type IdentitySigner struct {
+type Signer struct {
 	// Header is the header that carries the signature. If empty,
-	// DefaultSignatureHeader is used. Add it to Proxy.IdentityHeaders too.
+	// DefaultSignatureHeader. Add it to the Proxy's IdentityHeaders too,
+	// so that a client cannot send one.
 	Header string
 
 	// Names are the identity headers covered by the signature, e.g.
 	// "X-Sluice-User-Email". Both sides must use the same list.
 	Names []string
 
-	// Keys[0] signs; every key verifies. Sign and Verify fail without
-	// keys.
-	Keys []SigningKey
+	// Keys[0] signs; every key verifies. If empty, Sign and Verify fail;
+	// a key with an empty Secret never signs nor verifies.
+	Keys []Key
 
-	// JWT selects the HS256 JSON Web Token format.
+	// JWT selects the HS256 JSON Web Token format. If false, the compact
+	// v1 format.
 	JWT bool
 
 	// MaxAge is how long after signing Verify accepts a signature (and
-	// the "exp" of a JWT). If zero, DefaultSignatureMaxAge is used.
+	// the "exp" of a JWT). If zero, DefaultMaxAge.
 	MaxAge time.Duration
 
 	now func() time.Time // for tests; time.Now if nil
 }
 
-func (s *IdentitySigner) header() string {
+func (s *Signer) header() string {
 	if s.Header != "" {
 		return s.Header
 	}
 	return DefaultSignatureHeader
 }
 
-func (s *IdentitySigner) maxAge() time.Duration {
+func (s *Signer) maxAge() time.Duration {
 	if s.MaxAge > 0 {
 		return s.MaxAge
 	}
-	return DefaultSignatureMaxAge
+	return DefaultMaxAge
 }
 
-func (s *IdentitySigner) clock() time.Time {
+func (s *Signer) clock() time.Time {
 	if s.now != nil {
 		return s.now()
 	}
 	return time.Now()
 }
 
-// Authorize signs pr.Out's identity headers and allows the request. It
-// fails (closed) only when the signer has no key.
-func (s *IdentitySigner) Authorize(pr *ProxyRequest) (Decision, error) {
-	if err := s.Sign(pr.Out.Header); err != nil {
-		return Decision{}, err
-	}
-	return Allow, nil
+// jwtClaims are the claims of the JWT format.
+type jwtClaims struct {
+	IssuedAt int64             `json:"iat"`
+	Expires  int64             `json:"exp"`
+	Headers  map[string]string `json:"hdr"`
 }
 
 // Sign sets the signature header of h over h's identity headers, replacing
-// any value it had.
-func (s *IdentitySigner) Sign(h http.Header) error {
-	if len(s.Keys) == 0 {
-		return errors.New("sluice: identity signer has no key")
+// any value it had. It fails only when the Signer has no key, or its
+// first key no secret.
+func (s *Signer) Sign(h http.Header) error {
+	if len(s.Keys) == 0 || len(s.Keys[0].Secret) == 0 {
+		return errors.New("identity: signer has no key")
 	}
 	k := s.Keys[0]
 	now := s.clock().Unix()
 	var v string
 	if s.JWT {
 		claims := jwtClaims{IssuedAt: now, Expires: now + int64(s.maxAge()/time.Second), Headers: s.values(h)}
-		v = signJWT(k, claims)
+		var err error
+		if v, err = hs256.SignKeyID(k.ID, k.Secret, claims); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
 	} else {
 		t := strconv.FormatInt(now, 10)
 		v = "v1;kid=" + k.ID + ";t=" + t + ";sig=" + s.mac(k.Secret, k.ID, t, h)
@@ -133,16 +152,18 @@ func (s *IdentitySigner) Sign(h http.Header) error {
 // against h's identity headers. It returns the identity headers the
 // signature covers (lower-case names) or an error wrapping
 // ErrBadSignature. For a JWT, the values must also equal the headers'.
-func (s *IdentitySigner) Verify(h http.Header) (map[string]string, error) {
+func (s *Signer) Verify(h http.Header) (map[string]string, error) {
 	v := h.Get(s.header())
 	if v == "" {
 		return nil, fmt.Errorf("%w: no %s header", ErrBadSignature, s.header())
 	}
 	now := s.clock()
 	if s.JWT {
-		claims, err := s.verifyJWT(v)
-		if err != nil {
-			return nil, err
+		var claims jwtClaims
+		// Only HS256 is ever accepted: "none" and other algorithms are
+		// refused (RFC 8725 §3.1).
+		if err := hs256.VerifyKeyID(v, s.secret, &claims); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadSignature, err)
 		}
 		if now.Unix() >= claims.Expires || claims.IssuedAt > now.Add(time.Minute).Unix() ||
 			now.Sub(time.Unix(claims.IssuedAt, 0)) >= s.maxAge() {
@@ -157,7 +178,7 @@ func (s *IdentitySigner) Verify(h http.Header) (map[string]string, error) {
 				return nil, fmt.Errorf("%w: identity header %s differs from the token", ErrBadSignature, k)
 			}
 		}
-		return claims.Headers, nil
+		return got, nil
 	}
 	var kid, ts, sig string
 	parts := strings.Split(v, ";")
@@ -183,29 +204,30 @@ func (s *IdentitySigner) Verify(h http.Header) (map[string]string, error) {
 	if now.Sub(signed) >= s.maxAge() || signed.After(now.Add(time.Minute)) {
 		return nil, fmt.Errorf("%w: expired or not yet valid", ErrBadSignature)
 	}
-	k, ok := s.key(kid)
-	if !ok {
+	secret := s.secret(kid)
+	if secret == nil {
 		return nil, fmt.Errorf("%w: unknown key id %q", ErrBadSignature, kid)
 	}
-	if !hmac.Equal([]byte(sig), []byte(s.mac(k.Secret, kid, ts, h))) {
+	if !hmac.Equal([]byte(sig), []byte(s.mac(secret, kid, ts, h))) {
 		return nil, fmt.Errorf("%w: signature mismatch", ErrBadSignature)
 	}
 	return s.values(h), nil
 }
 
-func (s *IdentitySigner) key(id string) (SigningKey, bool) {
+// secret returns the secret of the key named id, nil if there is none.
+func (s *Signer) secret(id string) []byte {
 	for _, k := range s.Keys {
 		if k.ID == id {
-			return k, true
+			return k.Secret
 		}
 	}
-	return SigningKey{}, false
+	return nil
 }
 
 // mac computes the v1 signature. Header values cannot contain CR, LF or
 // NUL, so the encoding below is unambiguous; an absent header is written
 // without ':' and so differs from an empty one.
-func (s *IdentitySigner) mac(secret []byte, kid, t string, h http.Header) string {
+func (s *Signer) mac(secret []byte, kid, t string, h http.Header) string {
 	m := hmac.New(sha256.New, secret)
 	fmt.Fprintf(m, "sluice-identity-v1\n%s\n%s\n", kid, t)
 	for _, name := range s.Names {
@@ -221,7 +243,7 @@ func (s *IdentitySigner) mac(secret []byte, kid, t string, h http.Header) string
 
 // values returns the present identity headers of h, multiple values
 // joined with ", ".
-func (s *IdentitySigner) values(h http.Header) map[string]string {
+func (s *Signer) values(h http.Header) map[string]string {
 	out := make(map[string]string, len(s.Names))
 	for _, name := range s.Names {
 		if vv, ok := h[textproto.CanonicalMIMEHeaderKey(name)]; ok {
@@ -229,78 +251,4 @@ func (s *IdentitySigner) values(h http.Header) map[string]string {
 		}
 	}
 	return out
-}
-
-type jwtHeader struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-	Typ string `json:"typ"`
-}
-
-type jwtClaims struct {
-	IssuedAt int64             `json:"iat"`
-	Expires  int64             `json:"exp"`
-	Headers  map[string]string `json:"hdr"`
-}
-
-func signJWT(k SigningKey, claims jwtClaims) string {
-	hb, _ := json.Marshal(jwtHeader{Alg: "HS256", Kid: k.ID, Typ: "JWT"})
-	cb, _ := json.Marshal(claims)
-	enc := base64.RawURLEncoding
-	signing := enc.EncodeToString(hb) + "." + enc.EncodeToString(cb)
-	m := hmac.New(sha256.New, k.Secret)
-	m.Write([]byte(signing))
-	return signing + "." + enc.EncodeToString(m.Sum(nil))
-}
-
-// maxJWT bounds the token Verify parses.
-const maxJWT = 16 << 10
-
-func (s *IdentitySigner) verifyJWT(tok string) (*jwtClaims, error) {
-	if len(tok) > maxJWT {
-		return nil, fmt.Errorf("%w: token too long", ErrBadSignature)
-	}
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%w: malformed token", ErrBadSignature)
-	}
-	enc := base64.RawURLEncoding
-	hb, err := enc.DecodeString(parts[0])
-	if err != nil {
-		return nil, fmt.Errorf("%w: malformed token header", ErrBadSignature)
-	}
-	var jh jwtHeader
-	if err := json.Unmarshal(hb, &jh); err != nil {
-		return nil, fmt.Errorf("%w: malformed token header", ErrBadSignature)
-	}
-	// Only HS256 is ever accepted: "none" and other algorithms are refused
-	// (RFC 8725 §3.1).
-	if jh.Alg != "HS256" {
-		return nil, fmt.Errorf("%w: algorithm %q not accepted", ErrBadSignature, jh.Alg)
-	}
-	k, ok := s.key(jh.Kid)
-	if !ok {
-		return nil, fmt.Errorf("%w: unknown key id %q", ErrBadSignature, jh.Kid)
-	}
-	sig, err := enc.DecodeString(parts[2])
-	if err != nil {
-		return nil, fmt.Errorf("%w: malformed token signature", ErrBadSignature)
-	}
-	m := hmac.New(sha256.New, k.Secret)
-	m.Write([]byte(parts[0] + "." + parts[1]))
-	if !hmac.Equal(sig, m.Sum(nil)) {
-		return nil, fmt.Errorf("%w: signature mismatch", ErrBadSignature)
-	}
-	cb, err := enc.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("%w: malformed token claims", ErrBadSignature)
-	}
-	var c jwtClaims
-	if err := json.Unmarshal(cb, &c); err != nil {
-		return nil, fmt.Errorf("%w: malformed token claims", ErrBadSignature)
-	}
-	if c.Headers == nil {
-		c.Headers = map[string]string{}
-	}
-	return &c, nil
 }
