@@ -1,0 +1,29 @@
+package sluice
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// Packages that upstream applications import must not pull in the proxy:
+// an application verifying an identity header or an upload description
+// depends on them and on internal mechanisms, never on the core package.
+func TestAppPackagesDoNotImportCore(t *testing.T) {
+	const module = "github.com/sluiceproxy/sluice"
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	for _, pkg := range []string{module + "/identity", module + "/upload"} {
+		out, err := exec.Command(goTool, "list", "-deps", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			ours := dep == module || strings.HasPrefix(dep, module+"/")
+			if ours && dep != pkg && !strings.HasPrefix(dep, module+"/internal/") {
+				t.Errorf("%s imports %s: upstream applications would depend on it", pkg, dep)
+			}
+		}
+	}
+}
