@@ -7,12 +7,13 @@ import (
 )
 
 // Packages that upstream applications import must not pull in the proxy:
-// an application verifying an identity header or an upload description
-// depends on them and on internal mechanisms, never on the core package.
+// an application verifying an identity header or an upload description,
+// or registering itself with a balancer, depends on them and on internal
+// mechanisms, never on the core package or another feature package.
 func TestAppPackagesDoNotImportCore(t *testing.T) {
 	const module = "github.com/sluiceproxy/sluice"
 	// go test puts its own go command first in the PATH of the tests.
-	for _, pkg := range []string{module + "/identity", module + "/upload"} {
+	for _, pkg := range []string{module + "/identity", module + "/upload", module + "/balance/register"} {
 		out, err := exec.Command("go", "list", "-deps", pkg).Output()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v", pkg, err)
