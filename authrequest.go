@@ -122,7 +122,7 @@ type AuthRequest struct {
 	initOnce  sync.Once
 	initErr   error
 	target    *url.URL
-	respNames identityNames
+	respNames headerNames
 	reqNames  []string
 	cache     *flightcache.Cache[*authResult]
 	now       func() time.Time // for tests
@@ -164,7 +164,7 @@ func (a *AuthRequest) init() error {
 			return
 		}
 		a.target = u
-		a.respNames = newIdentityNames(a.AuthResponseHeaders)
+		a.respNames = newHeaderNames(a.AuthResponseHeaders...)
 		a.reqNames = a.RequestHeaders
 		if a.reqNames == nil {
 			a.reqNames = []string{"Authorization", "Cookie"}

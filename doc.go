@@ -41,5 +41,11 @@
 // Features built on this API live in their own packages: load balancing
 // over a dynamic pool of upstreams is package balance (balance.Pool is a
 // Director), and the client a target runs to register itself with it is
-// package balance/register.
+// package balance/register; package squid asks Squid url_rewrite helpers
+// about each request (squid.Helper is an Authorizer and a Director);
+// package identity signs identity headers on the proxy and verifies them
+// in upstream applications; package upload is the application side of
+// Upload (the plan it answers a pre-authorization with, the checks of the
+// tokens the proxy sends). Upstream applications import identity, upload
+// and balance/register without this package, which they do not depend on.
 package sluice

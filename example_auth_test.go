@@ -7,8 +7,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -99,69 +97,6 @@ func ExampleChain() {
 	// Output:
 	// 401 bad key
 	// 200 hello service-1
-}
-
-func ExampleIdentitySigner() {
-	signer := &sluice.IdentitySigner{
-		Names: []string{"X-User-Email"},
-		Keys:  []sluice.SigningKey{{ID: "2026-11", Secret: []byte("a secret of at least 32 bytes....")}},
-	}
-	// The proxy side (usually the last Authorizer of a Chain).
-	h := http.Header{"X-User-Email": {"alice@example.com"}}
-	if err := signer.Sign(h); err != nil {
-		fmt.Println(err)
-	}
-	// The upstream side, with the same configuration.
-	id, err := signer.Verify(h)
-	fmt.Println(id["x-user-email"], err)
-
-	h.Set("X-User-Email", "mallory@example.com")
-	_, err = signer.Verify(h)
-	fmt.Println(err)
-	// Output:
-	// alice@example.com <nil>
-	// sluice: bad identity signature: signature mismatch
-}
-
-func ExampleHelper() {
-	// A Squid url_rewrite helper: one line in, one line out, with channel IDs.
-	dir, _ := os.MkdirTemp("", "helper")
-	defer os.RemoveAll(dir)
-	script := filepath.Join(dir, "helper.sh")
-	os.WriteFile(script, []byte(`#!/bin/sh
-while read -r id url rest; do
-  case "$url" in
-    */ads/*) echo "$id ERR message=\"no ads\"" ;;
-    */old/*) echo "$id OK rewrite-url=${url%%/old/*}/new/" ;;
-    *) echo "$id OK" ;;
-  esac
-done
-`), 0o755)
-
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "app: %s", r.URL.Path)
-	}))
-	defer app.Close()
-	target, _ := url.Parse(app.URL)
-
-	h, err := sluice.NewHelper(sluice.HelperConfig{Command: script, Children: 2, Concurrency: 8})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer h.Close()
-	p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.SingleHost(target, false))}
-	front := httptest.NewServer(p)
-	defer front.Close()
-
-	for _, path := range []string{"/page", "/ads/banner", "/old/page"} {
-		req, _ := http.NewRequest("GET", front.URL+path, nil)
-		fmt.Println(fetch(http.DefaultClient, req))
-	}
-	// Output:
-	// 200 app: /page
-	// 403 no ads
-	// 200 app: /new/
 }
 
 func ExampleForwardProxy() {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/upload"
 )
 
 // bucket is a stand-in for object storage in the examples: it keeps what
@@ -43,14 +44,14 @@ func (b *bucket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // The application pre-authorizes uploads (here with a Go func; usually
 // with PreauthorizeUpstream, an HTTP subrequest to the application) and
 // receives the request without the body, with a signed description of
-// the stored object.
-func ExampleHijack() {
+// the stored object that it checks with package upload.
+func ExampleUpload() {
 	key := []byte("a secret shared by proxy and application")
 	store := httptest.NewServer(&bucket{objects: map[string][]byte{}})
 	defer store.Close()
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, err := sluice.VerifyUpload(r, key)
+		claims, err := upload.Verify(r, key)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
@@ -65,12 +66,12 @@ func ExampleHijack() {
 	target, _ := url.Parse(app.URL)
 	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
 	defer p.CloseIdleConnections()
-	p.Handle("PUT /files/{name}", &sluice.Hijack{
+	p.Handle("PUT /files/{name}", &sluice.Upload{
 		SigningKey: key,
 		Hashes:     []string{"sha256"},
-		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*sluice.UploadPlan, error) {
+		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*upload.Plan, error) {
 			id := "uploads/" + pr.In.PathValue("name")
-			return &sluice.UploadPlan{MaxSize: 1 << 20, Objects: []sluice.RemoteObject{
+			return &upload.Plan{MaxSize: 1 << 20, Objects: []upload.Object{
 				{ID: id, PutURL: store.URL + "/" + id}, // a presigned URL in real life
 			}}, nil
 		}),
@@ -103,22 +104,22 @@ func ExamplePreauthorizeUpstream() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /avatars/{user}/authorize", func(w http.ResponseWriter, r *http.Request) {
-		method, path, err := sluice.VerifyPreauthorize(r, key)
+		method, path, err := upload.VerifyPreauthorize(r, key)
 		if err != nil {
 			http.Error(w, "not from the proxy", http.StatusForbidden)
 			return
 		}
-		fmt.Println("app: authorize", method, path, "length", r.Header.Get(sluice.HeaderUploadLength))
+		fmt.Println("app: authorize", method, path, "length", r.Header.Get(upload.HeaderLength))
 		if r.PathValue("user") != "ann" {
 			http.Error(w, "not your avatar", http.StatusForbidden)
 			return
 		}
-		json.NewEncoder(w).Encode(sluice.UploadPlan{MaxSize: 1 << 20, Objects: []sluice.RemoteObject{
+		json.NewEncoder(w).Encode(upload.Plan{MaxSize: 1 << 20, Objects: []upload.Object{
 			{ID: "avatars/ann", PutURL: store.URL + "/avatars/ann"},
 		}})
 	})
 	mux.HandleFunc("PUT /avatars/{user}", func(w http.ResponseWriter, r *http.Request) {
-		claims, err := sluice.VerifyUpload(r, key)
+		claims, err := upload.Verify(r, key)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
@@ -131,7 +132,7 @@ func ExamplePreauthorizeUpstream() {
 	target, _ := url.Parse(app.URL)
 	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
 	defer p.CloseIdleConnections()
-	p.Handle("PUT /avatars/{user}", &sluice.Hijack{
+	p.Handle("PUT /avatars/{user}", &sluice.Upload{
 		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", key),
 		SigningKey:    key,
 	})

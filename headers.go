@@ -217,25 +217,81 @@ func (p *Proxy) setForwarded(pr *ProxyRequest) {
 }
 
 // dashedName returns a header name as CGI-style upstreams (PHP, WSGI)
-// read it, where an underscore counts as a dash: X_User is X-User.
+// read it, where an underscore counts as a dash, in canonical form:
+// X_User and x-user are X-User. It allocates only for a name that is not
+// already canonical.
 func dashedName(k string) string {
-	if strings.IndexByte(k, '_') < 0 {
-		return k
+	if strings.IndexByte(k, '_') >= 0 {
+		k = strings.ReplaceAll(k, "_", "-")
 	}
-	return textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	return textproto.CanonicalMIMEHeaderKey(k)
+}
+
+// stripHeaders is the one place where header fields a client may not
+// choose are removed. It deletes every field of h for which owned reports
+// true; owned gets the field's name as an upstream reads it (dashedName)
+// and whether the client spelled it otherwise (X_Forwarded_For,
+// x-forwarded-for), so that no spelling of a name slips through.
+func stripHeaders(h http.Header, owned func(name string, respelled bool) bool) {
+	for k := range h {
+		if name := dashedName(k); owned(name, name != k) {
+			delete(h, k)
+		}
+	}
+}
+
+// headerNames is a set of header names that belong to the proxy or to one
+// of its hooks: exact names, and prefixes for entries ending in "*"
+// ("X-Sluice-*"). It holds them in canonical form and matches the names
+// dashedName returns, so every spelling is covered.
+type headerNames struct {
+	exact    []string
+	prefixes []string
+}
+
+func newHeaderNames(names ...string) headerNames {
+	var n headerNames
+	for _, name := range names {
+		if p, ok := strings.CutSuffix(name, "*"); ok {
+			n.prefixes = append(n.prefixes, dashedName(p))
+			continue
+		}
+		n.exact = append(n.exact, dashedName(name))
+	}
+	return n
+}
+
+// matches reports whether name, as dashedName returns it, is in n.
+func (n *headerNames) matches(name string) bool {
+	for _, e := range n.exact {
+		if name == e {
+			return true
+		}
+	}
+	for _, p := range n.prefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// strip deletes the fields of h that n matches, in any spelling.
+func (n *headerNames) strip(h http.Header) {
+	if len(n.exact) == 0 && len(n.prefixes) == 0 {
+		return
+	}
+	stripHeaders(h, func(name string, _ bool) bool { return n.matches(name) })
 }
 
 // dropForged deletes the client-identity headers a client may not choose,
 // in one pass over h: every X-Forwarded-* field, Forwarded and X-Real-Ip
-// from an untrusted peer; their underscore spellings (X_Forwarded_For)
-// from any peer; and Proxy.IdentityHeaders in any spelling.
+// from an untrusted peer; their other spellings (X_Forwarded_For) from
+// any peer; and Proxy.IdentityHeaders in any spelling.
 func (p *Proxy) dropForged(h http.Header, trusted bool) {
-	for k := range h {
-		name := dashedName(k)
-		if isForwardingName(name) && (!trusted || name != k) || p.identity.matches(name) {
-			delete(h, k)
-		}
-	}
+	stripHeaders(h, func(name string, respelled bool) bool {
+		return isForwardingName(name) && (!trusted || respelled) || p.identity.matches(name)
+	})
 }
 
 func isForwardingName(k string) bool {

@@ -22,18 +22,19 @@ import (
 	"github.com/sluiceproxy/sluice/internal/hs256"
 	"github.com/sluiceproxy/sluice/internal/objstore"
 	"github.com/sluiceproxy/sluice/internal/spool"
+	"github.com/sluiceproxy/sluice/upload"
 )
 
-// Defaults of Hijack, used when the corresponding field is zero.
+// Defaults of Upload, used when the corresponding field is zero.
 const (
 	// DefaultUploadMaxSize bounds an uploaded object when neither the
-	// Hijack nor the pre-authorization says otherwise.
+	// Upload nor the pre-authorization says otherwise.
 	DefaultUploadMaxSize = 1 << 30
 	// DefaultUploadMemory is how much of an upload part is held in
 	// memory before the rest goes to a temporary file.
 	DefaultUploadMemory = 8 << 20
 	// DefaultFormFieldsSize bounds what a multipart/form-data upload
-	// holds in memory (see Hijack.MaxFormFieldsSize).
+	// holds in memory (see Upload.MaxFormFieldsSize).
 	DefaultFormFieldsSize = 1 << 20
 	// DefaultFormParts bounds the number of parts of a form.
 	DefaultFormParts = 1000
@@ -45,52 +46,31 @@ const (
 	DefaultUploadCleanupTimeout = 30 * time.Second
 )
 
-// Header names used by Hijack. Every request header whose name starts
-// with "Sluice-", in any case and with underscores for dashes
-// ("Sluice_Upload_Signature", which CGI-style upstreams read as the same
-// name), is removed from a request a Hijack handles before anything else
-// happens, so that only the proxy can set them.
-const (
-	// HeaderUploadSignature carries the HS256 JWT (RFC 7519) whose claims
-	// (UploadClaims) describe the stored objects. Verify it with
-	// VerifyUpload.
-	HeaderUploadSignature = "Sluice-Upload-Signature"
-	// HeaderUploadPrefix starts the informational headers describing a
-	// raw-body upload: Sluice-Upload-Name, -Size, -Remote-Id,
-	// -Remote-Url, -Content-Type, -Md5, -Sha1, -Sha256, -Sha512 and
-	// -Duration (seconds). They repeat the signed claims.
-	HeaderUploadPrefix = "Sluice-Upload-"
-	// HeaderUploadLength is sent in the pre-authorization request: the
-	// declared body length, absent when it is unknown (chunked), so that
-	// the application can choose between a single PUT and a multipart
-	// upload.
-	HeaderUploadLength = "Sluice-Upload-Length"
-	// HeaderPreauthorize is sent in the pre-authorization request: an
-	// HS256 JWT proving that the proxy sent it. Verify it with
-	// VerifyPreauthorize.
-	HeaderPreauthorize = "Sluice-Preauthorize"
-)
-
-// Errors of body hijacking that callers may need to tell apart. Both
-// reach the client as the status of the *Error that wraps them.
+// Errors of Upload that callers may need to tell apart. Both reach the
+// client as the status of the *Error that wraps them.
 var (
 	// ErrUploadTooLarge: the body is over the size limit, or needs more
 	// parts or objects than were pre-authorized (413).
 	ErrUploadTooLarge = errors.New("sluice: upload too large")
 	// ErrObjectStore: the object store failed or refused a request (502).
 	ErrObjectStore = errors.New("sluice: object store failed")
-	// ErrUploadSignature: VerifyUpload or VerifyPreauthorize refused a
-	// token.
-	ErrUploadSignature = errors.New("sluice: invalid upload signature")
 )
 
-// Hijack is an Interceptor that keeps request bodies away from a slow
-// upstream, as GitLab Workhorse does: it asks a Preauthorizer (usually the
-// upstream application itself) where the body may go, streams it to
-// object storage through the presigned URLs it got, and then forwards the
-// request without the body but with a signed description of the stored
-// object (see UploadClaims). The upstream's response goes back to the
-// client as usual.
+// Upload is an Interceptor that keeps request bodies away from a slow
+// upstream, as GitLab Workhorse's direct upload does: it asks a
+// Preauthorizer (usually the upstream application itself) where the body
+// may go, streams it to object storage through the presigned URLs of the
+// upload.Plan it got, and then forwards the request without the body but
+// with a signed description of the stored objects (upload.Claims, in the
+// upload.HeaderSignature header). The upstream's response goes back to
+// the client as usual. The application side (the plan, the checks of the
+// pre-authorization and of the description) is package upload, which
+// does not import the proxy.
+//
+//	p.Handle("PUT /files/", &sluice.Upload{
+//		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", key),
+//		SigningKey:    key,
+//	})
 //
 // A raw body (PUT or POST of a file) becomes one object; its description
 // travels in headers. A multipart/form-data body (RFC 7578) has each file
@@ -102,7 +82,8 @@ var (
 // "<field>.upload_duration"). Every field of that shape sent by the
 // client is dropped, whether or not a file of that name was stored in the
 // request (so such names cannot carry the application's own fields), and
-// "Sluice-*" request headers are removed; the signature header covers
+// "Sluice-*" request headers are removed in every spelling (see
+// upload.HeaderSignature); the signature header covers
 // every description and is what the application should trust. The
 // client's request trailers are not forwarded: its body is not either.
 //
@@ -133,13 +114,13 @@ var (
 // A request other than POST, PUT or PATCH without a body is forwarded
 // untouched (so a route may capture downloads too); an empty POST, PUT or
 // PATCH stores an empty object.
-type Hijack struct {
+type Upload struct {
 	// Preauthorizer says where the body may go. Required.
 	Preauthorizer Preauthorizer
 
 	// SigningKey is the HMAC-SHA256 key of the description's signature
-	// and of the pre-authorization request's token. Required; use at least
-	// 32 random bytes, shared with the application.
+	// (checked by upload.Verify). Required; use at least 32 random bytes,
+	// shared with the application.
 	SigningKey []byte
 
 	// MaxSize bounds each stored object. The plan's MaxSize, when set,
@@ -187,14 +168,14 @@ type Hijack struct {
 // an error with a status (*Error); any other error fails the request with
 // StatusFor(err).
 type Preauthorizer interface {
-	Preauthorize(pr *ProxyRequest) (*UploadPlan, error)
+	Preauthorize(pr *ProxyRequest) (*upload.Plan, error)
 }
 
 // PreauthorizerFunc adapts a function to the Preauthorizer interface.
-type PreauthorizerFunc func(pr *ProxyRequest) (*UploadPlan, error)
+type PreauthorizerFunc func(pr *ProxyRequest) (*upload.Plan, error)
 
 // Preauthorize calls f(pr).
-func (f PreauthorizerFunc) Preauthorize(pr *ProxyRequest) (*UploadPlan, error) { return f(pr) }
+func (f PreauthorizerFunc) Preauthorize(pr *ProxyRequest) (*upload.Plan, error) { return f(pr) }
 
 // Refusal is the error a Preauthorizer returns to refuse an upload with a
 // response of its own, typically the application's answer relayed.
@@ -209,102 +190,21 @@ func (r *Refusal) Error() string {
 	return "sluice: upload refused with status " + strconv.Itoa(r.Status)
 }
 
-// UploadPlan is a pre-authorization's answer: where the body goes and
-// under which limits. It is also the JSON document that
-// PreauthorizeUpstream expects from the application.
-type UploadPlan struct {
-	// Objects are the places the body may go: a raw body uses the first,
-	// a form's file parts use them in order. At least one.
-	Objects []RemoteObject `json:"objects"`
-
-	// MaxSize, if positive, bounds each object below Hijack.MaxSize.
-	MaxSize int64 `json:"max_size,omitempty"`
-
-	// Hashes, if not nil, replaces Hijack.Hashes for this request.
-	Hashes []string `json:"hashes,omitempty"`
-}
-
-// RemoteObject is one object of an UploadPlan: a presigned PUT URL, a
-// presigned multipart upload, or both (the PUT is used for a body of known
-// length that fits in one part). The URLs must be http or https.
-type RemoteObject struct {
-	// ID names the object for the application (e.g. its key); it is
-	// repeated in the description as remote_id.
-	ID string `json:"id"`
-
-	// URL is the object's address given to the application as
-	// remote_url. If empty, the PUT or complete URL without its query.
-	URL string `json:"url,omitempty"`
-
-	// PutURL is a presigned PutObject URL.
-	PutURL string `json:"put_url,omitempty"`
-
-	// DeleteURL is a presigned DeleteObject URL, used to remove the
-	// object if the request fails after it was stored.
-	DeleteURL string `json:"delete_url,omitempty"`
-
-	// Multipart is a presigned multipart upload, used for bodies of
-	// unknown length or larger than one part.
-	Multipart *MultipartUpload `json:"multipart,omitempty"`
-}
-
-// MultipartUpload is an S3 multipart upload created by the application
-// (CreateMultipartUpload) with presigned URLs for UploadPart (one per part,
-// part numbers from 1), CompleteMultipartUpload and AbortMultipartUpload.
-// Every part but the last has PartSize bytes, so the object can hold at
-// most PartSize × len(PartURLs) bytes. S3 wants PartSize ≥ 5 MiB.
-type MultipartUpload struct {
-	PartSize    int64    `json:"part_size"`
-	PartURLs    []string `json:"part_urls"`
-	CompleteURL string   `json:"complete_url"`
-	AbortURL    string   `json:"abort_url"`
-}
-
-// UploadClaims are the claims of the signature header that Hijack adds to
-// the forwarded request.
-type UploadClaims struct {
-	Issuer    string `json:"iss"` // "sluice"
-	IssuedAt  int64  `json:"iat"` // Unix seconds
-	ExpiresAt int64  `json:"exp"` // Unix seconds
-	// Method and Path are those of the client's request, so that a
-	// description cannot be replayed on another endpoint.
-	Method string         `json:"method"`
-	Path   string         `json:"path"`
-	Files  []UploadedFile `json:"files"`
-}
-
-// UploadedFile describes one stored object.
-type UploadedFile struct {
-	// Field is the form field of a file part, empty for a raw body.
-	Field string `json:"field,omitempty"`
-	// Name is the client's file name: the form part's filename, or for a
-	// raw body the Content-Disposition filename or the last path segment.
-	Name        string `json:"name"`
-	ContentType string `json:"content_type,omitempty"`
-	Size        int64  `json:"size"`
-	RemoteID    string `json:"remote_id"`
-	RemoteURL   string `json:"remote_url"`
-	MD5         string `json:"md5,omitempty"`
-	SHA1        string `json:"sha1,omitempty"`
-	SHA256      string `json:"sha256,omitempty"`
-	SHA512      string `json:"sha512,omitempty"`
-	// Duration is the time spent storing the object, in seconds.
-	Duration float64 `json:"upload_duration"`
-}
-
 // descriptionKeys are the suffixes of the form fields describing a file,
 // in the order they are written.
 var descriptionKeys = []string{"name", "size", "remote_id", "remote_url", "content_type",
 	"md5", "sha1", "sha256", "sha512", "upload_duration"}
 
-func (f *UploadedFile) values() []string {
+// fileValues returns the values of f's description, in the order of
+// descriptionKeys.
+func fileValues(f *upload.File) []string {
 	return []string{f.Name, strconv.FormatInt(f.Size, 10), f.RemoteID, f.RemoteURL, f.ContentType,
 		f.MD5, f.SHA1, f.SHA256, f.SHA512, strconv.FormatFloat(f.Duration, 'f', 6, 64)}
 }
 
 // Intercept implements Interceptor.
-func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
-	stripSluiceHeaders(pr.Out.Header)
+func (h *Upload) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
+	uploadHeaders.strip(pr.Out.Header)
 	if pr.Out.Body == nil || pr.Out.Body == http.NoBody {
 		switch pr.In.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
@@ -314,7 +214,7 @@ func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 		}
 	}
 	if h.Preauthorizer == nil || len(h.SigningKey) == 0 {
-		return &Error{Status: http.StatusInternalServerError, Err: errors.New("sluice: Hijack needs a Preauthorizer and a SigningKey")}
+		return &Error{Status: http.StatusInternalServerError, Err: errors.New("sluice: Upload needs a Preauthorizer and a SigningKey")}
 	}
 	plan, err := h.Preauthorizer.Preauthorize(pr)
 	if err != nil {
@@ -325,7 +225,7 @@ func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 		}
 		return fmt.Errorf("sluice: upload pre-authorization: %w", err)
 	}
-	u := &upload{h: h, pr: pr, plan: plan}
+	u := &transfer{h: h, pr: pr, plan: plan}
 	defer u.close()
 	if err := u.check(); err != nil {
 		return &Error{Status: http.StatusBadGateway, Err: fmt.Errorf("sluice: invalid upload plan: %w", err)}
@@ -342,16 +242,9 @@ func (h *Hijack) Intercept(w http.ResponseWriter, pr *ProxyRequest) error {
 	return u.forward(w)
 }
 
-// stripSluiceHeaders removes every "Sluice-*" header: those names belong
-// to the proxy, in any case and in the spelling with underscores that a
-// CGI-style upstream reads as the same name ("Sluice_Upload_Signature").
-func stripSluiceHeaders(h http.Header) {
-	for k := range h {
-		if name := dashedName(k); len(name) >= 7 && strings.EqualFold(name[:7], "Sluice-") {
-			delete(h, k)
-		}
-	}
-}
+// uploadHeaders are the request headers only an Upload may set (see
+// upload.HeaderSignature), stripped in every spelling.
+var uploadHeaders = newHeaderNames("Sluice-*")
 
 func writeRefusal(w http.ResponseWriter, pr *ProxyRequest, ref *Refusal) {
 	h := w.Header()
@@ -370,11 +263,11 @@ func writeRefusal(w http.ResponseWriter, pr *ProxyRequest, ref *Refusal) {
 	}
 }
 
-// upload is the state of one hijacked request.
-type upload struct {
-	h      *Hijack
+// transfer is the state of one request an Upload handles.
+type transfer struct {
+	h      *Upload
 	pr     *ProxyRequest
-	plan   *UploadPlan
+	plan   *upload.Plan
 	client objstore.Client
 	limit  int64
 	hashes []string
@@ -383,11 +276,11 @@ type upload struct {
 	used      int    // objects of the plan used so far
 	completed []bool // per object: multipart completed
 	stored    []bool // per object: an object may exist in the store
-	files     []UploadedFile
+	files     []upload.File
 	handedOff bool // the application may have the objects: keep them
 }
 
-func (u *upload) check() error {
+func (u *transfer) check() error {
 	p := u.plan
 	if p == nil || len(p.Objects) == 0 {
 		return errors.New("no objects")
@@ -452,7 +345,7 @@ func checkStoreURL(s string) error {
 }
 
 // raw stores a raw request body as the plan's first object.
-func (u *upload) raw() error {
+func (u *transfer) raw() error {
 	in := u.pr.In
 	name := path.Base(in.URL.Path)
 	if _, params, err := mime.ParseMediaType(in.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
@@ -476,7 +369,7 @@ func (u *upload) raw() error {
 
 // form stores each file part of a multipart/form-data body and rewrites
 // the form without them.
-func (u *upload) form(boundary string) error {
+func (u *transfer) form(boundary string) error {
 	maxFields := u.h.MaxFormFieldsSize
 	if maxFields <= 0 {
 		maxFields = DefaultFormFieldsSize
@@ -500,7 +393,7 @@ func (u *upload) form(boundary string) error {
 			}
 			f.Field = ff.Field
 			u.files = append(u.files, f)
-			vals := f.values()
+			vals := fileValues(&f)
 			gen := make([]formscan.Field, 0, len(vals))
 			for k, v := range vals {
 				if v == "" {
@@ -545,13 +438,13 @@ func (u *upload) form(boundary string) error {
 }
 
 // setUploadHeaders sets the informational headers describing a raw-body
-// upload (see HeaderUploadPrefix).
-func setUploadHeaders(h http.Header, f *UploadedFile) {
-	vals := f.values()
+// upload (see upload.HeaderPrefix).
+func setUploadHeaders(h http.Header, f *upload.File) {
+	vals := fileValues(f)
 	for i, name := range [...]string{"Name", "Size", "Remote-Id", "Remote-Url", "Content-Type",
 		"Md5", "Sha1", "Sha256", "Sha512", "Duration"} {
 		if vals[i] != "" {
-			h[HeaderUploadPrefix+name] = []string{vals[i]}
+			h[upload.HeaderPrefix+name] = []string{vals[i]}
 		}
 	}
 }
@@ -571,14 +464,14 @@ func isDescriptionName(name string) bool {
 // plan's object i. client is the reader of the whole request body (src
 // itself for a raw body, the form for a file part): its read errors mean
 // the client is gone.
-func (u *upload) store(i int, src, client *sourceReader, size int64, name, contentType string) (UploadedFile, error) {
+func (u *transfer) store(i int, src, client *sourceReader, size int64, name, contentType string) (upload.File, error) {
 	start := time.Now()
 	// Store requests are not canceled when the client goes away: a read
 	// error stops the upload, and the cleanup must find no request of
 	// ours still in flight. The transport's timeouts bound them.
 	ctx := context.WithoutCancel(u.pr.Context())
 	obj := &u.plan.Objects[i]
-	f := UploadedFile{Name: name, ContentType: contentType, RemoteID: obj.ID, RemoteURL: obj.URL}
+	f := upload.File{Name: name, ContentType: contentType, RemoteID: obj.ID, RemoteURL: obj.URL}
 	if size > u.limit {
 		return f, &Error{Status: http.StatusRequestEntityTooLarge,
 			Err: fmt.Errorf("%w: declared length %d over the limit of %d bytes", ErrUploadTooLarge, size, u.limit)}
@@ -631,7 +524,7 @@ func (u *upload) store(i int, src, client *sourceReader, size int64, name, conte
 
 // storeError classifies a failed store: body over the limit (413), client
 // gone (499), or the store's fault (502).
-func (u *upload) storeError(err error, src, client *sourceReader) error {
+func (u *transfer) storeError(err error, src, client *sourceReader) error {
 	switch {
 	case src.tooLarge:
 		return &Error{Status: http.StatusRequestEntityTooLarge,
@@ -656,7 +549,7 @@ func clientGone(readErr, err error) error {
 // spools returns n part buffers, each holding at most size bytes (or
 // MemoryBuffer) in memory. Buffers are made once per request and reused
 // by its objects.
-func (u *upload) spools(size int64, n int) []*spool.Buffer {
+func (u *transfer) spools(size int64, n int) []*spool.Buffer {
 	mem := u.h.MemoryBuffer
 	switch {
 	case mem == 0:
@@ -672,21 +565,21 @@ func (u *upload) spools(size int64, n int) []*spool.Buffer {
 
 // forward sends the rewritten request upstream with its signature, and
 // relays the response.
-func (u *upload) forward(w http.ResponseWriter) error {
+func (u *transfer) forward(w http.ResponseWriter) error {
 	pr := u.pr
 	now := time.Now()
 	ttl := u.h.SignatureTTL
 	if ttl <= 0 {
 		ttl = DefaultUploadSignatureTTL
 	}
-	tok, err := hs256.Sign(u.h.SigningKey, UploadClaims{
-		Issuer: "sluice", IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(),
+	tok, err := hs256.Sign(u.h.SigningKey, upload.Claims{
+		Issuer: upload.Issuer, IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(),
 		Method: pr.In.Method, Path: pr.In.URL.Path, Files: u.files,
 	})
 	if err != nil {
 		return err
 	}
-	pr.Out.Header.Set(HeaderUploadSignature, tok)
+	pr.Out.Header.Set(upload.HeaderSignature, tok)
 	res, err := pr.RoundTrip()
 	if err != nil {
 		// Keep the objects unless the application certainly never saw
@@ -711,7 +604,7 @@ func (u *upload) forward(w http.ResponseWriter) error {
 // close releases the spool and, unless the objects were handed to the
 // application, removes what the request left in the store. Multipart
 // uploads not completed are aborted in every case.
-func (u *upload) close() {
+func (u *transfer) close() {
 	for _, b := range u.bufs {
 		_ = b.Close()
 	}
@@ -782,16 +675,16 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // as GitLab Workhorse does: it sends the request's method, headers and
 // URL with suffix appended to the path (e.g. "/authorize"), without the
 // body, through the Proxy's engine (same Director, pool and timeouts).
-// The request carries HeaderUploadLength when the length is known, and
-// HeaderPreauthorize, a token signed with key (usually the Hijack's
-// SigningKey) that the application checks with VerifyPreauthorize; with
-// an empty key it is not sent.
+// The request carries upload.HeaderLength when the length is known, and
+// upload.HeaderPreauthorize, a token signed with key (usually the
+// Upload's SigningKey) that the application checks with
+// upload.VerifyPreauthorize; with an empty key it is not sent.
 //
-// A 200 answer must be an UploadPlan as JSON (at most 4 MiB). Any other
+// A 200 answer must be an upload.Plan as JSON (at most 4 MiB). Any other
 // answer refuses the upload and is relayed to the client (its body at
 // most 64 KiB, else 502).
 func PreauthorizeUpstream(suffix string, key []byte) Preauthorizer {
-	return PreauthorizerFunc(func(pr *ProxyRequest) (*UploadPlan, error) {
+	return PreauthorizerFunc(func(pr *ProxyRequest) (*upload.Plan, error) {
 		return preauthorizeUpstream(pr, suffix, key)
 	})
 }
@@ -801,17 +694,7 @@ const (
 	maxRefusalSize = 64 << 10
 )
 
-// preauthClaims are the claims of HeaderPreauthorize.
-type preauthClaims struct {
-	Issuer    string `json:"iss"`
-	IssuedAt  int64  `json:"iat"`
-	ExpiresAt int64  `json:"exp"`
-	Method    string `json:"method"`
-	Path      string `json:"path"`
-	Preauth   bool   `json:"preauthorize"`
-}
-
-func preauthorizeUpstream(pr *ProxyRequest, suffix string, key []byte) (*UploadPlan, error) {
+func preauthorizeUpstream(pr *ProxyRequest, suffix string, key []byte) (*upload.Plan, error) {
 	req := pr.Out.Clone(pr.Context())
 	req.Body, req.ContentLength, req.GetBody = nil, 0, nil
 	req.URL.Path = strings.TrimSuffix(req.URL.Path, "/") + suffix
@@ -822,16 +705,16 @@ func preauthorizeUpstream(pr *ProxyRequest, suffix string, key []byte) (*UploadP
 		delete(req.Header, k)
 	}
 	if pr.In.ContentLength >= 0 {
-		req.Header.Set(HeaderUploadLength, strconv.FormatInt(pr.In.ContentLength, 10))
+		req.Header.Set(upload.HeaderLength, strconv.FormatInt(pr.In.ContentLength, 10))
 	}
 	if len(key) > 0 {
 		now := time.Now()
-		tok, err := hs256.Sign(key, preauthClaims{Issuer: "sluice", IssuedAt: now.Unix(),
-			ExpiresAt: now.Add(time.Minute).Unix(), Method: pr.In.Method, Path: pr.In.URL.Path, Preauth: true})
+		tok, err := hs256.Sign(key, upload.Claims{Issuer: upload.Issuer, IssuedAt: now.Unix(),
+			ExpiresAt: now.Add(time.Minute).Unix(), Method: pr.In.Method, Path: pr.In.URL.Path, Preauthorize: true})
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set(HeaderPreauthorize, tok)
+		req.Header.Set(upload.HeaderPreauthorize, tok)
 	}
 	sub := &ProxyRequest{In: pr.In, Out: req, proxy: pr.proxy, route: pr.route, client: pr.client}
 	res, err := sub.RoundTrip()
@@ -856,62 +739,9 @@ func preauthorizeUpstream(pr *ProxyRequest, suffix string, key []byte) (*UploadP
 	if len(body) > maxPlanSize {
 		return nil, fmt.Errorf("%w: upload plan over %d bytes", errBadResponse, maxPlanSize)
 	}
-	plan := new(UploadPlan)
+	plan := new(upload.Plan)
 	if err := json.Unmarshal(body, plan); err != nil {
 		return nil, fmt.Errorf("%w: upload plan: %w", errBadResponse, err)
 	}
 	return plan, nil
-}
-
-// VerifyUpload checks the signature header that Hijack added to r (see
-// HeaderUploadSignature) with key, and returns its claims. It fails with
-// ErrUploadSignature if the header is missing, not signed with key,
-// expired, or not issued by sluice. Applications should trust these claims
-// and not the informational headers or form fields, and check that Method
-// and Path are those of the request they serve.
-func VerifyUpload(r *http.Request, key []byte) (*UploadClaims, error) {
-	// A pre-authorization token is signed with the same key: it must not
-	// pass for an upload description.
-	var c struct {
-		UploadClaims
-		Preauth bool `json:"preauthorize"`
-	}
-	if err := verifyToken(r.Header.Get(HeaderUploadSignature), key, &c, &c.Issuer, &c.ExpiresAt); err != nil {
-		return nil, err
-	}
-	if c.Preauth {
-		return nil, fmt.Errorf("%w: a pre-authorization token, not an upload description", ErrUploadSignature)
-	}
-	return &c.UploadClaims, nil
-}
-
-// VerifyPreauthorize checks that r is a pre-authorization request sent
-// by PreauthorizeUpstream with key (see HeaderPreauthorize), so that an
-// application answers with presigned URLs only to its proxy. It returns
-// the method and path of the upload being authorized.
-func VerifyPreauthorize(r *http.Request, key []byte) (method, path string, err error) {
-	var c preauthClaims
-	if err := verifyToken(r.Header.Get(HeaderPreauthorize), key, &c, &c.Issuer, &c.ExpiresAt); err != nil {
-		return "", "", err
-	}
-	if !c.Preauth {
-		return "", "", fmt.Errorf("%w: not a pre-authorization token", ErrUploadSignature)
-	}
-	return c.Method, c.Path, nil
-}
-
-func verifyToken(tok string, key []byte, claims any, iss *string, exp *int64) error {
-	if tok == "" {
-		return fmt.Errorf("%w: missing", ErrUploadSignature)
-	}
-	if err := hs256.Verify(key, tok, claims); err != nil {
-		return fmt.Errorf("%w: %w", ErrUploadSignature, err)
-	}
-	if *iss != "sluice" {
-		return fmt.Errorf("%w: issuer %q", ErrUploadSignature, *iss)
-	}
-	if time.Now().Unix() > *exp {
-		return fmt.Errorf("%w: expired", ErrUploadSignature)
-	}
-	return nil
 }

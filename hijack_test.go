@@ -27,21 +27,21 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/sluiceproxy/sluice/internal/hs256"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
+	"github.com/sluiceproxy/sluice/upload"
 )
 
-// These tests cover the proxy's HTTP behaviour around a hijack
+// These tests cover the proxy's HTTP behaviour around an Upload
 // (pre-authorization, refusals, limits decided before any store request,
 // signatures, what of the client's request reaches the application).
 // Those that store objects use a real versitygw, as examples/direct-upload
 // does for the whole flow.
 
-var hijackKey = []byte("0123456789abcdef0123456789abcdef")
+var uploadKey = []byte("0123456789abcdef0123456789abcdef")
 
-// hijackProxy starts an upstream app and a proxy with h on "PUT /up/{name}".
-func hijackProxy(t *testing.T, h *Hijack, app http.Handler) (proxyURL string) {
+// uploadProxy starts an upstream app and a proxy with h on "PUT /up/{name}".
+func uploadProxy(t *testing.T, h *Upload, app http.Handler) (proxyURL string) {
 	t.Helper()
 	upstream := httptest.NewServer(app)
 	t.Cleanup(upstream.Close)
@@ -56,7 +56,7 @@ func hijackProxy(t *testing.T, h *Hijack, app http.Handler) (proxyURL string) {
 	return srv.URL
 }
 
-func TestHijackPreauthorizeRequestAndRefusal(t *testing.T) {
+func TestUploadPreauthorizeRequestAndRefusal(t *testing.T) {
 	leaktest.Check(t)
 	var mu sync.Mutex
 	var seen []*http.Request
@@ -73,7 +73,7 @@ func TestHijackPreauthorizeRequestAndRefusal(t *testing.T) {
 		w.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(w, "log in first")
 	})
-	proxy := hijackProxy(t, &Hijack{Preauthorizer: PreauthorizeUpstream("/authorize", hijackKey), SigningKey: hijackKey}, app)
+	proxy := uploadProxy(t, &Upload{Preauthorizer: PreauthorizeUpstream("/authorize", uploadKey), SigningKey: uploadKey}, app)
 
 	req, _ := http.NewRequest(http.MethodPut, proxy+"/up/a.txt", strings.NewReader("hello"))
 	req.Header.Set("Sluice-Upload-Signature", "forged")
@@ -99,23 +99,23 @@ func TestHijackPreauthorizeRequestAndRefusal(t *testing.T) {
 	if pa.Method != http.MethodPut || pa.URL.Path != "/up/a.txt/authorize" || pa.ContentLength != 0 {
 		t.Fatalf("pre-authorization request %s %s with %d body bytes", pa.Method, pa.URL.Path, pa.ContentLength)
 	}
-	if pa.Header.Get("Sluice-Upload-Signature") != "" || pa.Header.Get(HeaderUploadLength) != "5" || pa.Header.Get("X-Custom") != "kept" {
+	if pa.Header.Get("Sluice-Upload-Signature") != "" || pa.Header.Get(upload.HeaderLength) != "5" || pa.Header.Get("X-Custom") != "kept" {
 		t.Fatalf("pre-authorization headers: %v", pa.Header)
 	}
-	method, path, err := VerifyPreauthorize(pa, hijackKey)
+	method, path, err := upload.VerifyPreauthorize(pa, uploadKey)
 	if err != nil || method != http.MethodPut || path != "/up/a.txt" {
 		t.Fatalf("VerifyPreauthorize = %q, %q, %v", method, path, err)
 	}
-	if _, _, err := VerifyPreauthorize(pa, []byte("other key")); !errors.Is(err, ErrUploadSignature) {
+	if _, _, err := upload.VerifyPreauthorize(pa, []byte("other key")); !errors.Is(err, upload.ErrSignature) {
 		t.Fatalf("VerifyPreauthorize with another key: %v", err)
 	}
 }
 
-// TestHijackRefusedBeforeStore covers the answers decided before any
+// TestUploadRefusedBeforeStore covers the answers decided before any
 // request to the store: no store URL is ever contacted (the plan's URLs
 // point at a server that fails the test if called), except the abort of
 // the multipart upload the plan created.
-func TestHijackRefusedBeforeStore(t *testing.T) {
+func TestUploadRefusedBeforeStore(t *testing.T) {
 	leaktest.Check(t)
 	var mu sync.Mutex
 	var storeCalls []string
@@ -126,23 +126,23 @@ func TestHijackRefusedBeforeStore(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer store.Close()
-	multipart := &MultipartUpload{PartSize: 5, PartURLs: []string{store.URL + "/part1", store.URL + "/part2"},
+	multipart := &upload.Multipart{PartSize: 5, PartURLs: []string{store.URL + "/part1", store.URL + "/part2"},
 		CompleteURL: store.URL + "/complete", AbortURL: store.URL + "/abort"}
 	tests := []struct {
 		name      string
-		plan      *UploadPlan
+		plan      *upload.Plan
 		planErr   error
 		body      string
 		status    int
 		wantCalls []string
 	}{
-		{"declared length over max size", &UploadPlan{MaxSize: 4, Objects: []RemoteObject{{PutURL: store.URL + "/obj"}}},
+		{"declared length over max size", &upload.Plan{MaxSize: 4, Objects: []upload.Object{{PutURL: store.URL + "/obj"}}},
 			nil, "hello", 413, nil},
-		{"declared length needs more parts than presigned", &UploadPlan{Objects: []RemoteObject{{Multipart: multipart}}},
+		{"declared length needs more parts than presigned", &upload.Plan{Objects: []upload.Object{{Multipart: multipart}}},
 			nil, "eleven char", 413, []string{"DELETE /abort"}},
-		{"plan without objects", &UploadPlan{}, nil, "x", 502, nil},
-		{"plan with a relative URL", &UploadPlan{Objects: []RemoteObject{{PutURL: "/obj"}}}, nil, "x", 502, nil},
-		{"plan with an unknown hash", &UploadPlan{Hashes: []string{"crc32"}, Objects: []RemoteObject{{Multipart: multipart}}},
+		{"plan without objects", &upload.Plan{}, nil, "x", 502, nil},
+		{"plan with a relative URL", &upload.Plan{Objects: []upload.Object{{PutURL: "/obj"}}}, nil, "x", 502, nil},
+		{"plan with an unknown hash", &upload.Plan{Hashes: []string{"crc32"}, Objects: []upload.Object{{Multipart: multipart}}},
 			nil, "x", 502, []string{"DELETE /abort"}},
 		{"preauthorizer error with status", nil, Errorf(http.StatusTooManyRequests, "quota"), "x", 429, nil},
 		{"preauthorizer refusal", nil, &Refusal{Status: 403, Body: []byte("no")}, "x", 403, nil},
@@ -152,11 +152,11 @@ func TestHijackRefusedBeforeStore(t *testing.T) {
 			mu.Lock()
 			storeCalls = nil
 			mu.Unlock()
-			h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+			h := &Upload{SigningKey: uploadKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*upload.Plan, error) {
 				return tt.plan, tt.planErr
 			})}
 			var upstreamHit atomic.Bool
-			proxy := hijackProxy(t, h, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { upstreamHit.Store(true) }))
+			proxy := uploadProxy(t, h, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { upstreamHit.Store(true) }))
 			res, err := http.DefaultClient.Do(mustNewRequest(t, http.MethodPut, proxy+"/up/f", strings.NewReader(tt.body)))
 			if err != nil {
 				t.Fatal(err)
@@ -185,10 +185,10 @@ func mustNewRequest(t testing.TB, method, url string, body io.Reader) *http.Requ
 	return req
 }
 
-func TestHijackForwardsRequestsWithoutBody(t *testing.T) {
+func TestUploadForwardsRequestsWithoutBody(t *testing.T) {
 	leaktest.Check(t)
 	var called atomic.Bool
-	h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+	h := &Upload{SigningKey: uploadKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*upload.Plan, error) {
 		called.Store(true)
 		return nil, errors.New("must not be called")
 	})}
@@ -211,57 +211,7 @@ func TestHijackForwardsRequestsWithoutBody(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if string(body) != "GET " || called.Load() {
-		t.Fatalf("GET on a hijack route: upstream saw %q, preauthorizer called %v", body, called.Load())
-	}
-}
-
-func TestVerifyUpload(t *testing.T) {
-	now := time.Now()
-	good := UploadClaims{Issuer: "sluice", IssuedAt: now.Unix(), ExpiresAt: now.Add(time.Minute).Unix(),
-		Method: "PUT", Path: "/x", Files: []UploadedFile{{Name: "x", Size: 3, RemoteID: "k"}}}
-	sign := func(c any, key []byte) string {
-		tok, err := hs256.Sign(key, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
-	expired := good
-	expired.ExpiresAt = now.Add(-time.Second).Unix()
-	foreign := good
-	foreign.Issuer = "someone"
-	tests := []struct {
-		name  string
-		token string
-		ok    bool
-	}{
-		{"valid", sign(good, hijackKey), true},
-		{"other key", sign(good, []byte("other")), false},
-		{"expired", sign(expired, hijackKey), false},
-		{"other issuer", sign(foreign, hijackKey), false},
-		{"missing", "", false},
-		{"garbage", "a.b.c", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPut, "/x", nil)
-			if tt.token != "" {
-				r.Header.Set(HeaderUploadSignature, tt.token)
-			}
-			c, err := VerifyUpload(r, hijackKey)
-			if !tt.ok {
-				if !errors.Is(err, ErrUploadSignature) {
-					t.Fatalf("VerifyUpload: %v, want ErrUploadSignature", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(&good, c); diff != "" {
-				t.Fatalf("claims (-want +got):\n%s", diff)
-			}
-		})
+		t.Fatalf("GET on an Upload route: upstream saw %q, preauthorizer called %v", body, called.Load())
 	}
 }
 
@@ -287,30 +237,15 @@ func TestSourceReaderLimit(t *testing.T) {
 	}
 }
 
-func FuzzVerifyUpload(f *testing.F) {
-	tok, _ := hs256.Sign(hijackKey, UploadClaims{Issuer: "sluice", ExpiresAt: 1 << 40})
-	f.Add(tok)
-	f.Add("")
-	f.Add("e30.e30.e30")
-	f.Fuzz(func(t *testing.T, tok string) {
-		r := httptest.NewRequest(http.MethodPut, "/", nil)
-		r.Header.Set(HeaderUploadSignature, tok)
-		c, err := VerifyUpload(r, hijackKey)
-		if err == nil && (c.Issuer != "sluice" || c.ExpiresAt < time.Now().Unix()) {
-			t.Fatalf("accepted claims %+v", c)
-		}
-	})
-}
-
-// TestHijackRefusalBeforeContinue: a client that asked for
+// TestUploadRefusalBeforeContinue: a client that asked for
 // "Expect: 100-continue" gets the refusal without a 100, so it never
 // sends the body.
-func TestHijackRefusalBeforeContinue(t *testing.T) {
+func TestUploadRefusalBeforeContinue(t *testing.T) {
 	leaktest.Check(t)
-	h := &Hijack{SigningKey: hijackKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
+	h := &Upload{SigningKey: uploadKey, Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*upload.Plan, error) {
 		return nil, &Refusal{Status: http.StatusForbidden, Body: []byte("no uploads today")}
 	})}
-	proxy := hijackProxy(t, h, http.NotFoundHandler())
+	proxy := uploadProxy(t, h, http.NotFoundHandler())
 	c, err := net.Dial("tcp", strings.TrimPrefix(proxy, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -338,11 +273,11 @@ func FuzzUploadPlan(f *testing.F) {
 	f.Add([]byte(`{"objects":[{"put_url":"ftp://x"}],"hashes":["crc"]}`))
 	p := &Proxy{}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var plan UploadPlan
+		var plan upload.Plan
 		if json.Unmarshal(data, &plan) != nil {
 			return
 		}
-		u := &upload{h: &Hijack{}, pr: &ProxyRequest{proxy: p}, plan: &plan}
+		u := &transfer{h: &Upload{}, pr: &ProxyRequest{proxy: p}, plan: &plan}
 		if u.check() != nil {
 			return
 		}
@@ -355,21 +290,6 @@ func FuzzUploadPlan(f *testing.F) {
 			}
 		}
 	})
-}
-
-// A pre-authorization token is signed with the same key as an upload
-// description: VerifyUpload must not take one for the other.
-func TestVerifyUploadRefusesPreauthorizeToken(t *testing.T) {
-	now := time.Now().Unix()
-	tok, err := hs256.Sign(hijackKey, preauthClaims{Issuer: "sluice", IssuedAt: now, ExpiresAt: now + 60, Method: "POST", Path: "/up", Preauth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _ := http.NewRequest("POST", "http://app.test/up", nil)
-	r.Header.Set(HeaderUploadSignature, tok)
-	if c, err := VerifyUpload(r, hijackKey); !errors.Is(err, ErrUploadSignature) {
-		t.Fatalf("VerifyUpload accepted a pre-authorization token: %+v, %v", c, err)
-	}
 }
 
 // presign returns a query-presigned URL (AWS Signature Version 4,
@@ -404,20 +324,20 @@ func presign(s *realserver.S3, method, bucket, key string) string {
 	return s.Endpoint + path + "?" + q + "&X-Amz-Signature=" + hex.EncodeToString(mac(k, toSign))
 }
 
-// seenRequest is what the application behind a hijack received.
+// seenRequest is what the application behind an Upload received.
 type seenRequest struct {
 	header http.Header
 	form   map[string][]string
-	claims *UploadClaims
+	claims *upload.Claims
 	err    error
 }
 
-// hijackApp records the requests it gets (the form parsed, the
+// uploadApp records the requests it gets (the form parsed, the
 // signature verified) on seen.
-func hijackApp(seen chan<- seenRequest) http.Handler {
+func uploadApp(seen chan<- seenRequest) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := seenRequest{header: r.Header.Clone()}
-		s.claims, s.err = VerifyUpload(r, hijackKey)
+		s.claims, s.err = upload.Verify(r, uploadKey)
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 			if err := r.ParseMultipartForm(1 << 20); err != nil {
 				s.err = err
@@ -443,35 +363,35 @@ func sluiceNames(h http.Header) []string {
 	return names
 }
 
-// s3Hijack starts a real object store (versitygw) with a bucket
+// s3Upload starts a real object store (versitygw) with a bucket
 // "uploads", an application recording what it gets, and a proxy whose
-// Hijack on "PUT /up/{name}" stores the body as uploads/<name>. The
+// Upload on "PUT /up/{name}" stores the body as uploads/<name>. The
 // headers of each pre-authorization go to preauth.
-func s3Hijack(t *testing.T) (proxy string, s3 *realserver.S3, seen chan seenRequest, preauth chan http.Header) {
+func s3Upload(t *testing.T) (proxy string, s3 *realserver.S3, seen chan seenRequest, preauth chan http.Header) {
 	t.Helper()
 	s3 = realserver.StartS3(t)
 	if err := os.MkdirAll(filepath.Join(s3.Dir, "uploads"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	seen, preauth = make(chan seenRequest, 1), make(chan http.Header, 1)
-	h := &Hijack{SigningKey: hijackKey, Hashes: []string{"sha256"},
-		Preauthorizer: PreauthorizerFunc(func(pr *ProxyRequest) (*UploadPlan, error) {
+	h := &Upload{SigningKey: uploadKey, Hashes: []string{"sha256"},
+		Preauthorizer: PreauthorizerFunc(func(pr *ProxyRequest) (*upload.Plan, error) {
 			preauth <- pr.Out.Header.Clone()
 			key := pr.In.PathValue("name")
-			return &UploadPlan{Objects: []RemoteObject{{ID: "uploads/" + key,
+			return &upload.Plan{Objects: []upload.Object{{ID: "uploads/" + key,
 				PutURL:    presign(s3, http.MethodPut, "uploads", key),
 				DeleteURL: presign(s3, http.MethodDelete, "uploads", key)}}}, nil
 		})}
-	return hijackProxy(t, h, hijackApp(seen)), s3, seen, preauth
+	return uploadProxy(t, h, uploadApp(seen)), s3, seen, preauth
 }
 
-// TestHijackDropsForgedDescriptions: a form's file goes to the store and
+// TestUploadDropsForgedDescriptions: a form's file goes to the store and
 // the application gets the form with the file replaced by its
 // description; client fields shaped like a description are dropped,
 // whether or not a file of that name was stored.
-func TestHijackDropsForgedDescriptions(t *testing.T) {
+func TestUploadDropsForgedDescriptions(t *testing.T) {
 	leaktest.Check(t)
-	proxy, s3, seen, preauth := s3Hijack(t)
+	proxy, s3, seen, preauth := s3Upload(t)
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	for _, f := range [][2]string{
@@ -527,12 +447,12 @@ func TestHijackDropsForgedDescriptions(t *testing.T) {
 	}
 }
 
-// TestHijackStripsSluiceHeaders: Sluice-* request headers in any
+// TestUploadStripsSluiceHeaders: Sluice-* request headers in any
 // spelling (case, underscores for dashes) reach neither the
 // pre-authorization nor the application, which gets the proxy's own.
-func TestHijackStripsSluiceHeaders(t *testing.T) {
+func TestUploadStripsSluiceHeaders(t *testing.T) {
 	leaktest.Check(t)
-	proxy, s3, seen, preauth := s3Hijack(t)
+	proxy, s3, seen, preauth := s3Upload(t)
 	req := mustNewRequest(t, http.MethodPut, proxy+"/up/raw-1", strings.NewReader("raw body"))
 	for _, k := range []string{"Sluice_Upload_Signature", "sluice_upload_name", "SLUICE_UPLOAD_REMOTE_ID",
 		"Sluice-Upload_Size", "Sluice_Preauthorize", "sluice-upload-sha256"} {
@@ -555,7 +475,7 @@ func TestHijackStripsSluiceHeaders(t *testing.T) {
 	}
 	f := got.claims.Files[0]
 	want := map[string]string{
-		HeaderUploadSignature:      got.header.Get(HeaderUploadSignature),
+		upload.HeaderSignature:     got.header.Get(upload.HeaderSignature),
 		"Sluice-Upload-Name":       "raw-1",
 		"Sluice-Upload-Size":       "8",
 		"Sluice-Upload-Remote-Id":  "uploads/raw-1",
@@ -576,20 +496,20 @@ func TestHijackStripsSluiceHeaders(t *testing.T) {
 	}
 }
 
-// TestHijackFormFieldsLimit: MaxFormFieldsSize counts what a form holds
+// TestUploadFormFieldsLimit: MaxFormFieldsSize counts what a form holds
 // in memory, part headers and field names included: a form of small
 // values under large part headers is refused with 413, before anything
 // reaches the store or the application.
-func TestHijackFormFieldsLimit(t *testing.T) {
+func TestUploadFormFieldsLimit(t *testing.T) {
 	leaktest.Check(t)
 	var upstreamHit, storeHit atomic.Bool
 	store := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { storeHit.Store(true) }))
 	defer store.Close()
-	h := &Hijack{SigningKey: hijackKey, MaxFormFieldsSize: 1 << 10,
-		Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*UploadPlan, error) {
-			return &UploadPlan{Objects: []RemoteObject{{PutURL: store.URL + "/obj"}}}, nil
+	h := &Upload{SigningKey: uploadKey, MaxFormFieldsSize: 1 << 10,
+		Preauthorizer: PreauthorizerFunc(func(*ProxyRequest) (*upload.Plan, error) {
+			return &upload.Plan{Objects: []upload.Object{{PutURL: store.URL + "/obj"}}}, nil
 		})}
-	proxy := hijackProxy(t, h, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { upstreamHit.Store(true) }))
+	proxy := uploadProxy(t, h, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { upstreamHit.Store(true) }))
 	tests := []struct {
 		name  string
 		build func(mw *multipart.Writer)

@@ -59,7 +59,7 @@ type Proxy struct {
 	// request while the outbound one is built, before any hook runs, so a
 	// client can never choose the identity the upstream sees. An entry
 	// ending in "*" names a prefix ("X-Sluice-*"). ProxyRequest.In keeps
-	// what the client sent. See IdentitySigner.
+	// what the client sent. See package identity to sign them.
 	IdentityHeaders []string
 
 	// Fallback serves the requests the Proxy does not forward: every
@@ -147,7 +147,7 @@ type Proxy struct {
 
 	initOnce  sync.Once
 	transport http.RoundTripper
-	identity  identityNames
+	identity  headerNames
 	routes    routeTable
 	shutdown  atomic.Bool
 	conns     tunnelSet
@@ -400,7 +400,7 @@ func (p *Proxy) init() {
 		} else {
 			p.transport = p.newEngine()
 		}
-		p.identity = newIdentityNames(p.IdentityHeaders)
+		p.identity = newHeaderNames(p.IdentityHeaders...)
 	})
 }
 

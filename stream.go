@@ -836,7 +836,7 @@ func (p *Proxy) trailerAllowed(name string, connection []string) bool {
 	if !httpguts.ValidHeaderFieldName(name) {
 		return false
 	}
-	canon := textproto.CanonicalMIMEHeaderKey(dashedName(name))
+	canon := dashedName(name)
 	if notTrailers[canon] || isForwardingName(canon) || canon == "Via" || p.identity.matches(canon) {
 		return false
 	}

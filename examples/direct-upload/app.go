@@ -19,7 +19,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/sluiceproxy/sluice"
+
+	"github.com/sluiceproxy/sluice/upload"
 )
 
 // storeConfig says how to reach the object store.
@@ -92,10 +93,10 @@ type app struct {
 
 // recorded is an object the application accepted.
 type recorded struct {
-	Key    string              `json:"key"`
-	File   sluice.UploadedFile `json:"file"`
-	Fields map[string]string   `json:"fields,omitempty"`
-	At     time.Time           `json:"at"`
+	Key    string            `json:"key"`
+	File   upload.File       `json:"file"`
+	Fields map[string]string `json:"fields,omitempty"`
+	At     time.Time         `json:"at"`
 }
 
 func newApp(cfg appConfig, log *slog.Logger) *app {
@@ -105,13 +106,18 @@ func newApp(cfg appConfig, log *slog.Logger) *app {
 		signer: v4.NewSigner(), log: log}
 }
 
-// Routes of the demo application (and of the proxy, which hijacks the
-// upload ones).
+// Routes of the demo application (and of the proxy, which sends the
+// bodies of the upload ones to the store).
 const (
 	routeRawUpload  = "PUT /files/{name}"
 	routeFormUpload = "POST /forms"
 	routeDownload   = "GET /files/{name}"
 )
+
+// sendfileHeader is the response header in which the application names
+// the presigned URL of a download; the proxy's sluice.Sendfile serves the
+// object from the store in its place.
+const sendfileHeader = "X-Accel-Redirect"
 
 func (a *app) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -150,7 +156,7 @@ func (a *app) index(w http.ResponseWriter, r *http.Request) {
 // upload plan: a presigned PUT when the length is known and fits in one
 // part, else an S3 multipart upload with presigned part URLs.
 func (a *app) authorize(w http.ResponseWriter, r *http.Request) {
-	method, path, err := sluice.VerifyPreauthorize(r, a.cfg.SigningKey)
+	method, path, err := upload.VerifyPreauthorize(r, a.cfg.SigningKey)
 	if err != nil {
 		http.Error(w, "pre-authorization must come from the proxy", http.StatusForbidden)
 		return
@@ -160,7 +166,7 @@ func (a *app) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	length := int64(-1)
-	if v := r.Header.Get(sluice.HeaderUploadLength); v != "" {
+	if v := r.Header.Get(upload.HeaderLength); v != "" {
 		if length, err = strconv.ParseInt(v, 10, 64); err != nil {
 			http.Error(w, "bad length", http.StatusBadRequest)
 			return
@@ -171,7 +177,7 @@ func (a *app) authorize(w http.ResponseWriter, r *http.Request) {
 		n = a.cfg.FormFiles
 		length = -1 // each file's length is unknown
 	}
-	plan := &sluice.UploadPlan{MaxSize: a.cfg.MaxSize, Hashes: a.cfg.Hashes}
+	plan := &upload.Plan{MaxSize: a.cfg.MaxSize, Hashes: a.cfg.Hashes}
 	ctx := r.Context()
 	for range n {
 		obj, err := a.planObject(ctx, length)
@@ -198,10 +204,10 @@ func (a *app) authorize(w http.ResponseWriter, r *http.Request) {
 }
 
 // planObject presigns one object of a plan.
-func (a *app) planObject(ctx context.Context, length int64) (sluice.RemoteObject, error) {
+func (a *app) planObject(ctx context.Context, length int64) (upload.Object, error) {
 	key := "uploads/" + time.Now().UTC().Format("20060102") + "/" + randomID()
 	bucket := a.cfg.Store.Bucket
-	obj := sluice.RemoteObject{ID: key}
+	obj := upload.Object{ID: key}
 	del, err := a.presign.PresignDeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		return obj, err
@@ -228,7 +234,7 @@ func (a *app) planObject(ctx context.Context, length int64) (sluice.RemoteObject
 	if err != nil {
 		return obj, err
 	}
-	m := &sluice.MultipartUpload{PartSize: a.cfg.PartSize}
+	m := &upload.Multipart{PartSize: a.cfg.PartSize}
 	obj.Multipart = m
 	partPresign := a.presign
 	if pc := a.cfg.PartCredentials; pc != nil {
@@ -278,7 +284,7 @@ func (a *app) presignRaw(ctx context.Context, method, key string, q url.Values) 
 
 // abandon aborts the multipart upload of an object of a plan that will
 // not be used.
-func (a *app) abandon(ctx context.Context, o sluice.RemoteObject) {
+func (a *app) abandon(ctx context.Context, o upload.Object) {
 	if o.Multipart == nil {
 		return
 	}
@@ -297,7 +303,7 @@ func (a *app) accept(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.uploads++
 	a.mu.Unlock()
-	claims, err := sluice.VerifyUpload(r, a.cfg.SigningKey)
+	claims, err := upload.Verify(r, a.cfg.SigningKey)
 	if err != nil {
 		http.Error(w, "unsigned upload: "+err.Error(), http.StatusForbidden)
 		return
@@ -359,7 +365,7 @@ func (a *app) download(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set(sluice.DefaultSendfileHeader, get.URL)
+	w.Header().Set(sendfileHeader, get.URL)
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", rec.File.Name))
 	w.WriteHeader(http.StatusOK)
 }

@@ -149,19 +149,20 @@ func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger, 
 }
 
 // newProxy is the proxy of this starter: uploads to PUT /files/{name}
-// and POST /forms are hijacked to object storage, downloads from GET
+// and POST /forms go to object storage (sluice.Upload), downloads from GET
 // /files/{name} served from it, everything else passed through.
 func newProxy(app *url.URL, cfg appConfig, log *slog.Logger) *sluice.Proxy {
 	p := &sluice.Proxy{Director: sluice.SingleHost(app, false), Logger: log}
-	hijack := &sluice.Hijack{
+	uploads := &sluice.Upload{
 		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", cfg.SigningKey),
 		SigningKey:    cfg.SigningKey,
 		MaxSize:       cfg.MaxSize,
 	}
-	p.Handle(routeRawUpload, hijack)
-	p.Handle(routeFormUpload, hijack)
+	p.Handle(routeRawUpload, uploads)
+	p.Handle(routeFormUpload, uploads)
 	store, _ := url.Parse(cfg.Store.Endpoint)
 	p.Handle(routeDownload, &sluice.Sendfile{
+		Header:   sendfileHeader,
 		AllowURL: func(u *url.URL) bool { return u.Host == store.Host },
 	})
 	return p

@@ -29,6 +29,7 @@ import (
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
+	"github.com/sluiceproxy/sluice/upload"
 )
 
 const mib = 1 << 20
@@ -198,12 +199,12 @@ func randomBytes(n int, seed uint64) []byte {
 }
 
 // describe is what the proxy must tell the application about data.
-func describe(data []byte) sluice.UploadedFile {
+func describe(data []byte) upload.File {
 	m5 := md5.Sum(data)
 	s1 := sha1.Sum(data)
 	s256 := sha256.Sum256(data)
 	s512 := sha512.Sum512(data)
-	return sluice.UploadedFile{Size: int64(len(data)), MD5: hex.EncodeToString(m5[:]), SHA1: hex.EncodeToString(s1[:]),
+	return upload.File{Size: int64(len(data)), MD5: hex.EncodeToString(m5[:]), SHA1: hex.EncodeToString(s1[:]),
 		SHA256: hex.EncodeToString(s256[:]), SHA512: hex.EncodeToString(s512[:])}
 }
 
@@ -292,7 +293,7 @@ func TestRawUpload(t *testing.T) {
 			if res.StatusCode != http.StatusPartialContent || !bytes.Equal(part, data[lo:hi+1]) {
 				t.Fatalf("range download: status %d, %d bytes (want 206, %d)", res.StatusCode, len(part), hi-lo+1)
 			}
-			if res.Header.Get(sluice.DefaultSendfileHeader) != "" {
+			if res.Header.Get(sendfileHeader) != "" {
 				t.Fatal("the sendfile header reached the client")
 			}
 			if cd := res.Header.Get("Content-Disposition"); !strings.Contains(cd, name) {
@@ -581,11 +582,11 @@ func TestUpstreamUnreachableDeletesObject(t *testing.T) {
 	ln.Close() // connections to it are refused
 	p := &sluice.Proxy{Director: sluice.SingleHost(dead, false), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	defer p.CloseIdleConnections()
-	p.Handle("PUT /files/{name}", &sluice.Hijack{
+	p.Handle("PUT /files/{name}", &sluice.Upload{
 		SigningKey: e.cfg.SigningKey,
-		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*sluice.UploadPlan, error) {
+		Preauthorizer: sluice.PreauthorizerFunc(func(pr *sluice.ProxyRequest) (*upload.Plan, error) {
 			obj, err := e.d.app.planObject(pr.Context(), pr.In.ContentLength)
-			return &sluice.UploadPlan{Objects: []sluice.RemoteObject{obj}}, err
+			return &upload.Plan{Objects: []upload.Object{obj}}, err
 		}),
 	})
 	srv := httptest.NewServer(p)

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/examples/internal/demo"
+	"github.com/sluiceproxy/sluice/identity"
 )
 
 // demoApp is an embedded analysis tool behind the gateway. It trusts the
@@ -20,10 +20,10 @@ import (
 type demoApp struct {
 	*demo.Server
 	name     string
-	verifier *sluice.IdentitySigner
+	verifier *identity.Signer
 }
 
-func startApp(name string, verifier *sluice.IdentitySigner) (*demoApp, error) {
+func startApp(name string, verifier *identity.Signer) (*demoApp, error) {
 	a := &demoApp{name: name, verifier: verifier}
 	srv, err := demo.Start(a.handler())
 	if err != nil {

@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/identity"
 	"github.com/sluiceproxy/sluice/wsmsg"
 )
 
@@ -209,11 +210,14 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 	}
 	// The signature covers the audience, the tool the identity is for:
 	// a tool cannot replay what it received at another.
-	signer := &sluice.IdentitySigner{
-		Header: sluice.DefaultSignatureHeader,
+	signer := &identity.Signer{
+		Header: identity.DefaultSignatureHeader,
 		Names:  []string{headerEmail, headerName, headerAudience},
-		Keys:   []sluice.SigningKey{{ID: "k1", Secret: key}},
+		Keys:   []identity.Key{{ID: "k1", Secret: key}},
 	}
+	sign := sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
+		return sluice.Allow, signer.Sign(pr.Out.Header) // an error fails closed
+	})
 
 	// The tools trust only what the gateway signed.
 	tools := []string{"notebook", "dashboard"}
@@ -258,7 +262,7 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 	toolRoute := func(pattern, tool string) sluice.Route {
 		return sluice.Route{
 			Pattern:     pattern,
-			Authorizer:  sluice.Chain(sameOriginUpgrade, session, forTool(tool), signer),
+			Authorizer:  sluice.Chain(sameOriginUpgrade, session, forTool(tool), sign),
 			Interceptor: websockets,
 		}
 	}

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/examples/internal/demotest"
+	"github.com/sluiceproxy/sluice/identity"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
 	"golang.org/x/net/websocket"
@@ -482,7 +482,7 @@ func TestCookieSecureAndDemoPage(t *testing.T) {
 	c := browser(t)
 	login(t, c, gw, "alice", "/tools/notebook/")
 	r := send(t, c, "GET", gw+"/tools/notebook/", html, nil)
-	if strings.Contains(r.body, "\n: ") || !strings.Contains(r.body, "\n"+sluice.DefaultSignatureHeader+": v1;") {
+	if strings.Contains(r.body, "\n: ") || !strings.Contains(r.body, "\n"+identity.DefaultSignatureHeader+": v1;") {
 		t.Errorf("identity headers on the demo page:\n%s", r.body)
 	}
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/examples/url-filter/internal/rules"
+	"github.com/sluiceproxy/sluice/squid"
 )
 
 // builtinHelperEnv makes the url-filter binary act as the sample helper,
@@ -189,14 +190,14 @@ func splitList(s string) []string {
 // filter is a running url-filter proxy.
 type filter struct {
 	proxy  *sluice.Proxy
-	helper *sluice.Helper
+	helper *squid.Helper
 }
 
 // newFilter starts the helpers and builds the proxy: the helper decides,
 // then tracking cookies are stripped; absolute-form requests are forward
 // proxied, the others go to upstream, unless the helper rewrote them.
 func newFilter(cfg config, upstream *url.URL) (*filter, error) {
-	hc := sluice.HelperConfig{
+	hc := squid.Config{
 		Command:     cfg.helper,
 		Args:        cfg.helperArgs,
 		Children:    cfg.children,
@@ -216,7 +217,7 @@ func newFilter(cfg config, upstream *url.URL) (*filter, error) {
 		}
 		hc.Command, hc.Env = exe, append(os.Environ(), builtinHelperEnv+"="+mode)
 	}
-	h, err := sluice.NewHelper(hc)
+	h, err := squid.Start(hc)
 	if err != nil {
 		return nil, err
 	}

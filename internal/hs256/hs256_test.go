@@ -49,6 +49,48 @@ func TestKnownVector(t *testing.T) {
 	}
 }
 
+// TestKeyID: the "kid" header picks the key among several, an unknown one
+// is refused, and the header is what RFC 7515 §4.1.4 says.
+func TestKeyID(t *testing.T) {
+	keys := map[string][]byte{"k1": []byte("first key"), "k2": []byte("second key")}
+	keyFor := func(kid string) []byte { return keys[kid] }
+	tok, err := SignKeyID("k2", keys["k2"], claims{Sub: "x", N: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, _ := strings.Cut(tok, ".")
+	if hb, _ := base64.RawURLEncoding.DecodeString(h); string(hb) != `{"alg":"HS256","typ":"JWT","kid":"k2"}` {
+		t.Errorf("header %s", hb)
+	}
+	var got claims
+	if err := VerifyKeyID(tok, keyFor, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(claims{Sub: "x", N: 7}, got); diff != "" {
+		t.Errorf("claims (-want +got):\n%s", diff)
+	}
+	// Verify with the single right key ignores kid.
+	if err := Verify(keys["k2"], tok, &got); err != nil {
+		t.Errorf("Verify of a token with kid: %v", err)
+	}
+	tests := []struct {
+		name  string
+		token func() string
+		want  error
+	}{
+		{"unknown kid", func() string { tok, _ := SignKeyID("k3", []byte("k3"), claims{}); return tok }, ErrUnknownKey},
+		{"no kid", func() string { tok, _ := Sign(keys["k1"], claims{}); return tok }, ErrUnknownKey},
+		{"kid of another key", func() string { tok, _ := SignKeyID("k1", keys["k2"], claims{}); return tok }, ErrSignature},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := VerifyKeyID(tt.token(), keyFor, &got); !errors.Is(err, tt.want) {
+				t.Fatalf("VerifyKeyID: %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestVerifyRejects(t *testing.T) {
 	key := []byte("k1")
 	good, _ := Sign(key, claims{Sub: "x"})

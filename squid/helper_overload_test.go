@@ -1,13 +1,15 @@
-package sluice
+package squid
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -15,18 +17,19 @@ import (
 // request gets 503 at once, even with Bypass.
 func TestHelperOverload(t *testing.T) {
 	leaktest.Check(t)
-	up := headerEcho(t)
+	up := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(up.Close)
 	script := filepath.Join(t.TempDir(), "slow.sh")
 	// Answers nothing for /wait until stdin closes.
 	if err := os.WriteFile(script, []byte("#!/bin/sh\nwhile read -r url rest; do case \"$url\" in */wait*) ;; *) echo OK ;; esac; done\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHelper(HelperConfig{Command: script, Children: 1, QueueSize: 1, Timeout: 30 * time.Second, Bypass: true})
+	h, err := Start(Config{Command: script, Children: 1, QueueSize: 1, Timeout: 30 * time.Second, Bypass: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	target, _ := url.Parse(up.URL)
-	p := &Proxy{Authorizer: h, Director: SingleHost(target, false)}
+	p := &sluice.Proxy{Authorizer: h, Director: sluice.SingleHost(target, false)}
 	front := newFront(t, p)
 	t.Cleanup(front.Close)
 	t.Cleanup(p.CloseIdleConnections)

@@ -1,4 +1,4 @@
-package sluice
+package squid
 
 import (
 	"io"
@@ -8,9 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -47,7 +50,7 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 	}
 	clientFile := filepath.Join(dir, "client")
 	for _, bypass := range []bool{false, true} {
-		h, err := NewHelper(HelperConfig{
+		h, err := Start(Config{
 			Command: script, Children: 2, Concurrency: 4, Timeout: 5 * time.Second, Bypass: bypass,
 			Env: append(os.Environ(), "REWRITE="+alt.URL+"/new?x=1", "CLIENTFILE="+clientFile),
 		})
@@ -55,7 +58,7 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 			t.Fatal(err)
 		}
 		target, _ := url.Parse(up.URL)
-		p := &Proxy{Authorizer: h, Director: h.Director(ForwardProxy(SingleHost(target, false)))}
+		p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.ForwardProxy(sluice.SingleHost(target, false)))}
 		front := newFront(t, p)
 		c := noRedirect()
 
@@ -104,5 +107,56 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 	}
 	if got, want := strings.TrimSpace(string(b)), "127.0.0.1/- - GET myip=127.0.0.1 myport="; !strings.HasPrefix(got, want) {
 		t.Errorf("helper request extras %q, want prefix %q", got, want)
+	}
+}
+
+// The Squid helper decides on the canonical URL, as Squid hands it.
+func TestHelperSeesCanonicalURL(t *testing.T) {
+	leaktest.Check(t)
+	script := filepath.Join(t.TempDir(), "helper.sh")
+	const sh = `#!/bin/sh
+while read -r id url rest; do
+  case "$url" in
+    http://a/public/*) echo "$id OK" ;;
+    *) echo "$id ERR" ;;
+  esac
+done
+`
+	if err := os.WriteFile(script, []byte(sh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Start(Config{Command: script, Concurrency: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	var (
+		mu   sync.Mutex
+		uris []string
+	)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		uris = append(uris, r.RequestURI)
+		mu.Unlock()
+	}))
+	t.Cleanup(up.Close)
+	target, _ := url.Parse(up.URL)
+	p := &sluice.Proxy{Authorizer: h, Director: sluice.SingleHost(target, false)}
+	px := newFront(t, p)
+	t.Cleanup(p.CloseIdleConnections)
+	for path, want := range map[string]string{
+		"/public/a.txt":          "200",
+		"/public/../private.txt": "403",
+		"/public/%2E%2E/private": "403",
+	} {
+		resp := rawExchange(t, px.Listener.Addr().String(), "GET "+path+" HTTP/1.1\r\nHost: A.\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(resp, "HTTP/1.1 "+want) {
+			t.Errorf("GET %s: %q, want %s", path, firstLine(resp), want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"/public/a.txt"}, uris); diff != "" {
+		t.Errorf("upstream got (-want +got):\n%s", diff)
 	}
 }
