@@ -56,13 +56,18 @@ type Server struct {
 	// Handler answers every request. It must not be nil.
 	Handler http.Handler
 
-	// ReadHeaderTimeout bounds the time to read a request head from its
-	// first byte, and the time from accept to the first request. If
-	// zero, DefaultReadHeaderTimeout.
+	// ReadHeaderTimeout bounds the whole time to read a request head,
+	// counted from its first byte, however steadily the head trickles
+	// in: a head begun and not complete in time is answered 408 Request
+	// Timeout and the connection closes (logged once, at Info). It also
+	// bounds the wait for a new connection's first byte, which closes
+	// silently. If zero, DefaultReadHeaderTimeout; if negative, none
+	// (IdleTimeout then bounds a new connection's wait).
 	ReadHeaderTimeout time.Duration
 
-	// IdleTimeout is how long a keep-alive connection may wait for its
-	// next request. If zero, DefaultIdleTimeout.
+	// IdleTimeout is how long a keep-alive connection may wait for the
+	// first byte of its next request; it closes silently after. If zero,
+	// DefaultIdleTimeout; if negative, none.
 	IdleTimeout time.Duration
 
 	// MaxHeaderBytes bounds the request line and header, and the trailer
@@ -70,7 +75,8 @@ type Server struct {
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 
-	// Logger receives handler panics. If nil, slog.Default().
+	// Logger receives handler panics and request heads that timed out.
+	// If nil, slog.Default().
 	Logger *slog.Logger
 
 	once sync.Once

@@ -255,7 +255,7 @@ func isTimeout(err error) bool {
 func (c *conn) serve() {
 	for {
 		c.acquireReader()
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
+		_ = c.nc.SetReadDeadline(deadline(c.srv.readHeaderTimeout()))
 		ctx, cancel := context.WithCancel(c.ctx)
 		req, w, err := c.readRequest(ctx)
 		if err != nil {
@@ -308,7 +308,7 @@ func (c *conn) serve() {
 			c.close()
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
 		if c.rc == nil {
 			// No descriptor to wait on: wait on this goroutine, with
 			// the idle timeout until the next request's first byte.
@@ -345,7 +345,7 @@ func (c *conn) handOver(keep bool) {
 		c.handoff <- handoffClose
 		return
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
 	c.handoff <- handoffKeep
 }
 
@@ -384,6 +384,10 @@ func (c *conn) reject(err error) {
 		c.close()
 		c.releaseBuffers()
 		return
+	}
+	if re == errHeadTimeout {
+		c.srv.logger().Info("h1server: request head timed out", "remote", c.remoteAddr,
+			"timeout", c.srv.readHeaderTimeout())
 	}
 	msg := statusLine(re.status)
 	if re.msg != "" {

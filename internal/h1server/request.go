@@ -46,7 +46,7 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 		line, err = c.readLine()
 	}
 	if err != nil {
-		return nil, nil, c.headError(err)
+		return nil, nil, c.headError(err, false)
 	}
 	method, rest, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest, " ")
@@ -93,7 +93,7 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 
 	h, err := c.tp.ReadMIMEHeader()
 	if err != nil {
-		return nil, nil, c.headError(err)
+		return nil, nil, c.headError(err, true)
 	}
 	for k := range h {
 		// textproto keeps names it cannot canonicalize, such as one with
@@ -139,10 +139,15 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 	return req, w, nil
 }
 
-// headError classifies a failure to read a request head. A head cut by
-// a timeout or the client's close is no malformed head (textproto reports
-// a cut line as one): nobody gets an answer.
-func (c *conn) headError(err error) error {
+// headError classifies a failure to read a request head, begun past its
+// request line or not. A head cut by the client's close is no malformed
+// head (textproto reports a cut line as one): nobody gets an answer. A
+// head cut by ReadHeaderTimeout gets 408 once it began (readLine tells
+// for the request line); before, nobody is waiting for an answer.
+func (c *conn) headError(err error, begun bool) error {
+	if err == errHeadTimeout || begun && isTimeout(c.lr.Err) {
+		return errHeadTimeout
+	}
 	if c.lr.Err != nil {
 		return c.lr.Err
 	}
@@ -155,8 +160,12 @@ func (c *conn) headError(err error) error {
 	case errors.Is(err, errBadLine):
 		return badRequest("malformed request line")
 	}
-	return err // EOF, reset or timeout: nobody to answer
+	return err // EOF, reset or a timeout before the head began: nobody to answer
 }
+
+// errHeadTimeout is a request head begun and not done within
+// ReadHeaderTimeout (RFC 9110 §15.5.9).
+var errHeadTimeout = &requestError{http.StatusRequestTimeout, "request head not received in time"}
 
 var errBadLine = errors.New("malformed line")
 
@@ -174,8 +183,12 @@ func (c *conn) readLine() (string, error) {
 		line = long
 	}
 	if err != nil {
-		if err == io.EOF && len(line) > 0 {
+		switch {
+		case len(line) == 0:
+		case err == io.EOF:
 			err = io.ErrUnexpectedEOF
+		case isTimeout(err):
+			err = errHeadTimeout // a line begun: someone waits for an answer
 		}
 		return "", err
 	}

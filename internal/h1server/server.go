@@ -27,7 +27,9 @@ import (
 	"time"
 )
 
-// Defaults for the Server fields left zero.
+// Defaults for the Server fields left zero. The head bound is
+// HAProxy's usual "timeout http-request"; the two idle bounds are
+// nginx's client_body_timeout and send_timeout.
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
@@ -39,20 +41,23 @@ const (
 type Server struct {
 	Handler http.Handler
 
-	// ReadHeaderTimeout bounds the time to read a request head, from its
-	// first byte (or from the connection's accept). If zero,
-	// DefaultReadHeaderTimeout.
+	// ReadHeaderTimeout bounds the whole time to read a request head,
+	// from its first byte; a head begun and not done in time gets 408
+	// and the connection closes. It also bounds the wait for the first
+	// byte of a new connection (IdleTimeout does for the next requests).
+	// If zero, DefaultReadHeaderTimeout; if negative, none.
 	ReadHeaderTimeout time.Duration
 
 	// IdleTimeout is how long a keep-alive connection may wait for its
-	// next request. If zero, DefaultIdleTimeout.
+	// next request. If zero, DefaultIdleTimeout; if negative, none.
 	IdleTimeout time.Duration
 
 	// MaxHeaderBytes bounds the request line and header (and the trailer
 	// of a chunked body). If zero, DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 
-	// Logger receives handler panics. If nil, slog.Default().
+	// Logger receives handler panics and request heads that timed out.
+	// If nil, slog.Default().
 	Logger *slog.Logger
 
 	mu        sync.Mutex
@@ -61,18 +66,40 @@ type Server struct {
 	closing   atomic.Bool
 }
 
-func (s *Server) readHeaderTimeout() time.Duration {
-	if s.ReadHeaderTimeout > 0 {
-		return s.ReadHeaderTimeout
+// bound returns d, def if d is zero, or 0 (none) if d is negative.
+func bound(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
 	}
-	return DefaultReadHeaderTimeout
+	return d
+}
+
+func (s *Server) readHeaderTimeout() time.Duration {
+	return bound(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 }
 
 func (s *Server) idleTimeout() time.Duration {
-	if s.IdleTimeout > 0 {
-		return s.IdleTimeout
+	return bound(s.IdleTimeout, DefaultIdleTimeout)
+}
+
+// firstByteTimeout bounds the wait for a new connection's first request:
+// ReadHeaderTimeout, or IdleTimeout when the head has no bound.
+func (s *Server) firstByteTimeout() time.Duration {
+	if d := s.readHeaderTimeout(); d > 0 {
+		return d
 	}
-	return DefaultIdleTimeout
+	return s.idleTimeout()
+}
+
+// deadline returns the time d from now, or no deadline if d is 0.
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
 }
 
 func (s *Server) maxHeaderBytes() int64 {
@@ -125,7 +152,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		_ = nc.SetReadDeadline(time.Now().Add(s.readHeaderTimeout()))
+		_ = nc.SetReadDeadline(deadline(s.firstByteTimeout()))
 		go c.await(false)
 	}
 }

@@ -486,6 +486,11 @@ func TestTimeouts(t *testing.T) {
 	t.Run("slow head", func(t *testing.T) {
 		c, br := dial(t, addr)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHos")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil || res.StatusCode != http.StatusRequestTimeout || !res.Close {
+			t.Fatalf("slow head: %v %v, want 408 and close", res, err)
+		}
+		io.Copy(io.Discard, res.Body)
 		if _, err := br.ReadByte(); err != io.EOF {
 			t.Errorf("slow head: %v, want EOF", err)
 		}
