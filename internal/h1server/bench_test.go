@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -99,6 +100,78 @@ func BenchmarkNetHTTPReadRequest(b *testing.B) {
 		rd.Reset(benchHead)
 		br.Reset(rd)
 		if _, err := http.ReadRequest(br); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkServerSplice measures a large body of known length moved from
+// an upstream socket to the client by ReadFrom (splice(2)), as sluice's
+// engine hands it over, with WriteIdleTimeout renewed along the way.
+func BenchmarkServerSplice(b *testing.B) {
+	const size = 8 << 20
+	payload := make([]byte, size)
+	src, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	go func() {
+		for {
+			c, err := src.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					if _, err := c.Write(payload); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	up, err := net.Dial("tcp", src.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer up.Close()
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.(io.ReaderFrom).ReadFrom(&io.LimitedReader{R: up, N: size})
+	})}
+	defer s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
+	req := []byte("GET /large HTTP/1.1\r\nHost: bench\r\n\r\n")
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(line) == 2 {
+				break
+			}
+		}
+		if _, err := io.CopyN(io.Discard, br, size); err != nil {
 			b.Fatal(err)
 		}
 	}

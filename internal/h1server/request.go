@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"golang.org/x/net/http/httpguts"
@@ -347,20 +348,35 @@ func (b *body) readLocked(p []byte) (int, error) {
 	if b.cr == nil {
 		b.unread.Store(b.remaining)
 	}
-	if err != nil {
-		b.err = err
-		if err != io.EOF {
-			// As with net/http, a client whose body cannot be read is
-			// gone: the request's work stops.
-			b.failed.Store(true)
-			b.c.cancel()
-		}
-		if err == io.EOF {
-			b.unread.Store(0)
-			b.sawEOF = true
-			b.c.startWaiting()
-		}
+	if err == nil {
+		return n, nil
 	}
+	c := b.c
+	switch {
+	case err == io.EOF:
+		b.unread.Store(0)
+		b.sawEOF = true
+		if c.readIdle > 0 {
+			c.readIdle, c.readArmed = 0, time.Time{}
+			if !c.ownRead.Load() {
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
+		}
+		c.startWaiting()
+	case isTimeout(err):
+		// The client is still there, only silent: the handler may
+		// answer (408), and the connection closes after it.
+		if c.readIdle > 0 && !c.ownRead.Load() {
+			err = &idleError{"reading the request body", c.readIdle, err}
+		}
+		b.failed.Store(true)
+	default:
+		// As with net/http, a client whose body cannot be read is gone:
+		// the request's work stops.
+		b.failed.Store(true)
+		c.cancel()
+	}
+	b.err = err
 	return n, err
 }
 

@@ -144,8 +144,17 @@ func (w *response) sendContinue() error {
 		return nil
 	}
 	w.canContinue = false
-	_, err := io.WriteString(w.c.nc, "HTTP/1.1 100 Continue\r\n\r\n")
-	return err
+	c := w.c
+	idle := c.writeIdle
+	if idle > 0 && !c.ownWrite.Load() {
+		// Not through armWrite: this may run on another goroutine than
+		// the handler's, which owns writeArmed.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(idle))
+	} else {
+		idle = 0
+	}
+	_, err := io.WriteString(c.nc, "HTTP/1.1 100 Continue\r\n\r\n")
+	return c.writeError(err, idle)
 }
 
 // Write implements http.ResponseWriter.
@@ -217,9 +226,12 @@ func (w *response) writeBody(p []byte) error {
 
 var crlf = []byte("\r\n")
 
+// fail records a failed write to the client. As with net/http, the
+// request's work stops: the client is gone, or does not read.
 func (w *response) fail(err error) error {
 	if err != nil && w.err == nil {
 		w.err = err
+		w.c.cancel()
 	}
 	return err
 }
@@ -372,7 +384,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 		if err := w.fail(w.c.flushOut(nil, nil, nil)); err != nil {
 			return sniffed, err
 		}
-		n, err := rf.ReadFrom(lr)
+		n, err := w.c.spliceFrom(rf, lr)
 		w.written += n
 		w.fail(err)
 		return sniffed + n, err
@@ -410,6 +422,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if b, ok := w.req.Body.(*body); ok {
 		b.abandon() // no end of body can start a waiting goroutine now
 	}
+	c.readIdle = 0 // the hijacker's reads through br set no deadline
 	w.hijacked = true
 	c.state.Store(stateHijacked)
 	c.srv.trackConn(c, false)
@@ -429,11 +442,19 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c.nc, bufio.NewReadWriter(br, bufio.NewWriter(c.nc)), nil
 }
 
-// SetReadDeadline is for http.ResponseController.
-func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+// SetReadDeadline is for http.ResponseController. The handler's deadline
+// replaces BodyIdleTimeout for the rest of the request.
+func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.ownRead.Store(true)
+	return w.c.nc.SetReadDeadline(t)
+}
 
-// SetWriteDeadline is for http.ResponseController.
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+// SetWriteDeadline is for http.ResponseController. The handler's deadline
+// replaces WriteIdleTimeout for the rest of the request.
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.ownWrite.Store(true)
+	return w.c.nc.SetWriteDeadline(t)
+}
 
 // RefusesAmbiguousFraming tells sluice's Proxy that this server answered
 // 400 to requests with both Content-Length and Transfer-Encoding (and to
@@ -549,22 +570,124 @@ func (c *conn) outBuf() []byte {
 	return c.out
 }
 
+// writeChunk is the most that one write to the client may carry under
+// WriteIdleTimeout, whose deadline is renewed between writes: a larger
+// piece goes in several. It is what a client must take within the bound
+// to be sure to stay.
+const writeChunk = 128 << 10
+
+// armWrite renews the write deadline for WriteIdleTimeout when due (see
+// renewEvery), unless the handler set one of its own, and returns the
+// bound in force (0 if none).
+func (c *conn) armWrite() time.Duration {
+	if c.writeIdle <= 0 || c.ownWrite.Load() {
+		return 0
+	}
+	if !renewed(c.writeArmed, c.writeIdle) {
+		c.writeArmed = time.Now()
+		_ = c.nc.SetWriteDeadline(c.writeArmed.Add(c.writeIdle))
+	}
+	return c.writeIdle
+}
+
+// writeError says so when a write failed on the idle bound armWrite set.
+func (c *conn) writeError(err error, idle time.Duration) error {
+	if err != nil && idle > 0 && isTimeout(err) {
+		return &idleError{"writing the response", idle, err}
+	}
+	return err
+}
+
 // flushOut sends the output buffer followed by up to three more pieces,
-// in one writev(2).
+// in one writev(2), or in one for every writeChunk bytes when they are
+// more and an idle bound is renewed between writes.
 func (c *conn) flushOut(a, b, d []byte) error {
-	if len(c.out) == 0 && len(b) == 0 && len(d) == 0 {
+	if len(c.out) == 0 && len(b) == 0 && len(d) == 0 && len(a) <= writeChunk {
 		if len(a) == 0 {
 			return nil
 		}
+		idle := c.armWrite()
 		_, err := c.nc.Write(a)
-		return err
+		return c.writeError(err, idle)
 	}
 	c.iov = [4][]byte{c.out, a, b, d}
-	bufs := net.Buffers(c.iov[:])
-	_, err := bufs.WriteTo(c.nc)
+	err := c.writev(c.iov[:])
 	c.iov = [4][]byte{}
 	c.out = c.out[:0]
 	return err
+}
+
+// writev writes bufs (consuming them), writeChunk bytes at most per
+// writev(2) when an idle bound is renewed between writes.
+func (c *conn) writev(bufs [][]byte) error {
+	idle := c.armWrite()
+	total := 0
+	for _, p := range bufs {
+		total += len(p)
+	}
+	if idle == 0 || total <= writeChunk {
+		nb := net.Buffers(bufs)
+		_, err := nb.WriteTo(c.nc)
+		return c.writeError(err, idle)
+	}
+	var part [4][]byte
+	for total > 0 {
+		k, n := 0, 0
+		for i, p := range bufs {
+			if n == writeChunk {
+				break
+			}
+			if len(p) == 0 {
+				continue
+			}
+			m := min(len(p), writeChunk-n)
+			part[k] = p[:m]
+			bufs[i] = p[m:]
+			k, n = k+1, n+m
+		}
+		nb := net.Buffers(part[:k])
+		if _, err := nb.WriteTo(c.nc); err != nil {
+			return c.writeError(err, idle)
+		}
+		total -= n
+		if total > 0 {
+			idle = c.armWrite()
+		}
+	}
+	return nil
+}
+
+// spliceFrom moves the bytes of lr to the client through rf, the
+// connection's ReadFrom (splice(2) from a TCP source). Under an idle
+// bound it goes writeChunk bytes at a time, the bound renewed before
+// each: a deadline set once would bound the whole body.
+func (c *conn) spliceFrom(rf io.ReaderFrom, lr *io.LimitedReader) (int64, error) {
+	var total int64
+	for lr.N > 0 {
+		idle := c.armWrite()
+		if idle == 0 {
+			n, err := rf.ReadFrom(lr)
+			return total + n, err
+		}
+		left := lr.N
+		want := min(left, writeChunk)
+		lr.N = want
+		n, err := rf.ReadFrom(lr)
+		lr.N = left - n
+		total += n
+		if err != nil {
+			// A timeout may be the source's own deadline: it is the
+			// client's only when the client's deadline has passed.
+			if time.Since(c.writeArmed) < idle {
+				idle = 0
+			}
+			return total, c.writeError(err, idle)
+		}
+		if n < want {
+			break // the source ended early
+		}
+	}
+	return total, nil
 }
 
 func (c *conn) releaseOut() {

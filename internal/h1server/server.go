@@ -32,6 +32,8 @@ import (
 // nginx's client_body_timeout and send_timeout.
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultBodyIdleTimeout   = 60 * time.Second
+	DefaultWriteIdleTimeout  = 60 * time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxHeaderBytes    = 1 << 20
 )
@@ -47,6 +49,35 @@ type Server struct {
 	// byte of a new connection (IdleTimeout does for the next requests).
 	// If zero, DefaultReadHeaderTimeout; if negative, none.
 	ReadHeaderTimeout time.Duration
+
+	// BodyIdleTimeout bounds how long a read of a request body waits for
+	// the client's next byte. Bytes arriving renew it, so a slow but
+	// steady upload is never cut, and the handler's time between reads
+	// does not count. A read that times out fails with an error for which
+	// errors.Is(err, os.ErrDeadlineExceeded) holds; the request's context
+	// stays alive (the handler may still answer, e.g. 408) and the
+	// connection closes after the response. It bounds the drain of a body
+	// the handler left unread too. If zero, DefaultBodyIdleTimeout; if
+	// negative, none.
+	BodyIdleTimeout time.Duration
+
+	// WriteIdleTimeout bounds how long a write to the client waits for
+	// the client to take bytes. It is renewed for every write, and every
+	// 128 KiB of a larger one or of a body moved with splice(2), so a
+	// client that keeps reading is never cut: it must take 128 KiB per
+	// bound (2.2 KB/s at the default). A write that times out fails with
+	// an error for which errors.Is(err, os.ErrDeadlineExceeded) holds, the
+	// request's context is canceled (as for any failed write) and the
+	// connection closes. If zero, DefaultWriteIdleTimeout; if negative,
+	// none.
+	//
+	// Both idle bounds are renewed at most every eighth of their length
+	// while there is traffic (a renewal costs clock reads and a timer
+	// update): a peer idle for a bound is cut after 7/8 of it at the
+	// earliest. A handler that sets a read or write deadline with
+	// http.ResponseController takes over that direction from them for
+	// the rest of its request.
+	WriteIdleTimeout time.Duration
 
 	// IdleTimeout is how long a keep-alive connection may wait for its
 	// next request. If zero, DefaultIdleTimeout; if negative, none.
@@ -79,6 +110,14 @@ func bound(d, def time.Duration) time.Duration {
 
 func (s *Server) readHeaderTimeout() time.Duration {
 	return bound(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+}
+
+func (s *Server) bodyIdleTimeout() time.Duration {
+	return bound(s.BodyIdleTimeout, DefaultBodyIdleTimeout)
+}
+
+func (s *Server) writeIdleTimeout() time.Duration {
+	return bound(s.WriteIdleTimeout, DefaultWriteIdleTimeout)
 }
 
 func (s *Server) idleTimeout() time.Duration {
