@@ -39,13 +39,15 @@ func Errorf(status int, format string, args ...any) error {
 }
 
 var (
-	errBadTarget  = errors.New("sluice: director produced an invalid target")
-	errClientGone = errors.New("sluice: client went away")
+	errBadTarget     = errors.New("sluice: director produced an invalid target")
+	errClientGone    = errors.New("sluice: client went away")
+	errClientTimeout = errors.New("sluice: client too slow")
 )
 
 // StatusFor is the one place that decides the status for a failure:
 //
-//   - an *Error: its Status;
+//   - an *Error: its Status (a request body the client stopped sending
+//     for longer than the server's idle bound is one, with 408);
 //   - the client went away (its context canceled): 499, logged, not written;
 //   - ErrNoRoute: 404; ErrNoUpstream: 503;
 //   - a timeout (dial, response header, context deadline): 504;
@@ -103,7 +105,10 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 	if pr != nil {
 		err = pr.timedOut(err)
 	}
-	if r.Context().Err() != nil && !errors.Is(err, errClientGone) {
+	if r.Context().Err() != nil && !errors.Is(err, errClientGone) && !errors.Is(err, errClientTimeout) {
+		// (A client too slow is still there, to get its 408, even if
+		// the server canceled the context as net/http's does when a
+		// read fails.)
 		err = fmt.Errorf("%w: %w", errClientGone, err)
 	}
 	status := StatusFor(err)
@@ -148,6 +153,10 @@ func writeError(w http.ResponseWriter, status int) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
 		h.Set("Retry-After", "1")
+	}
+	if status == http.StatusRequestTimeout {
+		// RFC 9110 §15.5.9: the rest of the request may still come.
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, fmt.Sprintf("%d %s\n", status, http.StatusText(status)))

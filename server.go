@@ -11,11 +11,16 @@ import (
 	"github.com/sluiceproxy/sluice/internal/h1server"
 )
 
-// Defaults of Server, used when the corresponding field is zero.
+// Defaults of Server, used when the corresponding field is zero. The
+// head bound is HAProxy's usual "timeout http-request"; the two idle
+// bounds are nginx's client_body_timeout and send_timeout. See
+// docs/timeouts.md for every bound of the Proxy and the Server.
 const (
-	DefaultReadHeaderTimeout = h1server.DefaultReadHeaderTimeout
-	DefaultIdleTimeout       = h1server.DefaultIdleTimeout
-	DefaultMaxHeaderBytes    = h1server.DefaultMaxHeaderBytes
+	DefaultReadHeaderTimeout = h1server.DefaultReadHeaderTimeout // 10 s
+	DefaultBodyIdleTimeout   = h1server.DefaultBodyIdleTimeout   // 60 s
+	DefaultWriteIdleTimeout  = h1server.DefaultWriteIdleTimeout  // 60 s
+	DefaultIdleTimeout       = h1server.DefaultIdleTimeout       // 2 min
+	DefaultMaxHeaderBytes    = h1server.DefaultMaxHeaderBytes    // 1 MiB
 )
 
 // Server is sluice's own HTTP/1.1 server: the fast front end for a Proxy,
@@ -46,6 +51,14 @@ const (
 // 400: Transfer-Encoding with Content-Length, Transfer-Encoding in
 // HTTP/1.0, differing Content-Lengths, several Host headers.
 //
+// No wait on a client is unbounded by default: a request head must be
+// complete ReadHeaderTimeout after its first byte (408 otherwise), a read
+// of a request body waits at most BodyIdleTimeout for the client's next
+// byte, a write at most WriteIdleTimeout for the client to take bytes,
+// and a keep-alive connection waits IdleTimeout for its next request.
+// Slow but steady clients are never cut: the body and write bounds are
+// idle bounds, renewed by every byte that moves.
+//
 // It does not serve HTTP/2 or TLS itself: for those, use http.Server (a
 // Proxy works under both), or give Serve a tls.Listener to get HTTPS over
 // HTTP/1.1 without the idle-memory savings.
@@ -64,6 +77,36 @@ type Server struct {
 	// silently. If zero, DefaultReadHeaderTimeout; if negative, none
 	// (IdleTimeout then bounds a new connection's wait).
 	ReadHeaderTimeout time.Duration
+
+	// BodyIdleTimeout bounds how long a read of a request body waits for
+	// the client's next byte. Bytes arriving renew it, so a slow but
+	// steady upload is never cut, and the handler's time between reads
+	// does not count. A read that times out fails with an error for which
+	// errors.Is(err, os.ErrDeadlineExceeded) holds; the request's context
+	// stays alive, so the handler may still answer (a Proxy answers 408
+	// Request Timeout and its upstream sees the request aborted), and the
+	// connection closes after the response. It bounds the drain of a
+	// body the handler left unread too. If zero, DefaultBodyIdleTimeout;
+	// if negative, none.
+	BodyIdleTimeout time.Duration
+
+	// WriteIdleTimeout bounds how long a write to the client waits for
+	// the client to take bytes. It is renewed for every write, and every
+	// 128 KiB of a larger one or of a body moved with splice(2), so a
+	// client that keeps reading is never cut: it must take 128 KiB per
+	// bound (2.2 KB/s at the default). A write that times out fails with
+	// an error for which errors.Is(err, os.ErrDeadlineExceeded) holds, the
+	// request's context is canceled (as for any failed write) and the
+	// connection closes. If zero, DefaultWriteIdleTimeout; if negative,
+	// none.
+	//
+	// Both idle bounds are renewed at most every eighth of their length
+	// while there is traffic (a renewal costs clock reads and a timer
+	// update): a peer idle for a bound is cut after 7/8 of it at the
+	// earliest. A handler that sets a read or write deadline with
+	// http.ResponseController takes over that direction from them for
+	// the rest of its request.
+	WriteIdleTimeout time.Duration
 
 	// IdleTimeout is how long a keep-alive connection may wait for the
 	// first byte of its next request; it closes silently after. If zero,
@@ -88,6 +131,8 @@ func (s *Server) server() *h1server.Server {
 		s.srv = &h1server.Server{
 			Handler:           s.Handler,
 			ReadHeaderTimeout: s.ReadHeaderTimeout,
+			BodyIdleTimeout:   s.BodyIdleTimeout,
+			WriteIdleTimeout:  s.WriteIdleTimeout,
 			IdleTimeout:       s.IdleTimeout,
 			MaxHeaderBytes:    s.MaxHeaderBytes,
 			Logger:            s.Logger,

@@ -9,6 +9,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -680,12 +681,15 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 func (a *attemptBody) Close() error { return nil }
 
 // clientBodyError classifies a failure to read the inbound request body:
-// the client went away (499), sent too much (413) or sent a malformed
-// body, e.g. broken chunked framing (400).
+// the client was silent for longer than the server allows (408, see
+// Server.BodyIdleTimeout), went away (499), sent too much (413) or sent a
+// malformed body, e.g. broken chunked framing (400).
 func clientBodyError(err error) error {
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{Status: http.StatusRequestTimeout, Err: fmt.Errorf("%w: reading request body: %w", errClientTimeout, err)}
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("reading request body: %w", err)}
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
