@@ -1,11 +1,13 @@
 package sluice
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -108,6 +110,24 @@ type Proxy struct {
 	// upstream. If zero, DefaultMaxIdleConnsPerHost is used.
 	MaxIdleConnsPerHost int
 
+	// ClientIdleTimeout bounds the client's idleness where the server in
+	// front does not: behind http.Server over HTTP/1.x, a read of the
+	// request body waits at most this long for the client's next byte
+	// (then 408 Request Timeout, and the upstream sees the request
+	// aborted) and a write of the response at most this long for the
+	// client to take bytes (then the response is aborted). Bytes that
+	// move renew it, so slow but steady clients are never cut (a client
+	// must take 128 KiB of a spliced body per bound). It works through
+	// the server's deadlines (http.ResponseController's), and is not
+	// applied: behind sluice.Server, whose BodyIdleTimeout and
+	// WriteIdleTimeout do the same; in a direction for which the
+	// http.Server has a ReadTimeout or WriteTimeout of its own; over
+	// HTTP/2, whose stream deadlines are timers that would also end a
+	// stream whose upstream pauses; to upgraded connections, which have
+	// WebSocketConfig.IdleTimeout. See docs/timeouts.md. If zero,
+	// DefaultClientIdleTimeout; if negative, none.
+	ClientIdleTimeout time.Duration
+
 	// FlushInterval is how often a streamed response is flushed to the
 	// client. Responses of unknown length and text/event-stream responses
 	// are always flushed after every write. If zero, a response is flushed
@@ -198,6 +218,7 @@ type ProxyRequest struct {
 
 	w            *responseWriter // the client's writer
 	rw           responseWriter
+	idleBody     idleBody     // Out.Body under ClientIdleTimeout
 	body         *requestBody // kept with the pooled ProxyRequest; see releaseProxyRequest
 	hooks        exchangeHooks
 	wroteHeaders atomic.Bool // set by the transport's goroutine
@@ -368,6 +389,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.releaseProxyRequest(pr)
 	pr.rw = responseWriter{ResponseWriter: w}
 	pr.w = &pr.rw
+	p.boundClient(pr, w)
+	defer pr.unboundClient()
 	w = pr.w
 
 	rt, err := p.routes.match(pr)
@@ -448,9 +471,17 @@ func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
 // that point aborts the connection instead of writing an error page.
 // Unwrap gives http.ResponseController access to the server's writer
 // (flush, hijack, deadlines, full duplex).
+//
+// Under ClientIdleTimeout it renews the write deadline before writes
+// (see boundClient).
 type responseWriter struct {
 	http.ResponseWriter
 	status int
+
+	idle     time.Duration  // ClientIdleTimeout, if the Proxy applies it
+	wd       writeDeadliner // the server's, when idle > 0
+	armed    time.Time      // when the write deadline was set
+	hijacked bool
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -458,6 +489,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.arm() // sent at once
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
@@ -469,6 +501,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.arm()
 	return w.ResponseWriter.Write(p)
 }
 
@@ -478,7 +511,11 @@ func (w *responseWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+	rf, _ := w.ResponseWriter.(io.ReaderFrom)
+	if w.idle > 0 {
+		return w.readFromBounded(rf, r)
+	}
+	if rf != nil {
 		return rf.ReadFrom(r)
 	}
 	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
@@ -489,7 +526,19 @@ func (w *responseWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.arm()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack implements http.Hijacker through the server's writer, noting
+// that the connection is no longer the server's (nor its deadlines the
+// Proxy's to set).
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, brw, err
 }
 
 // Unwrap returns the server's ResponseWriter, for http.ResponseController.

@@ -462,6 +462,11 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 // closing of the connection after it.
 func (w *response) RefusesAmbiguousFraming() bool { return true }
 
+// BoundsClientIdle tells sluice's Proxy that this server bounds the
+// client's idleness itself (BodyIdleTimeout, WriteIdleTimeout), so that
+// the Proxy applies no ClientIdleTimeout of its own.
+func (w *response) BoundsClientIdle() bool { return true }
+
 // EnableFullDuplex is for http.ResponseController: this server always
 // lets a handler read the request body while it writes the response.
 func (w *response) EnableFullDuplex() error { return nil }
