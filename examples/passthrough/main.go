@@ -31,6 +31,11 @@ type config struct {
 	timeout  time.Duration // upstream response-header timeout
 	netHTTP  bool          // serve with net/http's server instead of sluice's
 	deny     []string      // route patterns answered 403
+
+	// clientTimeout bounds the client: its request head from its first
+	// byte (total), its request body and its reading of the response
+	// (idle); 0 leaves sluice's defaults.
+	clientTimeout time.Duration
 }
 
 // patterns is a repeatable flag.
@@ -61,6 +66,10 @@ Usage: passthrough [flags]
 	flag.StringVar(&cfg.upstream, "upstream", "", "upstream URL (default: an embedded demo upstream)")
 	flag.DurationVar(&cfg.timeout, "timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
 	server := flag.String("server", "sluice", `client-side server: "sluice" (sluice.Server) or "net/http" (http.Server)`)
+	flag.DurationVar(&cfg.clientTimeout, "client-timeout", 0, "a client silent for `D` in the middle of a request body, "+
+		"not reading for D in the middle of a response, or not done with its request head D after it began, is "+
+		"disconnected (the head bound is total, the body and response bounds idle); 0: sluice's defaults "+
+		"(head 10s, body and response 60s)")
 	flag.Var((*patterns)(&cfg.deny), "deny", "`PATTERN` (http.ServeMux syntax, e.g. /admin/) answered 403 Forbidden "+
 		"however the client spells the path; repeatable")
 	flag.Parse()
@@ -99,6 +108,9 @@ func checkPattern(p string) (err error) {
 // serve runs the proxy on ln until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	defer ln.Close()
+	if cfg.clientTimeout < 0 {
+		return fmt.Errorf("-client-timeout %v: must not be negative", cfg.clientTimeout)
+	}
 	upstream := cfg.upstream
 	if upstream == "" {
 		demo, err := startDemo()
@@ -115,6 +127,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	proxy := &sluice.Proxy{
 		Director:              sluice.SingleHost(target, false),
 		ResponseHeaderTimeout: cfg.timeout,
+		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 	}
 	for _, p := range cfg.deny {
 		if err := checkPattern(p); err != nil {
@@ -125,9 +138,18 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		})))
 	}
 	defer proxy.CloseIdleConnections()
-	var srv sluice.HTTPServer = &sluice.Server{Handler: proxy}
+	var srv sluice.HTTPServer = &sluice.Server{
+		Handler:           proxy,
+		ReadHeaderTimeout: cfg.clientTimeout,
+		BodyIdleTimeout:   cfg.clientTimeout,
+		WriteIdleTimeout:  cfg.clientTimeout,
+	}
 	if cfg.netHTTP {
-		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: sluice.DefaultReadHeaderTimeout}
+		head := sluice.DefaultReadHeaderTimeout
+		if cfg.clientTimeout > 0 {
+			head = cfg.clientTimeout
+		}
+		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: head}
 	}
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 

@@ -139,3 +139,99 @@ func TestDenyFlag(t *testing.T) {
 		t.Error("-deny accepted a bad pattern")
 	}
 }
+
+// -client-timeout D disconnects a client silent for D in the middle of a
+// request body (408 first), one not reading for D in the middle of a
+// response, and one whose request head is not complete D after it began;
+// behind both servers.
+func TestClientTimeoutFlag(t *testing.T) {
+	const d = 300 * time.Millisecond
+	for _, server := range []string{"sluice", "net/http"} {
+		t.Run(server, func(t *testing.T) {
+			leaktest.Check(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- serve(ctx, ln, config{timeout: 5 * time.Second, netHTTP: server == "net/http", clientTimeout: d})
+			}()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			}()
+			dial := func() net.Conn {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				return c
+			}
+			// Within, -client-timeout D means about D: the server's
+			// renewals may cut up to D/8 early, and a loaded machine late.
+			within := func(what string, start time.Time) {
+				if after := time.Since(start); after < d*7/8 || after > d+2*time.Second {
+					t.Errorf("%s: cut %v after the client stalled, want about %v", what, after, d)
+				}
+			}
+
+			t.Run("body", func(t *testing.T) {
+				c := dial()
+				io.WriteString(c, "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+				stalled := time.Now()
+				res, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				within("body", stalled)
+				if res.StatusCode != http.StatusRequestTimeout || !res.Close {
+					t.Errorf("%s, close %v; want 408 and Connection: close", res.Status, res.Close)
+				}
+			})
+			t.Run("head", func(t *testing.T) {
+				c := dial()
+				io.WriteString(c, "GET /small HTTP/1.1\r\nHost: x\r\n")
+				stalled := time.Now()
+				b, err := io.ReadAll(c) // sluice answers 408, net/http nothing
+				within("head", stalled)
+				if err != nil || len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 408 ") {
+					t.Errorf("got %q, %v; want a close, maybe after a 408", b, err)
+				}
+			})
+			t.Run("response", func(t *testing.T) {
+				c := dial()
+				c.(*net.TCPConn).SetReadBuffer(64 << 10)
+				io.WriteString(c, "GET /download?n=1073741824 HTTP/1.1\r\nHost: x\r\n\r\n")
+				// The client reads nothing, and finds out that it was cut
+				// when its writes fail (its peer closed the connection).
+				stalled := time.Now()
+				for {
+					time.Sleep(d / 4)
+					if _, err := c.Write([]byte("\r\n")); err != nil {
+						break
+					}
+					if time.Since(stalled) > 5*time.Second {
+						t.Fatal("a client that does not read is never cut")
+					}
+				}
+				if after := time.Since(stalled); after > d+3*time.Second {
+					t.Errorf("cut %v after the client stopped reading, want about %v and the time to fill the buffers", after, d)
+				}
+			})
+		})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serve(context.Background(), ln, config{clientTimeout: -time.Second}); err == nil {
+		t.Error("serve accepted a negative -client-timeout")
+	}
+}
