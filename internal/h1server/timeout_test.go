@@ -220,7 +220,7 @@ func TestBodyIdleTimeout(t *testing.T) {
 				}
 				return
 			}
-			if after := time.Since(stalled); after < bound*7/8 || after > bound+time.Second {
+			if after := time.Since(stalled); after < bound*3/4 || after > bound+time.Second {
 				t.Errorf("answered %v after the client stalled, want about %v", after, bound)
 			}
 			if !res.Close {
@@ -409,7 +409,9 @@ func TestWriteIdleTimeout(t *testing.T) {
 			if !errors.As(o.err, &ie) || !errors.Is(o.err, os.ErrDeadlineExceeded) || o.ctxErr != context.Canceled {
 				t.Errorf("handler's write: %v (context %v), want an idle timeout and a canceled context", o.err, o.ctxErr)
 			}
-			if after := o.at.Sub(stalled); after < bound*7/8 || after > bound+time.Second {
+			// (The server's last progress may come before the client's
+			// last read returns: the lower bound is loose.)
+			if after := o.at.Sub(stalled); after < bound/2 || after > bound+time.Second {
 				t.Errorf("write failed %v after the client stopped reading, want about %v", after, bound)
 			}
 			if n, err := io.Copy(io.Discard, res.Body); err == nil {
