@@ -51,7 +51,24 @@ func removeHopByHop(h http.Header) (teTrailers bool) {
 // fields are removed, "TE: trailers" is kept (gRPC and others need it) and
 // an upgrade the proxy is willing to tunnel is announced again. An h2c
 // upgrade is never forwarded: the proxy speaks HTTP/1.1 to the client.
+//
+// A client cannot make it drop a forwarding field (X-Forwarded-*,
+// Forwarded, X-Real-Ip) by naming it in Connection: the proxy owns those
+// (dropForged, setForwarded), and the chain a trusted proxy in front set
+// must reach the upstream as the Proxy read it for ClientAddr, not
+// replaced by that trusted proxy's own address.
 func sanitizeRequestHeader(h http.Header, upgrade string) {
+	if vv := h["Connection"]; len(vv) > 0 && namesForwarding(vv) {
+		var keep []string
+		for _, v := range vv {
+			for sf := range strings.SplitSeq(v, ",") {
+				if sf = textproto.TrimString(sf); sf != "" && !isForwardingToken(sf) {
+					keep = append(keep, sf)
+				}
+			}
+		}
+		h["Connection"] = keep
+	}
 	if removeHopByHop(h) {
 		h.Set("Te", "trailers")
 	}
@@ -60,6 +77,26 @@ func sanitizeRequestHeader(h http.Header, upgrade string) {
 		h.Set("Connection", "Upgrade")
 		h.Set("Upgrade", upgrade)
 	}
+}
+
+// namesForwarding reports whether Connection values name a forwarding
+// field, without allocating.
+func namesForwarding(vv []string) bool {
+	for _, v := range vv {
+		for sf := range strings.SplitSeq(v, ",") {
+			if isForwardingToken(textproto.TrimString(sf)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isForwardingToken reports whether a Connection option names a forwarding
+// field (isForwardingName) in any case.
+func isForwardingToken(s string) bool {
+	return len(s) > len("X-Forwarded-") && strings.EqualFold(s[:len("X-Forwarded-")], "X-Forwarded-") ||
+		strings.EqualFold(s, "Forwarded") || strings.EqualFold(s, "X-Real-Ip")
 }
 
 // sanitizeResponseHeader removes hop-by-hop fields from an upstream
@@ -391,10 +428,21 @@ func checkRequest(r *http.Request) error {
 	if len(r.TransferEncoding) > 0 && (r.ProtoMajor == 1 && r.ProtoMinor == 0) {
 		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("Transfer-Encoding in an HTTP/1.0 request")}
 	}
+	if hasLower(r.Method) {
+		// Methods are case-sensitive (RFC 9110 §9.1), but Django, Flask,
+		// Symfony and Laravel upper-case them: "delete" would be DELETE
+		// to the upstream and no "DELETE /x" route would have seen it.
+		// nginx refuses them too.
+		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("method in lower case")}
+	}
 	if r.Method == http.MethodConnect {
 		return &Error{Status: http.StatusMethodNotAllowed, Err: errBadRequest("CONNECT is not supported")}
 	}
-	if r.RequestURI == "*" && r.Method != http.MethodOptions {
+	if r.RequestURI == "*" {
+		// OPTIONS * asks about the server, not a resource: no route can
+		// match it, so route Authorizers would never see it, and a
+		// Director joining a target path would turn it into a path
+		// ("/base/*") that no route was matched on. It is not forwarded.
 		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("asterisk-form request target")}
 	}
 	for _, v := range r.Header["Content-Length"] {
@@ -403,6 +451,16 @@ func checkRequest(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// hasLower reports whether s has a lower case ASCII letter.
+func hasLower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'a' <= s[i] && s[i] <= 'z' {
+			return true
+		}
+	}
+	return false
 }
 
 type errBadRequest string
