@@ -457,7 +457,7 @@ func (p *Pool) Direct(pr *sluice.ProxyRequest) error {
 	if pr.Attempt() > 0 && slices.Contains(pr.Tried(), u.host) {
 		u = untried(st.healthy, u, pr.Tried())
 	}
-	if p.StripPrefix != "" && urlpath.HasPrefix(pr.Out.URL.Path, strings.TrimSuffix(p.StripPrefix, "/")) {
+	if p.StripPrefix != "" && urlpath.HasPrefix(pr.Out.URL.EscapedPath(), strings.TrimSuffix(p.StripPrefix, "/")) {
 		urlpath.StripPrefix(pr.Out.URL, p.StripPrefix)
 	}
 	pr.SetURL(u.url)
