@@ -458,3 +458,71 @@ func TestAttackAuthCacheKeyAmbiguous(t *testing.T) {
 		t.Errorf("CookieKey with two session cookies: %q, want no key", k)
 	}
 }
+
+// A POST with a method override (X-HTTP-Method-Override and its
+// variants, or "_method" in the query) that would match another route is
+// refused: Rails, Symfony and Laravel route "POST /items/1" with
+// "X-HTTP-Method-Override: DELETE" to their DELETE handler, past a
+// "DELETE /items/" guard.
+func TestAttackMethodOverrideCannotSkipRoute(t *testing.T) {
+	leaktest.Check(t)
+	front, rec := guardedSetup(t, func(p *Proxy) {
+		p.AddRoute(Route{Pattern: "DELETE /items/", Authorizer: denyAll})
+		p.AddRoute(Route{Pattern: "/", Authorizer: allowAll})
+	})
+	for _, tc := range []struct {
+		head string
+		want int
+	}{
+		{"POST /items/1 HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: DELETE\r\n", 400},
+		{"POST /items/1 HTTP/1.1\r\nHost: a\r\nX-Http-Method: delete\r\n", 400},
+		{"POST /items/1 HTTP/1.1\r\nHost: a\r\nX_Method_Override: DELETE\r\n", 400},
+		{"POST /items/1?_method=DELETE HTTP/1.1\r\nHost: a\r\n", 400},
+		{"POST /items/1?x=1&_method=delete HTTP/1.1\r\nHost: a\r\n", 400},
+		{"POST /items/1 HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: PATCH\r\n", 200}, // the same route either way
+		{"POST /items/1?_method_x=DELETE HTTP/1.1\r\nHost: a\r\n", 200},
+		{"POST /items/1 HTTP/1.1\r\nHost: a\r\n", 200},
+	} {
+		if got := statusOf(t, front, tc.head+"Content-Length: 0\r\n"); got != tc.want {
+			t.Errorf("%q: %d, want %d", tc.head, got, tc.want)
+		}
+	}
+	if diff := cmp.Diff([]string{"/items/1", "/items/1?_method_x=DELETE", "/items/1"}, rec.got()); diff != "" {
+		t.Errorf("upstream got (-want +got):\n%s", diff)
+	}
+}
+
+// The headers that Yii and Zend read as the request path instead of the
+// request line (IIS rewrite modules' X-Rewrite-Url and X-Original-Url)
+// never come from a client, trusted peer or not, in the header or a
+// trailer: "GET /public" with "X-Rewrite-Url: /admin" was served as
+// "/admin" past an "/admin/" guard.
+func TestAttackTargetOverrideHeadersDropped(t *testing.T) {
+	leaktest.Check(t)
+	got := make(chan http.Header, 1)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		h := r.Header.Clone()
+		for k, vv := range r.Trailer {
+			h[k] = append(h[k], vv...)
+		}
+		got <- h
+	})
+	px, p, _ := newProxy(t, up.URL, func(p *Proxy) {
+		p.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	p.AddRoute(Route{Pattern: "/admin/", Authorizer: denyAll})
+	resp := rawExchange(t, hostOf(px), "POST /public HTTP/1.1\r\nHost: a\r\nX-Rewrite-Url: /admin/\r\n"+
+		"X-Original-URL: /admin/\r\nX_Original_Url: /admin/\r\nX-Original-URI: /admin/\r\n"+
+		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\na\r\n0\r\nX-Rewrite-Url: /admin/\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("%q", firstLine(resp))
+	}
+	h := <-got
+	for k := range h {
+		switch dashedName(k) {
+		case "X-Rewrite-Url", "X-Original-Url", "X-Original-Uri":
+			t.Errorf("upstream got %s: %q", k, h[k])
+		}
+	}
+}

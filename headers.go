@@ -324,11 +324,23 @@ func (n *headerNames) strip(h http.Header) {
 // dropForged deletes the client-identity headers a client may not choose,
 // in one pass over h: every X-Forwarded-* field, Forwarded and X-Real-Ip
 // from an untrusted peer; their other spellings (X_Forwarded_For) from
-// any peer; and Proxy.IdentityHeaders in any spelling.
+// any peer; Proxy.IdentityHeaders and the target overrides
+// (isTargetOverride) in any spelling.
 func (p *Proxy) dropForged(h http.Header, trusted bool) {
 	stripHeaders(h, func(name string, respelled bool) bool {
-		return isForwardingName(name) && (!trusted || respelled) || p.identity.matches(name)
+		return isForwardingName(name) && (!trusted || respelled) || p.identity.matches(name) || isTargetOverride(name)
 	})
+}
+
+// isTargetOverride reports whether a (dashedName) header name is one
+// that some frameworks read as the request's path instead of the request
+// line's: Yii and Zend take X-Rewrite-Url and X-Original-Url from IIS
+// rewrite modules. A request for "/public" carrying "X-Rewrite-Url:
+// /admin" would be served as "/admin" past the routes: they are dropped
+// from every request, trusted peer or not (a load balancer passes them
+// on, it does not set them); only hooks may set them.
+func isTargetOverride(k string) bool {
+	return k == "X-Original-Url" || k == "X-Rewrite-Url" || k == "X-Original-Uri"
 }
 
 func isForwardingName(k string) bool {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,7 +199,10 @@ func canonicalPattern(pattern string) (canon, folded string, err error) {
 //   - a path is refused with 400 if, in lower case and matched against the
 //     patterns in lower case, it would match another route ("/ADMIN/x"
 //     and a route "/admin/"): Express, ASP.NET Core and IIS match paths
-//     without regard to case.
+//     without regard to case;
+//   - a POST whose method override (methodOverrides) would match another
+//     route is refused with 400: Rails, Symfony and Laravel route
+//     "POST /items/1" with "X-HTTP-Method-Override: DELETE" as a DELETE.
 func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 	routes := t.routes.Load()
 	if routes == nil {
@@ -218,6 +223,15 @@ func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 		if find(*routes, matchRequest(pr.In, p), false) != rm ||
 			fold && find(*routes, matchRequest(pr.In, strings.ToLower(p)), true) != rm {
 			return nil, badTarget(errors.New("path parameters (\";\") would change the route"))
+		}
+	}
+	if pr.In.Method == http.MethodPost {
+		for _, method := range methodOverrides(pr.In) {
+			mo := matchRequest(pr.In, "")
+			mo.Method = method
+			if find(*routes, mo, false) != rm {
+				return nil, &Error{Status: http.StatusBadRequest, Err: errBadRequest("method override " + strconv.Quote(method) + " would change the route")}
+			}
 		}
 	}
 	if rm == nil {
@@ -279,6 +293,37 @@ func (rm *routeMux) claims(m *http.Request, fold bool) bool {
 	h, _ := mux.Handler(m)
 	_, ok := h.(*route)
 	return ok
+}
+
+// methodOverrides returns the methods a POST request asks to be taken
+// for, in upper case, the way frameworks read them: the
+// X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override headers in
+// any spelling (Rails' Rack::MethodOverride, Symfony and Laravel, the
+// method-override middlewares of Express and ASP.NET Core) and the
+// "_method" query parameter (Symfony and Laravel). A "_method" form field
+// in the body is not seen: a route that guards a path for some methods
+// only cannot guard it from such upstreams (see docs/security.md).
+func methodOverrides(r *http.Request) []string {
+	var methods []string
+	for k, vv := range r.Header {
+		switch dashedName(k) {
+		case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
+			for _, v := range vv {
+				if v = textproto.TrimString(v); v != "" {
+					methods = append(methods, strings.ToUpper(v))
+				}
+			}
+		}
+	}
+	if strings.Contains(r.URL.RawQuery, "_method") {
+		q, _ := url.ParseQuery(r.URL.RawQuery)
+		for _, v := range q["_method"] {
+			if v = strings.TrimSpace(v); v != "" {
+				methods = append(methods, strings.ToUpper(v))
+			}
+		}
+	}
+	return methods
 }
 
 // hasUpper reports whether s has an upper case ASCII letter.

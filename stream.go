@@ -838,7 +838,7 @@ func (p *Proxy) trailerAllowed(name string, connection []string) bool {
 		return false
 	}
 	canon := dashedName(name)
-	if notTrailers[canon] || isForwardingName(canon) || canon == "Via" || p.identity.matches(canon) {
+	if notTrailers[canon] || isForwardingName(canon) || isTargetOverride(canon) || canon == "Via" || p.identity.matches(canon) {
 		return false
 	}
 	return !httpguts.HeaderValuesContainsToken(connection, name) &&
