@@ -526,3 +526,37 @@ func TestAttackTargetOverrideHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// A trusted proxy that names the client in Forwarded only (RFC 7239, no
+// X-Forwarded-For) does not make the client look like that proxy: the
+// client was the trusted peer itself, so AllowFrom(the proxies' network)
+// let every client in, while the upstream read the real client from the
+// Forwarded chain the Proxy extended.
+func TestAttackForwardedOnlyClient(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, tc := range []struct{ fwd, want string }{
+		{"for=203.0.113.9", "203.0.113.9"},
+		{`for="[2001:db8::1]:4711";proto=https`, "2001:db8::1"},
+		{"For=203.0.113.9;by=10.0.0.1, for=10.0.0.7", "203.0.113.9"},
+		{"for=unknown", "invalid IP"},
+		{"for=_hidden", "invalid IP"},
+		{"proto=https", "invalid IP"},
+		{"for=10.0.0.7", "10.0.0.7"},
+	} {
+		r := &http.Request{RemoteAddr: "10.0.0.1:5", Header: http.Header{"Forwarded": {tc.fwd}}}
+		if got := clientAddr(r, peerAddr(r), trusted).String(); got != tc.want {
+			t.Errorf("Forwarded %q: client %s, want %s", tc.fwd, got, tc.want)
+		}
+	}
+	up := newUpstream(t, func(http.ResponseWriter, *http.Request) {})
+	px, _, _ := newProxy(t, up.URL, func(p *Proxy) {
+		p.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		p.Authorizer = AllowFrom(netip.MustParsePrefix("127.0.0.0/8"))
+	})
+	if got := statusOf(t, hostOf(px), "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=203.0.113.9\r\n"); got != 403 {
+		t.Errorf("Forwarded: for=203.0.113.9 from a trusted peer: %d, want 403", got)
+	}
+	if got := statusOf(t, hostOf(px), "GET / HTTP/1.1\r\nHost: a\r\n"); got != 200 {
+		t.Errorf("the trusted peer itself: %d, want 200", got)
+	}
+}

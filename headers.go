@@ -125,16 +125,22 @@ func upgradeType(h http.Header) string {
 }
 
 // clientAddr returns the client's address: the TCP peer, or, when the peer
-// is trusted, the rightmost address of X-Forwarded-For that is not. An
-// entry that is not an address (see parseForwardedFor) ends the walk with
-// an invalid address: a client the proxy cannot name is never taken for
-// the trusted proxy that passed its request on.
+// is trusted, the rightmost address of X-Forwarded-For that is not (of
+// Forwarded's for= values when there is no X-Forwarded-For). An entry
+// that is not an address (see parseForwardedFor) ends the walk with an
+// invalid address: a client the proxy cannot name is never taken for the
+// trusted proxy that passed its request on.
 func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.Addr {
 	if !isTrusted(peer, trusted) {
 		return peer
 	}
 	addr := peer
 	xff := r.Header["X-Forwarded-For"]
+	if len(xff) == 0 && len(r.Header["Forwarded"]) > 0 {
+		// A trusted proxy that speaks only RFC 7239 still names the
+		// client: never take the proxy itself for it.
+		xff = forwardedFor(r.Header["Forwarded"])
+	}
 	for i := len(xff) - 1; i >= 0; i-- {
 		v := xff[i]
 		if textproto.TrimString(v) == "" {
@@ -158,6 +164,29 @@ func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.
 		}
 	}
 	return addr
+}
+
+// forwardedFor returns the for= values of RFC 7239 Forwarded fields, one
+// per forwarded-element in order, unquoted; an element without for=
+// gives "" (not an address, so the client is unknown).
+func forwardedFor(vv []string) []string {
+	var out []string
+	for _, v := range vv {
+		for elem := range strings.SplitSeq(v, ",") {
+			val := ""
+			for pair := range strings.SplitSeq(elem, ";") {
+				k, x, _ := strings.Cut(pair, "=")
+				if strings.EqualFold(textproto.TrimString(k), "for") {
+					val = strings.Trim(textproto.TrimString(x), `"`)
+				}
+			}
+			if val == "" {
+				val = "unknown"
+			}
+			out = append(out, val)
+		}
+	}
+	return out
 }
 
 // parseForwardedFor parses one X-Forwarded-For entry in the forms load
