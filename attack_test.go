@@ -76,6 +76,9 @@ func TestAttackTrailingSlashClaimsGuardedRoute(t *testing.T) {
 		{"/secret/.", 403},
 		{"/items/7/", 403},
 		{"/admin;x", 400}, // parameters would change the route
+		{"/SECRET", 400},  // letter case would
+		{"/ADMIN;x/y", 400},
+		{"/Public/X", 200},
 		{"/public", 200},
 		{"/public/", 200},
 		{"/secretary", 200},
@@ -85,7 +88,7 @@ func TestAttackTrailingSlashClaimsGuardedRoute(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", tc.path, got, tc.want)
 		}
 	}
-	if diff := cmp.Diff([]string{"/public", "/public/", "/secretary", "/"}, rec.got()); diff != "" {
+	if diff := cmp.Diff([]string{"/Public/X", "/public", "/public/", "/secretary", "/"}, rec.got()); diff != "" {
 		t.Errorf("upstream got (-want +got):\n%s", diff)
 	}
 }

@@ -116,13 +116,19 @@ func (rt *route) ServeHTTP(http.ResponseWriter, *http.Request) {}
 type routeTable struct {
 	mu        sync.Mutex
 	routes    atomic.Pointer[[]*routeMux]
-	mixedCase atomic.Bool // a pattern's path has upper case letters
+	mixedCase atomic.Bool                     // a pattern's path has upper case letters
+	literals  atomic.Pointer[map[string]bool] // the literal segments of the patterns' paths
 }
 
 type routeMux struct {
 	rt   *route
 	mux  *http.ServeMux
 	fold *http.ServeMux // the pattern with its path in lower case; mux if that changes nothing
+	// slash: the pattern can match a path ending in "/" and not the same
+	// path without it ("/x/", "/x/{$}", "/x/{rest...}"); otherwise the
+	// other way round ("/x", "/{id}"). It tells which of a path's
+	// trailing-slash spellings (see find) the route can claim.
+	slash bool
 }
 
 func (t *routeTable) add(r Route) {
@@ -146,12 +152,27 @@ func (t *routeTable) add(r Route) {
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	lits := make(map[string]bool)
+	if old := t.literals.Load(); old != nil {
+		for k := range *old {
+			lits[k] = true
+		}
+	}
+	if i := strings.IndexByte(folded, '/'); i >= 0 {
+		for seg := range strings.SplitSeq(folded[i:], "/") {
+			if seg != "" && !strings.HasPrefix(seg, "{") {
+				lits[seg] = true
+			}
+		}
+	}
+	t.literals.Store(&lits)
 	var routes []*routeMux
 	if old := t.routes.Load(); old != nil {
 		routes = append(routes, *old...)
 	}
 	rt.index = len(routes)
-	routes = append(routes, &routeMux{rt: rt, mux: mux, fold: fold})
+	slash := strings.HasSuffix(pattern, "/") || strings.HasSuffix(pattern, "/{$}") || strings.HasSuffix(pattern, "...}")
+	routes = append(routes, &routeMux{rt: rt, mux: mux, fold: fold, slash: slash})
 	t.routes.Store(&routes)
 }
 
@@ -211,7 +232,7 @@ func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 	m := matchRequest(pr.In, "")
 	rm := find(*routes, m, false)
 	escaped := pr.In.URL.EscapedPath()
-	fold := t.mixedCase.Load() || hasUpper(escaped)
+	fold := t.mixedCase.Load() || t.foldsIntoLiteral(escaped)
 	if fold && find(*routes, matchRequest(pr.In, strings.ToLower(escaped)), true) != rm {
 		return nil, badTarget(errors.New("letter case would change the route"))
 	}
@@ -221,7 +242,7 @@ func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 			return nil, badTarget(fmt.Errorf("path parameters: %w", err))
 		}
 		if find(*routes, matchRequest(pr.In, p), false) != rm ||
-			fold && find(*routes, matchRequest(pr.In, strings.ToLower(p)), true) != rm {
+			(t.mixedCase.Load() || t.foldsIntoLiteral(p)) && find(*routes, matchRequest(pr.In, strings.ToLower(p)), true) != rm {
 			return nil, badTarget(errors.New("path parameters (\";\") would change the route"))
 		}
 	}
@@ -258,27 +279,30 @@ func (t *routeTable) match(pr *ProxyRequest) (*route, error) {
 func find(routes []*routeMux, m *http.Request, fold bool) *routeMux {
 	orig := m.URL
 	var alt *url.URL
-	if p := orig.EscapedPath(); p != "/" {
-		u := *orig
-		if strings.HasSuffix(p, "/") {
-			p = p[:len(p)-1]
-		} else {
-			p += "/"
-		}
-		if setEscapedPath(&u, p) == nil {
-			alt = &u
-		}
-	}
+	p := orig.EscapedPath()
+	added := !strings.HasSuffix(p, "/") // alt is p with a slash added, else removed
 	for _, rm := range routes {
 		m.URL = orig
 		if rm.claims(m, fold) {
 			return rm
 		}
-		if alt != nil {
-			m.URL = alt
-			if rm.claims(m, fold) {
-				return rm
+		if p == "/" || rm.slash != added {
+			continue // this route cannot claim the other spelling without the first
+		}
+		if alt == nil {
+			u := *orig
+			ap := p + "/"
+			if !added {
+				ap = p[:len(p)-1]
 			}
+			if setEscapedPath(&u, ap) != nil {
+				continue
+			}
+			alt = &u
+		}
+		m.URL = alt
+		if rm.claims(m, fold) {
+			return rm
 		}
 	}
 	m.URL = orig
@@ -324,6 +348,23 @@ func methodOverrides(r *http.Request) []string {
 		}
 	}
 	return methods
+}
+
+// foldsIntoLiteral reports whether a segment of the escaped path p has
+// upper case letters and, in lower case, is a literal segment of a
+// pattern: only then can ignoring case change which route matches, when
+// no pattern has upper case letters itself.
+func (t *routeTable) foldsIntoLiteral(p string) bool {
+	if !hasUpper(p) {
+		return false
+	}
+	lits := t.literals.Load()
+	for seg := range strings.SplitSeq(p, "/") {
+		if hasUpper(seg) && (*lits)[strings.ToLower(seg)] {
+			return true
+		}
+	}
+	return false
 }
 
 // hasUpper reports whether s has an upper case ASCII letter.
