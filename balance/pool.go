@@ -69,8 +69,10 @@ type Pool struct {
 	// http://10.0.0.1:8080/v2 as "/v2/users", and "/app" reaches it as
 	// "/v2/". The prefix matches at a segment boundary ("/app" does not
 	// match "/application"; a trailing slash is ignored) and a path
-	// outside it is forwarded unchanged. If empty, paths are forwarded
-	// unchanged.
+	// outside it is forwarded unchanged. It is matched against and
+	// removed from the escaped path (write "/a%20b" for "/a b"), so that
+	// an encoded slash is never decoded on the way ("/app%2Fx" is not
+	// under "/app"). If empty, paths are forwarded unchanged.
 	StripPrefix string
 
 	// PreserveHost keeps the client's Host header on the outbound
