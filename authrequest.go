@@ -129,22 +129,31 @@ type AuthRequest struct {
 }
 
 // CookieKey returns an AuthRequest.CacheKey that keys on the value of the
-// named cookie; requests without it are not cached.
+// named cookie; requests without it, or with more than one cookie of that
+// name, are not cached: the auth service may read another one of them
+// than the key (Django reads the last), and another request with only
+// the key's value would then share its allow.
 func CookieKey(name string) func(*http.Request) string {
 	return func(r *http.Request) string {
-		c, err := r.Cookie(name)
-		if err != nil || c.Value == "" {
+		cs := r.CookiesNamed(name)
+		if len(cs) != 1 {
 			return ""
 		}
-		return c.Value
+		return cs[0].Value
 	}
 }
 
 // HeaderKey returns an AuthRequest.CacheKey that keys on the value of the
-// named request header (e.g. Authorization); requests without it are not
-// cached.
+// named request header (e.g. Authorization); requests without it, or with
+// more than one field of that name, are not cached.
 func HeaderKey(name string) func(*http.Request) string {
-	return func(r *http.Request) string { return r.Header.Get(name) }
+	return func(r *http.Request) string {
+		vv := r.Header.Values(name)
+		if len(vv) != 1 {
+			return ""
+		}
+		return vv[0]
+	}
 }
 
 // authResult is the part of an auth answer a decision is made of.
@@ -188,6 +197,7 @@ func (a *AuthRequest) Authorize(pr *ProxyRequest) (Decision, error) {
 	// Client-sent copies go, in every spelling an upstream would read as
 	// the same name (X-Auth_User for X-Auth-User), whatever the decision.
 	a.respNames.strip(pr.Out.Header)
+	pr.owned = append(pr.owned, &a.respNames) // nor from a trailer
 	var body []byte
 	if a.SendBody && pr.Out.Body != nil && pr.Out.Body != http.NoBody {
 		var tooLarge bool

@@ -140,9 +140,16 @@ func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes
 	if err != nil || strings.Contains(host, ":") && !strings.HasSuffix(host, "]") {
 		panic(fmt.Sprintf("sluice: route pattern %q: bad host", pattern))
 	}
+	// The prefix is matched against the canonical escaped path, the
+	// one the route table matched: "/api" never matches "/api%2Fx",
+	// which is one segment to the Proxy (see KeepEncodedSlashes).
+	prefix, err := canonical.Path(pattern[i:], true)
+	if err != nil {
+		panic(fmt.Sprintf("sluice: route pattern %q: bad path: %v", pattern, err))
+	}
 	r.routes = append(r.routes, hostPathRoute{
 		host:   host,
-		prefix: pattern[i:],
+		prefix: prefix,
 		target: target,
 		opts:   opts,
 	})
@@ -152,7 +159,7 @@ func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes
 // Direct implements Director.
 func (r *Routes) Direct(pr *ProxyRequest) error {
 	host := requestHost(pr.In)
-	path := pr.Out.URL.Path
+	path := pr.Out.URL.EscapedPath()
 	var best *hostPathRoute
 	for i := range r.routes {
 		rt := &r.routes[i]

@@ -51,7 +51,24 @@ func removeHopByHop(h http.Header) (teTrailers bool) {
 // fields are removed, "TE: trailers" is kept (gRPC and others need it) and
 // an upgrade the proxy is willing to tunnel is announced again. An h2c
 // upgrade is never forwarded: the proxy speaks HTTP/1.1 to the client.
+//
+// A client cannot make it drop a forwarding field (X-Forwarded-*,
+// Forwarded, X-Real-Ip) by naming it in Connection: the proxy owns those
+// (dropForged, setForwarded), and the chain a trusted proxy in front set
+// must reach the upstream as the Proxy read it for ClientAddr, not
+// replaced by that trusted proxy's own address.
 func sanitizeRequestHeader(h http.Header, upgrade string) {
+	if vv := h["Connection"]; len(vv) > 0 && namesForwarding(vv) {
+		var keep []string
+		for _, v := range vv {
+			for sf := range strings.SplitSeq(v, ",") {
+				if sf = textproto.TrimString(sf); sf != "" && !isForwardingToken(sf) {
+					keep = append(keep, sf)
+				}
+			}
+		}
+		h["Connection"] = keep
+	}
 	if removeHopByHop(h) {
 		h.Set("Te", "trailers")
 	}
@@ -60,6 +77,26 @@ func sanitizeRequestHeader(h http.Header, upgrade string) {
 		h.Set("Connection", "Upgrade")
 		h.Set("Upgrade", upgrade)
 	}
+}
+
+// namesForwarding reports whether Connection values name a forwarding
+// field, without allocating.
+func namesForwarding(vv []string) bool {
+	for _, v := range vv {
+		for sf := range strings.SplitSeq(v, ",") {
+			if isForwardingToken(textproto.TrimString(sf)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isForwardingToken reports whether a Connection option names a forwarding
+// field (isForwardingName) in any case.
+func isForwardingToken(s string) bool {
+	return len(s) > len("X-Forwarded-") && strings.EqualFold(s[:len("X-Forwarded-")], "X-Forwarded-") ||
+		strings.EqualFold(s, "Forwarded") || strings.EqualFold(s, "X-Real-Ip")
 }
 
 // sanitizeResponseHeader removes hop-by-hop fields from an upstream
@@ -88,16 +125,22 @@ func upgradeType(h http.Header) string {
 }
 
 // clientAddr returns the client's address: the TCP peer, or, when the peer
-// is trusted, the rightmost address of X-Forwarded-For that is not. An
-// entry that is not an address (see parseForwardedFor) ends the walk with
-// an invalid address: a client the proxy cannot name is never taken for
-// the trusted proxy that passed its request on.
+// is trusted, the rightmost address of X-Forwarded-For that is not (of
+// Forwarded's for= values when there is no X-Forwarded-For). An entry
+// that is not an address (see parseForwardedFor) ends the walk with an
+// invalid address: a client the proxy cannot name is never taken for the
+// trusted proxy that passed its request on.
 func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.Addr {
 	if !isTrusted(peer, trusted) {
 		return peer
 	}
 	addr := peer
 	xff := r.Header["X-Forwarded-For"]
+	if len(xff) == 0 && len(r.Header["Forwarded"]) > 0 {
+		// A trusted proxy that speaks only RFC 7239 still names the
+		// client: never take the proxy itself for it.
+		xff = forwardedFor(r.Header["Forwarded"])
+	}
 	for i := len(xff) - 1; i >= 0; i-- {
 		v := xff[i]
 		if textproto.TrimString(v) == "" {
@@ -121,6 +164,29 @@ func clientAddr(r *http.Request, peer netip.Addr, trusted []netip.Prefix) netip.
 		}
 	}
 	return addr
+}
+
+// forwardedFor returns the for= values of RFC 7239 Forwarded fields, one
+// per forwarded-element in order, unquoted; an element without for=
+// gives "" (not an address, so the client is unknown).
+func forwardedFor(vv []string) []string {
+	var out []string
+	for _, v := range vv {
+		for elem := range strings.SplitSeq(v, ",") {
+			val := ""
+			for pair := range strings.SplitSeq(elem, ";") {
+				k, x, _ := strings.Cut(pair, "=")
+				if strings.EqualFold(textproto.TrimString(k), "for") {
+					val = strings.Trim(textproto.TrimString(x), `"`)
+				}
+			}
+			if val == "" {
+				val = "unknown"
+			}
+			out = append(out, val)
+		}
+	}
+	return out
 }
 
 // parseForwardedFor parses one X-Forwarded-For entry in the forms load
@@ -287,11 +353,23 @@ func (n *headerNames) strip(h http.Header) {
 // dropForged deletes the client-identity headers a client may not choose,
 // in one pass over h: every X-Forwarded-* field, Forwarded and X-Real-Ip
 // from an untrusted peer; their other spellings (X_Forwarded_For) from
-// any peer; and Proxy.IdentityHeaders in any spelling.
+// any peer; Proxy.IdentityHeaders and the target overrides
+// (isTargetOverride) in any spelling.
 func (p *Proxy) dropForged(h http.Header, trusted bool) {
 	stripHeaders(h, func(name string, respelled bool) bool {
-		return isForwardingName(name) && (!trusted || respelled) || p.identity.matches(name)
+		return isForwardingName(name) && (!trusted || respelled) || p.identity.matches(name) || isTargetOverride(name)
 	})
+}
+
+// isTargetOverride reports whether a (dashedName) header name is one
+// that some frameworks read as the request's path instead of the request
+// line's: Yii and Zend take X-Rewrite-Url and X-Original-Url from IIS
+// rewrite modules. A request for "/public" carrying "X-Rewrite-Url:
+// /admin" would be served as "/admin" past the routes: they are dropped
+// from every request, trusted peer or not (a load balancer passes them
+// on, it does not set them); only hooks may set them.
+func isTargetOverride(k string) bool {
+	return k == "X-Original-Url" || k == "X-Rewrite-Url" || k == "X-Original-Uri"
 }
 
 func isForwardingName(k string) bool {
@@ -391,10 +469,21 @@ func checkRequest(r *http.Request) error {
 	if len(r.TransferEncoding) > 0 && (r.ProtoMajor == 1 && r.ProtoMinor == 0) {
 		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("Transfer-Encoding in an HTTP/1.0 request")}
 	}
+	if hasLower(r.Method) {
+		// Methods are case-sensitive (RFC 9110 §9.1), but Django, Flask,
+		// Symfony and Laravel upper-case them: "delete" would be DELETE
+		// to the upstream and no "DELETE /x" route would have seen it.
+		// nginx refuses them too.
+		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("method in lower case")}
+	}
 	if r.Method == http.MethodConnect {
 		return &Error{Status: http.StatusMethodNotAllowed, Err: errBadRequest("CONNECT is not supported")}
 	}
-	if r.RequestURI == "*" && r.Method != http.MethodOptions {
+	if r.RequestURI == "*" {
+		// OPTIONS * asks about the server, not a resource: no route can
+		// match it, so route Authorizers would never see it, and a
+		// Director joining a target path would turn it into a path
+		// ("/base/*") that no route was matched on. It is not forwarded.
 		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("asterisk-form request target")}
 	}
 	for _, v := range r.Header["Content-Length"] {
@@ -403,6 +492,16 @@ func checkRequest(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// hasLower reports whether s has a lower case ASCII letter.
+func hasLower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'a' <= s[i] && s[i] <= 'z' {
+			return true
+		}
+	}
+	return false
 }
 
 type errBadRequest string

@@ -224,7 +224,8 @@ type ProxyRequest struct {
 	wroteHeaders atomic.Bool // set by the transport's goroutine
 	sent1xx      bool        // a 1xx response reached the client: no retry
 	timeout      time.Duration
-	stopTimer    func() // ends the timers of SetTimeout
+	stopTimer    func()         // ends the timers of SetTimeout
+	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }
 
 // Proxy returns the Proxy handling the request.

@@ -152,7 +152,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		// are not announced upstream; those arriving with the body are
 		// filtered when it ends (requestBody.trailersTo).
 		for k := range pr.Out.Trailer {
-			if !p.trailerAllowed(k, pr.In.Header["Connection"]) {
+			if !p.trailerAllowed(k, pr.In.Header["Connection"]) || ownedName(pr.owned, k) {
 				delete(pr.Out.Trailer, k)
 			}
 		}
@@ -528,6 +528,7 @@ type requestBody struct {
 	// outbound request's) when rc ends; see trailersTo.
 	trProxy *Proxy
 	trIn    *http.Request
+	trOwned []*headerNames
 	trailer http.Header
 }
 
@@ -562,7 +563,7 @@ func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 		b.kept = make([]byte, 0, contentLength)
 	}
 	b.first = attemptBody{}
-	b.trProxy, b.trIn, b.trailer = nil, nil, nil
+	b.trProxy, b.trIn, b.trOwned, b.trailer = nil, nil, nil, nil
 }
 
 // trailersTo makes the end of the body copy the trailers of pr.In (known
@@ -574,7 +575,7 @@ func (b *requestBody) trailersTo(pr *ProxyRequest) {
 		return // no chunked body, or a hook wants no trailers
 	}
 	b.mu.Lock()
-	b.trProxy, b.trIn, b.trailer = pr.proxy, pr.In, pr.Out.Trailer
+	b.trProxy, b.trIn, b.trOwned, b.trailer = pr.proxy, pr.In, pr.owned, pr.Out.Trailer
 	b.mu.Unlock()
 }
 
@@ -661,7 +662,7 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 			// Before the transport, which called Read, writes b.trailer.
 			connection := b.trIn.Header["Connection"]
 			for k, vv := range b.trIn.Trailer {
-				if len(b.trailer[k]) == 0 && len(vv) > 0 && b.trProxy.trailerAllowed(k, connection) {
+				if len(b.trailer[k]) == 0 && len(vv) > 0 && b.trProxy.trailerAllowed(k, connection) && !ownedName(b.trOwned, k) {
 					b.trailer[k] = vv
 				}
 			}
@@ -670,7 +671,7 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	if err != nil {
-		b.trProxy, b.trIn, b.trailer = nil, nil, nil
+		b.trProxy, b.trIn, b.trOwned, b.trailer = nil, nil, nil, nil
 	}
 	b.cond.Broadcast()
 	b.mu.Unlock()
@@ -841,11 +842,26 @@ func (p *Proxy) trailerAllowed(name string, connection []string) bool {
 		return false
 	}
 	canon := dashedName(name)
-	if notTrailers[canon] || isForwardingName(canon) || canon == "Via" || p.identity.matches(canon) {
+	if notTrailers[canon] || isForwardingName(canon) || isTargetOverride(canon) || canon == "Via" || p.identity.matches(canon) {
 		return false
 	}
 	return !httpguts.HeaderValuesContainsToken(connection, name) &&
 		!httpguts.HeaderValuesContainsToken(connection, canon)
+}
+
+// ownedName reports whether a header name, in any spelling, is one of
+// the names hooks own for a request (ProxyRequest.owned).
+func ownedName(owned []*headerNames, name string) bool {
+	if len(owned) == 0 {
+		return false
+	}
+	canon := dashedName(name)
+	for _, n := range owned {
+		if n.matches(canon) {
+			return true
+		}
+	}
+	return false
 }
 
 func cloneURL(u *url.URL) *url.URL {

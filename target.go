@@ -1,6 +1,7 @@
 package sluice
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -20,11 +21,14 @@ import (
 // encoded slash unless keepEncodedSlash, a backslash, an encoded NUL, ".."
 // above the root, a malformed host) is refused with a 400 *Error.
 func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, error) {
-	if r.RequestURI == "*" {
-		return r, nil // OPTIONS *; checkRequest refuses it for other methods
-	}
 	if r.URL.Opaque != "" || r.URL.Scheme != "" && r.URL.Scheme != "http" && r.URL.Scheme != "https" {
 		return nil, badTarget(fmt.Errorf("not an origin-form or http(s) absolute-form target: %q", r.RequestURI))
+	}
+	if r.URL.User != nil {
+		// RFC 9110 §4.2.4: userinfo in an http(s) URI is an error. A
+		// helper or policy reading the URL as a string could take
+		// "http://allowed.example@blocked.example/" for the first host.
+		return nil, badTarget(errors.New("userinfo in request target")) // not quoted: it may hold a password
 	}
 	scheme := "http"
 	if r.TLS != nil {

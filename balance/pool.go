@@ -69,8 +69,10 @@ type Pool struct {
 	// http://10.0.0.1:8080/v2 as "/v2/users", and "/app" reaches it as
 	// "/v2/". The prefix matches at a segment boundary ("/app" does not
 	// match "/application"; a trailing slash is ignored) and a path
-	// outside it is forwarded unchanged. If empty, paths are forwarded
-	// unchanged.
+	// outside it is forwarded unchanged. It is matched against and
+	// removed from the escaped path (write "/a%20b" for "/a b"), so that
+	// an encoded slash is never decoded on the way ("/app%2Fx" is not
+	// under "/app"). If empty, paths are forwarded unchanged.
 	StripPrefix string
 
 	// PreserveHost keeps the client's Host header on the outbound
@@ -457,7 +459,7 @@ func (p *Pool) Direct(pr *sluice.ProxyRequest) error {
 	if pr.Attempt() > 0 && slices.Contains(pr.Tried(), u.host) {
 		u = untried(st.healthy, u, pr.Tried())
 	}
-	if p.StripPrefix != "" && urlpath.HasPrefix(pr.Out.URL.Path, strings.TrimSuffix(p.StripPrefix, "/")) {
+	if p.StripPrefix != "" && urlpath.HasPrefix(pr.Out.URL.EscapedPath(), strings.TrimSuffix(p.StripPrefix, "/")) {
 		urlpath.StripPrefix(pr.Out.URL, p.StripPrefix)
 	}
 	pr.SetURL(u.url)

@@ -193,7 +193,7 @@ func StripParams(escaped string) string {
 // Host returns the canonical form of a request's authority (host and
 // optional port, as in the Host header): the name lowercased, IDNA
 // encoded (UTS #46, as a browser would look it up), its trailing dot
-// dropped; an IP literal in its one textual form (RFC 5952 for IPv6, in
+// dropped, refused if its last label is a number (see endsInNumber); an IP literal in its one textual form (RFC 5952 for IPv6, in
 // brackets); the port kept unless it is the default port of scheme
 // ("http" 80, "https" 443), which is dropped. An empty host stays empty.
 func Host(hostport, scheme string) (string, error) {
@@ -263,6 +263,9 @@ func hostName(h string) (string, error) {
 		}
 	}
 	if ascii && !strings.Contains(h, "xn--") && !strings.Contains(h, "XN--") {
+		if endsInNumber(h) {
+			return "", ErrBadHost
+		}
 		return strings.ToLower(h), nil
 	}
 	if !utf8.ValidString(h) {
@@ -280,7 +283,34 @@ func hostName(h string) (string, error) {
 			return "", ErrBadHost
 		}
 	}
+	if endsInNumber(a) {
+		return "", ErrBadHost
+	}
 	return strings.ToLower(a), nil
+}
+
+// endsInNumber reports whether a host name's last label is a number:
+// decimal digits, or hexadecimal after "0x" (the WHATWG URL Standard's
+// "ends in a number"). Browsers read such a name as an IPv4 address in a
+// spelling of its own, and so do resolvers built on inet_aton (glibc's
+// getaddrinfo, Go's cgo resolver): "2130706433", "127.1", "0x7f.1" and
+// "0177.0.0.1" all reach 127.0.0.1, while a decision made on the name
+// would not know it. Such names are refused, not read as names; the
+// dotted-decimal spelling of an address is an IP literal, not a name.
+func endsInNumber(h string) bool {
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	if allDigits(last) {
+		return true
+	}
+	if len(last) < 2 || last[0] != '0' || last[1] != 'x' && last[1] != 'X' {
+		return false
+	}
+	for i := 2; i < len(last); i++ {
+		if !isHex(last[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // splitHostPort splits an authority without the surprises of

@@ -23,27 +23,25 @@ func HasPrefix(path, prefix string) bool {
 }
 
 // StripPrefix removes prefix (its trailing slash ignored) from the start
-// of u's path, keeping the result rooted: "/api/users" without "/api" is
-// "/users", and "/api" is "/". The caller checks HasPrefix first. The
-// escaped form (RawPath) is stripped alike, and dropped when it no
-// longer encodes the path.
+// of u's escaped path, keeping the result rooted: "/api/users" without
+// "/api" is "/users", and "/api" is "/". The caller checks HasPrefix
+// first, on u.EscapedPath() and with prefix in escaped form. It works on
+// the escaped form so that an encoded slash stays one: stripping the
+// decoded path made "/api%2F..%2Fx" "/../x" for the upstream.
 func StripPrefix(u *url.URL, prefix string) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	if prefix == "" {
 		return
 	}
-	u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, prefix), "/")
-	if u.RawPath != "" {
-		u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, prefix), "/")
-		if u.RawPath == u.Path || !validEncoded(u) {
-			u.RawPath = ""
-		}
+	esc := "/" + strings.TrimPrefix(strings.TrimPrefix(u.EscapedPath(), prefix), "/")
+	p, err := url.PathUnescape(esc)
+	if err != nil {
+		return // not reached: esc is a tail of a valid escaped path
 	}
-}
-
-func validEncoded(u *url.URL) bool {
-	p, err := url.PathUnescape(u.RawPath)
-	return err == nil && p == u.Path
+	u.Path, u.RawPath = p, esc
+	if (&url.URL{Path: p}).EscapedPath() == esc {
+		u.RawPath = "" // the default encoding: net/url keeps RawPath empty then
+	}
 }
 
 // Join joins a and b with exactly one slash between them, as

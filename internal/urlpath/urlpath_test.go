@@ -38,9 +38,13 @@ func TestStripPrefix(t *testing.T) {
 		{"/api/", "", "/api", "/", ""},
 		{"/x", "", "", "/x", ""},
 		{"/x", "", "/", "/x", ""},
-		{"/api/a b", "/api/a%20b", "/api", "/a b", "/a%20b"},
+		{"/api/a b", "/api/a%20b", "/api", "/a b", ""}, // RawPath is the default encoding: dropped
 		{"/api/a/b", "/api/a%2Fb", "/api", "/a/b", "/a%2Fb"},
-		{"/a b/x", "/a%20b/x", "/a b", "/x", ""}, // raw prefix differs: re-derived
+		{"/a b/x", "/a%20b/x", "/a%20b", "/x", ""}, // the prefix in escaped form
+		// An encoded slash stays one: stripping the decoded path made
+		// "/api%2F..%2Fsecret" the "/../secret" of the upstream.
+		{"/api/secret", "/api%2Fsecret", "/api", "//secret", "/%2Fsecret"},
+		{"/api/../secret", "/api%2F..%2Fsecret", "/api", "//../secret", "/%2F..%2Fsecret"},
 	}
 	for _, tt := range tests {
 		u := &url.URL{Path: tt.path, RawPath: tt.rawPath}
