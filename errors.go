@@ -135,7 +135,10 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 	}
 	level("sluice: exchange failed", attrs...)
 	if status == StatusClientClosedRequest {
-		return
+		// Nothing is written, and the connection is closed rather than
+		// left for the server to finish with an empty 200 should the
+		// client still be there.
+		panic(http.ErrAbortHandler)
 	}
 	if pr != nil {
 		mergeHeader(w.Header(), pr.respHeader)
