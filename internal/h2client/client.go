@@ -4,16 +4,17 @@
 // and h2c upstreams, spoken to in HTTP/2 over cleartext TCP with prior
 // knowledge (RFC 9113 §3.3).
 //
-// It is net/http's Transport with golang.org/x/net/http2 configured into
-// it (http2.ConfigureTransports), rather than a bare http2.Transport,
-// because the pair gives what a proxy needs and a bare http2.Transport
-// lacks: a response header timeout that starts once the request body was
-// sent (a long upload or a client-streaming gRPC call is no slow
-// upstream), the bound on response heads, the idle timeout, and the
-// http.HTTP2Config (ping health checks) that Go 1.27's net/http, where
-// x/net/http2 becomes a wrapper, keeps reading. One connection per
-// upstream multiplexes the streams; the x/net transport opens another
-// when the upstream's stream limit is reached.
+// It is net/http's Transport with HTTP/2 switched on through
+// http.Transport.Protocols and tuned through http.HTTP2Config, not
+// golang.org/x/net/http2's Transport: x/net v0.62 deprecates its client
+// API in favour of exactly these fields, and from Go 1.27 its Transport
+// is a wrapper around net/http's. net/http's Transport also gives what
+// a proxy needs and a bare http2.Transport lacks: a response header
+// timeout that starts once the request body was sent (a long upload or a
+// client-streaming gRPC call is no slow upstream), the bound on response
+// heads and the idle timeout. One connection per upstream multiplexes
+// the streams; another is opened when the upstream's stream limit is
+// reached.
 //
 // A connection whose peer stopped answering is found by a PING sent
 // after PingInterval without a frame from the peer, and closed when no
@@ -24,10 +25,10 @@
 //
 // A request the upstream refused without processing it (REFUSED_STREAM,
 // or a stream above the last stream ID of a GOAWAY: RFC 9113 §8.7) is
-// retried by the x/net transport on a new stream or connection, up to six
-// times with a backoff, if it has no body or its Request.GetBody gives the
-// body again; Unprocessed tells such a failure when it still ends the
-// exchange.
+// retried by the transport on a new stream or connection, up to six
+// times with a backoff, if it has no body or its Request.GetBody gives
+// the body again; Unprocessed tells such a failure when it still ends
+// the exchange.
 package h2client
 
 import (
@@ -39,8 +40,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // Defaults for zero Config fields.
@@ -109,22 +108,15 @@ type Client struct {
 }
 
 // New returns a Client for cfg.
-func New(cfg Config) (*Client, error) {
+func New(cfg Config) *Client {
 	c := &Client{cfg: cfg, sessions: tls.NewLRUClientSessionCache(0)}
-	var err error
-	if c.tls, err = c.transport(true, true, false); err != nil {
-		return nil, err
-	}
-	if c.tls1, err = c.transport(true, false, false); err != nil {
-		return nil, err
-	}
-	if c.h2c, err = c.transport(false, false, true); err != nil {
-		return nil, err
-	}
-	return c, nil
+	c.tls = c.transport(true, true, false)
+	c.tls1 = c.transport(true, false, false)
+	c.h2c = c.transport(false, false, true)
+	return c
 }
 
-func (c *Client) transport(useTLS, h2, h2c bool) (*http.Transport, error) {
+func (c *Client) transport(useTLS, h2, h2c bool) *http.Transport {
 	cfg := c.cfg
 	ping, pingTimeout := cfg.PingInterval, cfg.PingTimeout
 	switch {
@@ -166,16 +158,7 @@ func (c *Client) transport(useTLS, h2, h2c bool) (*http.Transport, error) {
 		// of each dialing one of its own.
 		t.MaxConnsPerHost = 1
 	}
-	if h2 || h2c {
-		t2, err := http2.ConfigureTransports(t)
-		if err != nil {
-			return nil, fmt.Errorf("h2client: %w", err)
-		}
-		// Also set on t.HTTP2, which x/net reads too; kept here for
-		// the x/net versions that read only these.
-		t2.ReadIdleTimeout, t2.PingTimeout = ping, pingTimeout
-	}
-	return t, nil
+	return t
 }
 
 func (c *Client) dialTimeout() time.Duration {
@@ -278,10 +261,15 @@ func (c *Client) CloseIdleConnections() {
 var ErrUnprocessed = errors.New("h2client: upstream refused the request without processing it")
 
 // Unprocessed reports whether err ended an HTTP/2 exchange that the
-// upstream certainly did not process (RFC 9113 §8.7): the stream was
-// refused with REFUSED_STREAM, or it was above the last stream ID of the
-// upstream's GOAWAY, or err wraps ErrUnprocessed. Such a request may be
-// sent again, whatever its method, if its body can be.
+// upstream certainly did not process (RFC 9113 §8.7): err wraps
+// ErrUnprocessed (what the engine's Request.GetBody returns when the
+// transport wants to retry such a request and its body cannot be sent
+// again), or it is the transport's last REFUSED_STREAM or graceful
+// GOAWAY after its own retries. Such a request may be sent again,
+// whatever its method, if its body can be.
+//
+// net/http does not export its HTTP/2 errors; the last two are known
+// by their text.
 func Unprocessed(err error) bool {
 	if err == nil {
 		return false
@@ -289,11 +277,7 @@ func Unprocessed(err error) bool {
 	if errors.Is(err, ErrUnprocessed) {
 		return true
 	}
-	var se http2.StreamError
-	if errors.As(err, &se) {
-		return se.Code == http2.ErrCodeRefusedStream
-	}
-	// x/net's graceful-GOAWAY error is not exported; it is returned as
-	// is (not wrapped) when its retries are exhausted.
-	return strings.HasSuffix(err.Error(), "http2: Transport received Server's graceful shutdown GOAWAY")
+	msg := err.Error()
+	return strings.HasPrefix(msg, "stream error: ") && strings.Contains(msg, "; REFUSED_STREAM") ||
+		strings.HasSuffix(msg, "http2: Transport received Server's graceful shutdown GOAWAY")
 }
