@@ -202,6 +202,10 @@ func requestHost(r *http.Request) string {
 	return r.Host
 }
 
+// knownScheme reports whether an upstream target's scheme is one the
+// engine speaks.
+func knownScheme(s string) bool { return s == "http" || s == "https" || s == "h2c" }
+
 func mustTarget(target *url.URL) {
 	if target == nil || target.Scheme == "" || target.Host == "" {
 		panic(fmt.Sprintf("sluice: invalid upstream target %v: need scheme and host", target))
@@ -241,10 +245,12 @@ func joinURLPath(a, b *url.URL) (path, rawpath string) {
 }
 
 // checkTarget reports whether the outbound request can be written without
-// ambiguity: a known scheme, a host with no control characters or spaces.
+// ambiguity: a known scheme (http, https, or h2c for HTTP/2 with prior
+// knowledge: see Proxy.Transport), a host with no control characters or
+// spaces.
 func checkTarget(out *http.Request) error {
 	u := out.URL
-	if u.Scheme != "http" && u.Scheme != "https" {
+	if !knownScheme(u.Scheme) {
 		return fmt.Errorf("%w: scheme %q", errBadTarget, u.Scheme)
 	}
 	if u.Host == "" {

@@ -3,6 +3,7 @@ package sluice
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,12 +86,29 @@ type Proxy struct {
 	KeepEncodedSlashes bool
 
 	// Transport carries requests to the upstreams.
-	// If nil, the Proxy uses its own engine, built from the timeout and
-	// pool fields below: sluice's HTTP/1.1 client for http:// upstreams
-	// (the fast path: no idle goroutines, splice for large bodies) and an
-	// http.Transport for https://. Set an *http.Transport here to use the
-	// standard library for everything (e.g. for HTTP/2 upstreams).
+	// If nil, the Proxy uses its own engine, built from the timeout,
+	// pool and TLS fields below: sluice's HTTP/1.1 client for http://
+	// upstreams (the fast path: no idle goroutines, splice for large
+	// bodies); for https:// upstreams HTTP/2 when they offer it by ALPN,
+	// HTTP/1.1 otherwise; for h2c:// upstreams HTTP/2 over cleartext TCP
+	// with prior knowledge (docs/upstream-protocols.md). A Transport set
+	// here gets every request, h2c:// URLs as they are.
 	Transport http.RoundTripper
+
+	// UpstreamTLS configures TLS to https:// upstreams: the CAs trusted
+	// (RootCAs), a client certificate for mutual TLS (Certificates or
+	// GetClientCertificate), the server name verified and sent by SNI
+	// (ServerName; if empty, the target's host), the lowest version
+	// (MinVersion). HTTP/2 is offered by ALPN unless NextProtos says
+	// otherwise. It is cloned for each connection. If nil, the system's
+	// roots and Go's defaults. Not used when Transport is set.
+	UpstreamTLS *tls.Config
+
+	// UpstreamTLSFor, if not nil, returns the TLS configuration for the
+	// https:// upstream at addr (host:port, as the Director set it),
+	// instead of UpstreamTLS; a nil result means UpstreamTLS. It is
+	// called for each new connection. Not used when Transport is set.
+	UpstreamTLSFor func(addr string) *tls.Config
 
 	// DialTimeout bounds connecting to an upstream.
 	// If zero, DefaultDialTimeout is used.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1client"
+	"github.com/sluiceproxy/sluice/internal/h2client"
 	"github.com/sluiceproxy/sluice/internal/h1wire"
 	"golang.org/x/net/http/httpguts"
 )
@@ -106,7 +107,26 @@ func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
 	return pr.WriteResponse(w, res)
 }
 
-var errBadResponse = errors.New("sluice: malformed upstream response")
+var (
+	errBadResponse   = errors.New("sluice: malformed upstream response")
+	errGRPCOverHTTP1 = errors.New("sluice: gRPC request (Content-Type application/grpc) over HTTP/1.x: gRPC needs HTTP/2 from the client")
+)
+
+// isGRPC reports whether a request's Content-Type is gRPC's:
+// "application/grpc", alone or followed by "+format" or parameters, in
+// any case; gRPC-Web ("application/grpc-web...") is not.
+func isGRPC(ct []string) bool {
+	if len(ct) == 0 {
+		return false
+	}
+	const g = "application/grpc"
+	v := ct[0]
+	if len(v) < len(g) || !strings.EqualFold(v[:len(g)], g) {
+		return false
+	}
+	rest := v[len(g):]
+	return rest == "" || rest[0] == '+' || rest[0] == ';' || rest[0] == ' ' || rest[0] == '\t'
+}
 
 // RoundTrip sends the outbound request to the upstream the Director picks
 // and returns the response, as http.RoundTripper does: the caller must
@@ -117,6 +137,9 @@ var errBadResponse = errors.New("sluice: malformed upstream response")
 func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	p := pr.proxy
 	p.init()
+	if pr.In.ProtoMajor < 2 && isGRPC(pr.In.Header["Content-Type"]) {
+		return nil, &Error{Status: http.StatusHTTPVersionNotSupported, Err: errGRPCOverHTTP1}
+	}
 	director := p.Director
 	if pr.route != nil && pr.route.Director != nil {
 		director = pr.route.Director
@@ -188,11 +211,26 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		if eng != nil && pr.Out.URL.Scheme == "http" {
 			res, err = eng.h1.Do(pr.Out, &pr.hooks)
 		} else {
+			if hasBody && eng != nil && pr.attempt == 0 && attempts > 1 && policy.ReplayLimit >= 0 && multiplexed(pr.Out.URL.Scheme) {
+				// An HTTP/2 upstream may refuse a stream unprocessed
+				// (REFUSED_STREAM, GOAWAY): keep the body so that the
+				// transport can send it again, whatever the method.
+				limit := policy.ReplayLimit
+				if limit == 0 {
+					limit = DefaultReplayLimit
+				}
+				pr.body.keepFor(limit, pr.Out.ContentLength)
+				pr.Out.GetBody = pr.body.getBody
+			}
 			if !traced {
 				pr.traceRequest()
 				traced = true
 			}
-			res, err = p.transport.RoundTrip(pr.Out)
+			if eng != nil {
+				res, err = eng.roundTrip(pr.Out)
+			} else {
+				res, err = p.transport.RoundTrip(pr.Out)
+			}
 		}
 		if err == nil {
 			if obs != nil {
@@ -241,6 +279,9 @@ func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Tim
 	}
 	if !bs.started && (isConnectError(err) || !pr.wroteHeaders.Load()) {
 		return true
+	}
+	if h2client.Unprocessed(err) && (!bs.started || bs.replayable) {
+		return true // RFC 9113 §8.7: the upstream did no processing
 	}
 	if !policy.Idempotent || !h1wire.IsIdempotent(pr.Out.Method) {
 		return false
@@ -566,6 +607,42 @@ func (b *requestBody) start(rc io.ReadCloser, limit, contentLength int64) {
 	b.trProxy, b.trIn, b.trOwned, b.trailer = nil, nil, nil, nil
 }
 
+// keepFor starts keeping the body for replay, up to limit bytes, if it
+// is not kept yet and nothing was read from it: an attempt decides it
+// once the Director picked an HTTP/2-capable upstream. A body known to
+// be longer than limit is not kept.
+func (b *requestBody) keepFor(limit, contentLength int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.limit > 0 || b.n > 0 || b.reading || b.eof || contentLength > limit {
+		return
+	}
+	b.limit = limit
+	if contentLength > 0 {
+		b.kept = make([]byte, 0, contentLength)
+	}
+}
+
+// getBody is the outbound request's GetBody, which an HTTP/2 transport
+// calls to send again a request the upstream refused unprocessed: it
+// returns the body for a new attempt if the bytes read so far were kept
+// (or none were read), and an error wrapping h2client.ErrUnprocessed
+// otherwise. It never waits for a read in progress, which may wait for
+// the client; a byte that read delivers is kept, or makes the new
+// attempt fail (never a body with a hole).
+func (b *requestBody) getBody() (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, fmt.Errorf("%w; reading the request body failed: %w", h2client.ErrUnprocessed, b.err)
+	}
+	if !(b.limit > 0 && !b.over) && (b.n > 0 || b.reading) {
+		return nil, fmt.Errorf("%w; its body was partly sent and not kept for replay (RetryPolicy.ReplayLimit)", h2client.ErrUnprocessed)
+	}
+	b.cur = &attemptBody{b: b}
+	return b.cur, nil
+}
+
 // trailersTo makes the end of the body copy the trailers of pr.In (known
 // only once its body was read to the end) that Proxy.trailerAllowed lets
 // through into pr.Out.Trailer, the map the transport writes after the
@@ -878,44 +955,56 @@ func cloneURL(u *url.URL) *url.URL {
 // engine is the default transport: sluice's own HTTP/1.1 client for
 // http:// upstreams (pooled connections that hold no goroutine or buffer
 // while idle, no per-request trace, splice for bodies of known length),
-// and an http.Transport with the same limits for https://.
+// and h2client for https:// (HTTP/2 when the upstream offers it by ALPN,
+// HTTP/1.1 otherwise) and h2c:// (HTTP/2 over cleartext TCP with prior
+// knowledge).
 type engine struct {
-	h1  *h1client.Client
-	std *http.Transport
+	h1 *h1client.Client
+	h2 *h2client.Client
 }
 
+// multiplexed reports whether the engine may speak HTTP/2 to a target of
+// that scheme.
+func multiplexed(scheme string) bool { return scheme == "https" || scheme == "h2c" }
+
+// RoundTrip implements http.RoundTripper for the hooks that call the
+// engine directly (auth subrequests, object storage, send-file).
 func (e *engine) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" {
+	switch req.URL.Scheme {
+	case "http":
 		return e.h1.RoundTrip(req)
+	case "h2c":
+		r := *req
+		u := *req.URL
+		r.URL = &u
+		req = &r
 	}
-	return e.std.RoundTrip(req)
+	return e.roundTrip(req)
+}
+
+// roundTrip sends req through h2client; an h2c:// URL is changed into the
+// http:// one it stands for (the HTTP/2 ":scheme" is "http").
+func (e *engine) roundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "h2c" {
+		req.URL.Scheme = "http"
+		return e.h2.RoundTrip(req)
+	}
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("%w: scheme %q", errBadTarget, req.URL.Scheme)
+	}
+	return e.h2.RoundTrip(req)
 }
 
 func (e *engine) CloseIdleConnections() {
 	e.h1.CloseIdleConnections()
-	e.std.CloseIdleConnections()
+	e.h2.CloseIdleConnections()
 }
 
+// newEngine builds the default transport from the Proxy's timeouts and
+// pool limits and its upstream TLS configuration. Neither client
+// negotiates compression of its own (the client's Accept-Encoding passes
+// through untouched) or takes a proxy from the environment.
 func (p *Proxy) newEngine() *engine {
-	std := p.newTransport()
-	return &engine{
-		h1: &h1client.Client{
-			DialTimeout:           std.TLSHandshakeTimeout,
-			ResponseHeaderTimeout: std.ResponseHeaderTimeout,
-			IdleConnTimeout:       std.IdleConnTimeout,
-			MaxIdleConnsPerHost:   std.MaxIdleConnsPerHost,
-			ExpectContinueTimeout: std.ExpectContinueTimeout,
-			Logger:                p.Logger,
-		},
-		std: std,
-	}
-}
-
-// newTransport builds the default transport: HTTP/1.1, pooled
-// connections, the Proxy's timeouts, no compression negotiation of its own
-// (the client's Accept-Encoding passes through untouched), no proxy from
-// the environment.
-func (p *Proxy) newTransport() *http.Transport {
 	dial := p.DialTimeout
 	if dial == 0 {
 		dial = DefaultDialTimeout
@@ -935,15 +1024,23 @@ func (p *Proxy) newTransport() *http.Transport {
 	if perHost == 0 {
 		perHost = DefaultMaxIdleConnsPerHost
 	}
-	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   perHost,
-		IdleConnTimeout:       idle,
-		ResponseHeaderTimeout: rht,
-		ExpectContinueTimeout: DefaultExpectContinueTimeout,
-		TLSHandshakeTimeout:   dial,
-		DisableCompression:    true,
+	return &engine{
+		h1: &h1client.Client{
+			DialTimeout:           dial,
+			ResponseHeaderTimeout: rht,
+			IdleConnTimeout:       idle,
+			MaxIdleConnsPerHost:   perHost,
+			ExpectContinueTimeout: DefaultExpectContinueTimeout,
+			Logger:                p.Logger,
+		},
+		h2: h2client.New(h2client.Config{
+			DialTimeout:           dial,
+			ResponseHeaderTimeout: rht,
+			IdleConnTimeout:       idle,
+			MaxIdleConnsPerHost:   perHost,
+			ExpectContinueTimeout: DefaultExpectContinueTimeout,
+			TLS:                   p.UpstreamTLS,
+			TLSFor:                p.UpstreamTLSFor,
+		}),
 	}
 }

@@ -101,8 +101,9 @@ type Pool struct {
 type Member struct {
 	// ID names the member; if empty, URL is used.
 	ID string `json:"id"`
-	// URL is the target: scheme (http or https), host and port, and an
-	// optional path joined in front of request paths.
+	// URL is the target: scheme (http, https, or h2c for HTTP/2 with
+	// prior knowledge), host and port, and an optional path joined in
+	// front of request paths.
 	URL string `json:"url"`
 	// Weight is the target's share for weighted policies. If zero, 1.
 	Weight int `json:"weight,omitempty"`
@@ -124,8 +125,10 @@ func (m *Member) normalize() (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("balance: member url: %w", err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("balance: member url %q: scheme must be http or https", m.URL)
+	switch u.Scheme {
+	case "http", "https", "h2c":
+	default:
+		return nil, fmt.Errorf("balance: member url %q: scheme must be http, https or h2c", m.URL)
 	}
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("balance: member url %q: want scheme://host[:port][/path]", m.URL)
