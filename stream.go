@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1client"
-	"github.com/sluiceproxy/sluice/internal/h2client"
 	"github.com/sluiceproxy/sluice/internal/h1wire"
+	"github.com/sluiceproxy/sluice/internal/h2client"
 	"golang.org/x/net/http/httpguts"
 )
 
