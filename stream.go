@@ -381,6 +381,15 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 	if pr.In.Method == http.MethodHead || !bodyAllowed(res.StatusCode) {
 		return nil
 	}
+	if res.ProtoMajor == 2 && res.ContentLength < 0 {
+		// An HTTP/2 stream (a gRPC call, say): its head goes out now, as
+		// the upstream sent it, not with the first piece of the body,
+		// which a client waiting for the head (gRPC header metadata)
+		// may never cause. A response that ended with its head (gRPC's
+		// trailers-only errors) has ContentLength 0 and stays in one
+		// frame.
+		_ = http.NewResponseController(w).Flush()
+	}
 	if err := pr.copyResponse(w, res); err != nil {
 		return &abortError{err}
 	}
