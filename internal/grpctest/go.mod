@@ -4,7 +4,6 @@ go 1.26.0
 
 require (
 	github.com/sluiceproxy/sluice v0.0.0
-	golang.org/x/net v0.62.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -15,6 +14,7 @@ require (
 	github.com/gobwas/httphead v0.1.0 // indirect
 	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/gobwas/ws v1.4.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

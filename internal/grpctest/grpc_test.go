@@ -19,15 +19,12 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/interop"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -41,9 +38,11 @@ type fatalLogger struct{ grpclog.LoggerV2 }
 
 type interopFailure struct{ msg string }
 
-func (fatalLogger) Fatal(args ...any)                 { panic(interopFailure{fmt.Sprint(args...)}) }
-func (fatalLogger) Fatalln(args ...any)               { panic(interopFailure{fmt.Sprint(args...)}) }
-func (fatalLogger) Fatalf(format string, args ...any) { panic(interopFailure{fmt.Sprintf(format, args...)}) }
+func (fatalLogger) Fatal(args ...any)   { panic(interopFailure{fmt.Sprint(args...)}) }
+func (fatalLogger) Fatalln(args ...any) { panic(interopFailure{fmt.Sprint(args...)}) }
+func (fatalLogger) Fatalf(format string, args ...any) {
+	panic(interopFailure{fmt.Sprintf(format, args...)})
+}
 
 func TestMain(m *testing.M) {
 	grpclog.SetLoggerV2(fatalLogger{grpclog.NewLoggerV2(io.Discard, io.Discard, os.Stderr)})
@@ -69,14 +68,17 @@ var fronts = []front{
 }
 
 // h2cFront serves h over HTTP/2 with prior knowledge, as gRPC clients
-// without TLS speak it, with net/http's server and x/net's h2c handler.
+// without TLS speak it, with net/http's server. (x/net's h2c.NewHandler,
+// deprecated, gives way to http.Server.Protocols.)
 func h2cFront(t testing.TB, h http.Handler) (string, credentials.TransportCredentials) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h2c.NewHandler(h, &http2.Server{})}
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
@@ -123,7 +125,7 @@ var upstreamKinds = []upstreamKind{
 // UnaryCall fail with a status carrying details.
 const detailsTrigger = "please fail with details"
 
-type detailServer struct{ testgrpc.TestServiceServer }
+type detailServer struct{ testpb.TestServiceServer }
 
 func (s detailServer) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
 	if string(in.GetPayload().GetBody()) == detailsTrigger {
@@ -188,7 +190,7 @@ func startUpstream(t testing.TB, useTLS bool) *upstream {
 		}
 	}
 	s := grpc.NewServer(opts...)
-	testgrpc.RegisterTestServiceServer(s, detailServer{interop.NewTestServer()})
+	testpb.RegisterTestServiceServer(s, detailServer{interop.NewTestServer()})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -264,54 +266,54 @@ func runCase(t *testing.T, f func()) {
 func TestInterop(t *testing.T) {
 	type tc struct {
 		name string
-		run  func(ctx context.Context, tc testgrpc.TestServiceClient, cc *grpc.ClientConn)
+		run  func(ctx context.Context, tc testpb.TestServiceClient, cc *grpc.ClientConn)
 	}
 	cases := []tc{
-		{"EmptyUnary", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"EmptyUnary", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoEmptyUnaryCall(ctx, c)
 		}},
-		{"LargeUnary", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"LargeUnary", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoLargeUnaryCall(ctx, c)
 		}},
-		{"ClientStreaming", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"ClientStreaming", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoClientStreaming(ctx, c)
 		}},
-		{"ServerStreaming", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"ServerStreaming", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoServerStreaming(ctx, c)
 		}},
-		{"PingPong", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"PingPong", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoPingPong(ctx, c)
 		}},
-		{"EmptyStream", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"EmptyStream", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoEmptyStream(ctx, c)
 		}},
-		{"CancelAfterBegin", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"CancelAfterBegin", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoCancelAfterBegin(ctx, c)
 		}},
-		{"CancelAfterFirstResponse", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"CancelAfterFirstResponse", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoCancelAfterFirstResponse(ctx, c)
 		}},
-		{"TimeoutOnSleepingServer", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"TimeoutOnSleepingServer", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoTimeoutOnSleepingServer(ctx, c)
 		}},
-		{"StatusCodeAndMessage", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"StatusCodeAndMessage", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoStatusCodeAndMessage(ctx, c)
 		}},
-		{"SpecialStatusMessage", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"SpecialStatusMessage", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoSpecialStatusMessage(ctx, c)
 		}},
-		{"CustomMetadata", func(ctx context.Context, c testgrpc.TestServiceClient, _ *grpc.ClientConn) {
+		{"CustomMetadata", func(ctx context.Context, c testpb.TestServiceClient, _ *grpc.ClientConn) {
 			interop.DoCustomMetadata(ctx, c)
 		}},
-		{"UnimplementedMethod", func(ctx context.Context, _ testgrpc.TestServiceClient, cc *grpc.ClientConn) {
+		{"UnimplementedMethod", func(ctx context.Context, _ testpb.TestServiceClient, cc *grpc.ClientConn) {
 			interop.DoUnimplementedMethod(ctx, cc)
 		}},
-		{"UnimplementedService", func(ctx context.Context, _ testgrpc.TestServiceClient, cc *grpc.ClientConn) {
-			interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
+		{"UnimplementedService", func(ctx context.Context, _ testpb.TestServiceClient, cc *grpc.ClientConn) {
+			interop.DoUnimplementedService(ctx, testpb.NewUnimplementedServiceClient(cc))
 		}},
 	}
 	forEach(t, func(t *testing.T, cc *grpc.ClientConn, _ *upstream) {
-		c := testgrpc.NewTestServiceClient(cc)
+		c := testpb.NewTestServiceClient(cc)
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -326,7 +328,7 @@ func TestStatusDetails(t *testing.T) {
 	forEach(t, func(t *testing.T, cc *grpc.ClientConn, _ *upstream) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(detailsTrigger)}})
+		_, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(detailsTrigger)}})
 		st := status.Convert(err)
 		if st.Code() != codes.FailedPrecondition || st.Message() != "with details" {
 			t.Fatalf("status %v, want FailedPrecondition \"with details\"", st)
@@ -358,7 +360,7 @@ func TestMetadataBothWays(t *testing.T) {
 			"x-grpc-test-echo-initial", "initial value",
 			"x-grpc-test-echo-trailing-bin", string([]byte{0, 1, 2, 0xff}))
 		var header, trailer metadata.MD
-		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&header), grpc.Trailer(&trailer))
+		_, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&header), grpc.Trailer(&trailer))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,14 +375,14 @@ func TestDeadlinePropagated(t *testing.T) {
 	forEach(t, func(t *testing.T, cc *grpc.ClientConn, u *upstream) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		if _, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}); err != nil {
 			t.Fatal(err)
 		}
 		// grpc-timeout reached the upstream, which set its own deadline.
 		if d := <-u.deadline; d <= 0 || d > 5*time.Second {
 			t.Errorf("upstream deadline in %v, want within 5s", d)
 		}
-		if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(context.Background(), &testpb.Empty{}); err != nil {
+		if _, err := testpb.NewTestServiceClient(cc).EmptyCall(context.Background(), &testpb.Empty{}); err != nil {
 			t.Fatal(err)
 		}
 		if d := <-u.deadline; d != -1 {
@@ -393,7 +395,7 @@ func TestCancellationReachesUpstream(t *testing.T) {
 	forEach(t, func(t *testing.T, cc *grpc.ClientConn, u *upstream) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
+		stream, err := testpb.NewTestServiceClient(cc).FullDuplexCall(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -421,7 +423,7 @@ func TestFourMiBMessages(t *testing.T) {
 	forEach(t, func(t *testing.T, cc *grpc.ClientConn, _ *upstream) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		c := testgrpc.NewTestServiceClient(cc)
+		c := testpb.NewTestServiceClient(cc)
 		body := make([]byte, size)
 		for i := range body {
 			body[i] = byte(i * 7)
