@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -142,7 +143,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Do sends req and returns the response once its head arrived; the body
-// streams from the connection. hooks may be nil.
+// streams from the connection. hooks may be nil. The URL's scheme is
+// "http", or "unix" with the path of a Unix-domain socket as its Host
+// (the Host header is then req.Host, which the caller sets).
 //
 // One response per request: a connection goes back to the pool only if
 // it holds no byte past the end of the response, neither in its buffer
@@ -159,10 +162,17 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // response is retried once on a new connection, provided no byte of its
 // body was consumed. Other requests are never sent twice.
 func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
-	if req.URL == nil || req.URL.Scheme != "http" {
+	var addr string
+	switch {
+	case req.URL == nil:
+		return nil, errors.New("h1client: request without URL")
+	case req.URL.Scheme == "http":
+		addr = canonicalAddr(req.URL.Host)
+	case req.URL.Scheme == "unix" && strings.HasPrefix(req.URL.Host, "/"):
+		addr = req.URL.Host // the socket's path; see getConn
+	default:
 		return nil, fmt.Errorf("h1client: unsupported scheme in %v", req.URL)
 	}
-	addr := canonicalAddr(req.URL.Host)
 	ctx := req.Context()
 	idempotent := h1wire.IsIdempotent(req.Method)
 	for try := 0; ; try++ {
@@ -276,7 +286,11 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		ctx, cancel = context.WithTimeout(ctx, c.DialTimeout)
 		defer cancel()
 	}
-	nc, err := dial(ctx, "tcp", addr)
+	network := "tcp"
+	if strings.HasPrefix(addr, "/") {
+		network = "unix" // a Unix-domain socket's path (scheme "unix" in Do)
+	}
+	nc, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, false, err
 	}

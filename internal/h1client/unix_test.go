@@ -1,0 +1,109 @@
+package h1client
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+// readerFromRecorder records the reader its ReadFrom gets.
+type readerFromRecorder struct {
+	strings.Builder
+	src io.Reader
+}
+
+func (r *readerFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	r.src = src
+	return io.Copy(&r.Builder, src)
+}
+
+func TestUnixSocket(t *testing.T) {
+	leaktest.Check(t)
+	path := filepath.Join(t.TempDir(), "app.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int32
+	var hosts []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					hosts = append(hosts, req.Host)
+					mu.Unlock()
+					body := strings.Repeat("u", 100<<10)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n"+body)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+
+	c := &Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	for i := range 2 {
+		req := &http.Request{Method: "GET", URL: &url.URL{Scheme: "unix", Host: path, Path: "/x"}, Host: "localhost", Header: http.Header{}}
+		res, err := c.Do(req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w readerFromRecorder
+		n, err := res.Body.(io.WriterTo).WriteTo(&w)
+		res.Body.Close()
+		if err != nil || n != 100<<10 || w.Len() != 100<<10 {
+			t.Fatalf("body: %d bytes, %v", n, err)
+		}
+		// The body's rest is handed over as the Unix connection itself,
+		// which net.TCPConn.ReadFrom splices from.
+		lr, ok := w.src.(*io.LimitedReader)
+		if !ok {
+			t.Fatalf("request %d: ReadFrom got %T, want *io.LimitedReader", i, w.src)
+		}
+		if _, ok := lr.R.(*net.UnixConn); !ok {
+			t.Errorf("request %d: ReadFrom reads from %T, want *net.UnixConn", i, lr.R)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"localhost", "localhost"}, hosts); diff != "" {
+		t.Errorf("Host headers (-want +got):\n%s", diff)
+	}
+	if got := accepts.Load(); got != 1 {
+		t.Errorf("%d connections for two requests, want 1 (pooled)", got)
+	}
+
+	for _, u := range []*url.URL{{Scheme: "unix", Host: "relative.sock"}, {Scheme: "ftp", Host: "h"}} {
+		if _, err := c.Do(&http.Request{Method: "GET", URL: u, Header: http.Header{}}, nil); err == nil || !strings.Contains(err.Error(), "unsupported scheme") {
+			t.Errorf("%v: err %v, want unsupported scheme", u, err)
+		}
+	}
+}
