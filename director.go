@@ -204,19 +204,39 @@ func requestHost(r *http.Request) string {
 
 // knownScheme reports whether an upstream target's scheme is one the
 // engine speaks.
-func knownScheme(s string) bool { return s == "http" || s == "https" || s == "h2c" }
+func knownScheme(s string) bool { return s == "http" || s == "https" || s == "h2c" || s == "unix" }
 
 func mustTarget(target *url.URL) {
+	if target != nil && target.Scheme == "unix" && strings.HasPrefix(unixSocket(target), "/") {
+		return
+	}
 	if target == nil || target.Scheme == "" || target.Host == "" {
 		panic(fmt.Sprintf("sluice: invalid upstream target %v: need scheme and host", target))
 	}
 }
 
+// unixSocket returns the path of the Unix-domain socket that a unix:
+// target names: "unix:///run/app.sock" and "unix:/run/app.sock" parse
+// with it as their path; on an outbound request (after SetURL) it is the
+// URL's host.
+func unixSocket(u *url.URL) string {
+	if u.Host != "" {
+		return u.Host
+	}
+	return u.Path
+}
+
 // rewriteURL points u at target the way httputil.ProxyRequest.SetURL does.
+// A unix: target's path is its socket's, which goes to u.Host: it is not
+// joined to the request path.
 func rewriteURL(u, target *url.URL) {
 	u.Scheme = target.Scheme
-	u.Host = target.Host
-	u.Path, u.RawPath = joinURLPath(target, u)
+	if target.Scheme == "unix" {
+		u.Host = unixSocket(target)
+	} else {
+		u.Host = target.Host
+		u.Path, u.RawPath = joinURLPath(target, u)
+	}
 	if target.RawQuery == "" || u.RawQuery == "" {
 		u.RawQuery = target.RawQuery + u.RawQuery
 	} else {
@@ -245,18 +265,30 @@ func joinURLPath(a, b *url.URL) (path, rawpath string) {
 }
 
 // checkTarget reports whether the outbound request can be written without
-// ambiguity: a known scheme (http, https, or h2c for HTTP/2 with prior
-// knowledge: see Proxy.Transport), a host with no control characters or
-// spaces.
+// ambiguity: a known scheme (http, https, h2c for HTTP/2 with prior
+// knowledge, unix for a Unix-domain socket: see Proxy.Transport), a host
+// with no control characters or spaces (for unix, an absolute socket
+// path without control characters).
 func checkTarget(out *http.Request) error {
 	u := out.URL
 	if !knownScheme(u.Scheme) {
 		return fmt.Errorf("%w: scheme %q", errBadTarget, u.Scheme)
 	}
-	if u.Host == "" {
+	hosts := []string{u.Host, out.Host}
+	if u.Scheme == "unix" {
+		if !strings.HasPrefix(u.Host, "/") {
+			return fmt.Errorf("%w: unix target %q is not an absolute socket path", errBadTarget, u.Host)
+		}
+		for i := 0; i < len(u.Host); i++ {
+			if c := u.Host[i]; c < ' ' || c == 0x7f {
+				return fmt.Errorf("%w: invalid socket path %q", errBadTarget, u.Host)
+			}
+		}
+		hosts = hosts[1:]
+	} else if u.Host == "" {
 		return fmt.Errorf("%w: empty host", errBadTarget)
 	}
-	for _, h := range []string{u.Host, out.Host} {
+	for _, h := range hosts {
 		for i := 0; i < len(h); i++ {
 			if c := h[i]; c <= ' ' || c == 0x7f || c == '/' || c == '\\' || c == '@' {
 				return fmt.Errorf("%w: invalid host %q", errBadTarget, h)

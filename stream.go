@@ -208,7 +208,10 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		start := time.Now()
 		var res *http.Response
 		var err error
-		if eng != nil && pr.Out.URL.Scheme == "http" {
+		if eng != nil && (pr.Out.URL.Scheme == "http" || pr.Out.URL.Scheme == "unix") {
+			if pr.Out.URL.Scheme == "unix" && pr.Out.Host == "" {
+				pr.Out.Host = unixHost
+			}
 			res, err = eng.h1.Do(pr.Out, &pr.hooks)
 		} else {
 			if hasBody && eng != nil && pr.attempt == 0 && attempts > 1 && policy.ReplayLimit >= 0 && multiplexed(pr.Out.URL.Scheme) {
@@ -961,10 +964,15 @@ func cloneURL(u *url.URL) *url.URL {
 	return u2
 }
 
+// unixHost is the Host header of a request to a unix: upstream whose
+// Director left the outbound Host empty (as SetURL does), as curl
+// --unix-socket and nginx send it.
+const unixHost = "localhost"
+
 // engine is the default transport: sluice's own HTTP/1.1 client for
-// http:// upstreams (pooled connections that hold no goroutine or buffer
-// while idle, no per-request trace, splice for bodies of known length),
-// and h2client for https:// (HTTP/2 when the upstream offers it by ALPN,
+// http:// and unix: upstreams (pooled connections that hold no goroutine
+// or buffer while idle, no per-request trace, splice for bodies of known
+// length), and h2client for https:// (HTTP/2 when the upstream offers it by ALPN,
 // HTTP/1.1 otherwise) and h2c:// (HTTP/2 over cleartext TCP with prior
 // knowledge).
 type engine struct {
@@ -981,6 +989,13 @@ func multiplexed(scheme string) bool { return scheme == "https" || scheme == "h2
 func (e *engine) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch req.URL.Scheme {
 	case "http":
+		return e.h1.RoundTrip(req)
+	case "unix":
+		if req.Host == "" {
+			r := *req
+			r.Host = unixHost
+			req = &r
+		}
 		return e.h1.RoundTrip(req)
 	case "h2c":
 		r := *req

@@ -163,25 +163,6 @@ func TestUpstreamTLSFor(t *testing.T) {
 	}
 }
 
-func TestH2CPoolMember(t *testing.T) {
-	leaktest.Check(t)
-	target := newH2CUpstream(t, http.HandlerFunc(protoEcho))
-	pool := &Pool{Logger: quiet()}
-	if err := pool.Add(context.Background(), Member{URL: target}, 0); err != nil {
-		t.Fatal(err)
-	}
-	front, _, _ := newProxy(t, "http://unused", func(p *Proxy) { p.Director = pool })
-	res, err := client(t).Get(front.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if got := res.Header.Get("X-Proto"); got != "HTTP/2.0" {
-		t.Errorf("upstream reached over %q, want HTTP/2.0", got)
-	}
-}
-
 func TestGRPCOverHTTP1Refused(t *testing.T) {
 	leaktest.Check(t)
 	var hits atomic.Int32

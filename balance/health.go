@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -53,7 +54,10 @@ type HealthCheck struct {
 
 	// Transport sends the checks. If nil, a dedicated transport with
 	// Timeout as dial timeout and no proxy from the environment, whose
-	// idle connections are closed when Run returns.
+	// idle connections are closed when Run returns; it checks h2c://
+	// targets over HTTP/2 with prior knowledge and unix: targets through
+	// their socket (a request whose URL has the scheme "unix" and the
+	// socket's path as its host, which a Transport set here gets).
 	Transport http.RoundTripper
 }
 
@@ -164,12 +168,7 @@ func (p *Pool) runHealth(ctx context.Context) {
 	hc := p.Health
 	rt := hc.Transport
 	if rt == nil {
-		t := &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: hc.timeout()}).DialContext,
-			ResponseHeaderTimeout: hc.timeout(),
-			MaxIdleConnsPerHost:   1,
-			IdleConnTimeout:       2 * hc.interval(),
-		}
+		t := newHealthTransport(hc.timeout(), 2*hc.interval())
 		defer t.CloseIdleConnections()
 		rt = t
 	}
@@ -255,9 +254,17 @@ func (p *Pool) check(ctx context.Context, client *http.Client, u *Upstream) stri
 	}
 	target.Path = urlpath.Join(u.url.Path, path)
 	target.RawPath = ""
+	if target.Scheme == "unix" {
+		// A URL cannot spell a socket path as its host: the request is
+		// made for http://localhost and pointed at the socket after.
+		target = url.URL{Scheme: "http", Host: unixHost, Path: path}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
 		return "GET " + path + ": " + err.Error()
+	}
+	if u.url.Scheme == "unix" {
+		req.URL.Scheme, req.URL.Host = "unix", unixSocket(u.url)
 	}
 	for k, vv := range hc.Header {
 		req.Header[k] = vv
@@ -328,4 +335,56 @@ func (p *Pool) recordCheck(u *Upstream, why string) bool {
 // refreshed every round, and vanishes if this instance stops.
 func (p *Pool) activeMarkTTL() time.Duration {
 	return 3 * p.Health.interval()
+}
+
+// healthTransport is the default transport of active health checks: an
+// http.Transport for http:// and https:// targets, HTTP/2 with prior
+// knowledge for h2c:// ones, and a dial of the socket for unix: ones
+// (whose request URL has the socket's path as its host).
+type healthTransport struct {
+	tcp, h2c, unix *http.Transport
+}
+
+type socketKey struct{}
+
+func newHealthTransport(timeout, idle time.Duration) *healthTransport {
+	d := &net.Dialer{Timeout: timeout}
+	mk := func() *http.Transport {
+		return &http.Transport{
+			DialContext:           d.DialContext,
+			ResponseHeaderTimeout: timeout,
+			MaxIdleConnsPerHost:   1,
+			IdleConnTimeout:       idle,
+		}
+	}
+	t := &healthTransport{tcp: mk(), h2c: mk(), unix: mk()}
+	t.h2c.Protocols = new(http.Protocols)
+	t.h2c.Protocols.SetUnencryptedHTTP2(true)
+	// Connections are not pooled: they would be shared by every socket
+	// behind the one host name the requests carry.
+	t.unix.DisableKeepAlives = true
+	t.unix.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		path, _ := ctx.Value(socketKey{}).(string)
+		return d.DialContext(ctx, "unix", path)
+	}
+	return t
+}
+
+func (t *healthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch req.URL.Scheme {
+	case "h2c":
+		r := req.Clone(req.Context())
+		r.URL.Scheme = "http"
+		return t.h2c.RoundTrip(r)
+	case "unix":
+		r := req.Clone(context.WithValue(req.Context(), socketKey{}, req.URL.Host))
+		r.URL.Scheme, r.URL.Host = "http", unixHost
+		return t.unix.RoundTrip(r)
+	}
+	return t.tcp.RoundTrip(req)
+}
+
+func (t *healthTransport) CloseIdleConnections() {
+	t.tcp.CloseIdleConnections()
+	t.h2c.CloseIdleConnections()
 }

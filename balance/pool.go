@@ -103,7 +103,9 @@ type Member struct {
 	ID string `json:"id"`
 	// URL is the target: scheme (http, https, or h2c for HTTP/2 with
 	// prior knowledge), host and port, and an optional path joined in
-	// front of request paths.
+	// front of request paths; or unix:///path/to/socket for an
+	// HTTP/1.1 upstream on a Unix-domain socket (not through Registrar,
+	// which refuses it).
 	URL string `json:"url"`
 	// Weight is the target's share for weighted policies. If zero, 1.
 	Weight int `json:"weight,omitempty"`
@@ -119,6 +121,20 @@ type Member struct {
 // MaxWeight is the largest Member.Weight; larger weights are clamped.
 const MaxWeight = 1000
 
+// unixHost is the Host header the engine sends to a unix: target whose
+// Director left it empty; health checks send it too.
+const unixHost = "localhost"
+
+// unixSocket returns the socket path of a unix: target ("unix:///a.sock"
+// parses with it as the path; an outbound request has it as its host),
+// which names the target in Result.Upstream and Tried.
+func unixSocket(u *url.URL) string {
+	if u.Host != "" {
+		return u.Host
+	}
+	return u.Path
+}
+
 // normalize checks m and fills its defaults. It returns the parsed URL.
 func (m *Member) normalize() (*url.URL, error) {
 	u, err := url.Parse(m.URL)
@@ -126,16 +142,27 @@ func (m *Member) normalize() (*url.URL, error) {
 		return nil, fmt.Errorf("balance: member url: %w", err)
 	}
 	switch u.Scheme {
-	case "http", "https", "h2c":
+	case "http", "https", "h2c", "unix":
 	default:
-		return nil, fmt.Errorf("balance: member url %q: scheme must be http, https or h2c", m.URL)
+		return nil, fmt.Errorf("balance: member url %q: scheme must be http, https, h2c or unix", m.URL)
 	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("balance: member url %q: want scheme://host[:port][/path]", m.URL)
-	}
-	for i := 0; i < len(u.Host); i++ {
-		if c := u.Host[i]; c <= ' ' || c == 0x7f {
-			return nil, fmt.Errorf("balance: member url %q: invalid host", m.URL)
+	if u.Scheme == "unix" {
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("balance: member url %q: want unix:///path/to/socket", m.URL)
+		}
+		for i := 0; i < len(u.Path); i++ {
+			if c := u.Path[i]; c < ' ' || c == 0x7f {
+				return nil, fmt.Errorf("balance: member url %q: invalid socket path", m.URL)
+			}
+		}
+	} else {
+		if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("balance: member url %q: want scheme://host[:port][/path]", m.URL)
+		}
+		for i := 0; i < len(u.Host); i++ {
+			if c := u.Host[i]; c <= ' ' || c == 0x7f {
+				return nil, fmt.Errorf("balance: member url %q: invalid host", m.URL)
+			}
 		}
 	}
 	if m.ID == "" {
@@ -367,25 +394,29 @@ func (p *Pool) Sync(ctx context.Context) error {
 			p.logger().Warn("balance: ignoring invalid member", "id", m.ID, "err", err)
 			continue
 		}
-		if other, dup := seen[u.Host]; dup {
+		host := u.Host // what an attempt's Result.Upstream names
+		if u.Scheme == "unix" {
+			host = unixSocket(u)
+		}
+		if other, dup := seen[host]; dup {
 			if other != m.ID {
-				p.logger().Warn("balance: ignoring member for a host already in the pool", "id", m.ID, "host", u.Host, "member", other)
+				p.logger().Warn("balance: ignoring member for a host already in the pool", "id", m.ID, "host", host, "member", other)
 			}
 			continue
 		}
-		seen[u.Host] = m.ID
-		cur := p.ups[u.Host]
+		seen[host] = m.ID
+		cur := p.ups[host]
 		switch {
 		case cur == nil:
 			p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
-			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: new(hostState)}
-			p.ups[u.Host] = cur
+			cur = &Upstream{id: m.ID, url: u, host: host, weight: m.Weight, health: m.HealthPath, hostState: new(hostState)}
+			p.ups[host] = cur
 		case cur.id != m.ID || cur.url.String() != u.String() || cur.weight != m.Weight || cur.health != m.HealthPath:
 			if !cur.member {
 				p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
 			}
-			cur = &Upstream{id: m.ID, url: u, host: u.Host, weight: m.Weight, health: m.HealthPath, hostState: cur.hostState}
-			p.ups[u.Host] = cur
+			cur = &Upstream{id: m.ID, url: u, host: host, weight: m.Weight, health: m.HealthPath, hostState: cur.hostState}
+			p.ups[host] = cur
 		case !cur.member:
 			p.logger().Info("balance: target added", "id", m.ID, "url", m.URL)
 		}

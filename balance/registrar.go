@@ -262,6 +262,11 @@ var metadataNames = []string{"metadata.google.internal", "metadata.goog", "metad
 // checkTarget refuses target hosts no pool should point at (see
 // Registrar).
 func (h *Registrar) checkTarget(ctx context.Context, target *url.URL) error {
+	if target.Scheme == "unix" {
+		// A socket path names a file on the proxy's machine (the
+		// Docker daemon's, say), not a service of the registrant's.
+		return errors.New("unix: targets cannot be registered over HTTP; add them with Pool.Add")
+	}
 	host := strings.TrimSuffix(strings.ToLower(target.Hostname()), ".")
 	if a, err := netip.ParseAddr(host); err == nil {
 		return h.checkAddr(host, a)
