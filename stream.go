@@ -42,7 +42,10 @@ type Result struct {
 // was not written) or the method is idempotent (RFC 9110 §9.2.2) and the
 // request has no body or a body that could be kept for replay (see
 // ReplayLimit). A request that is not idempotent and whose body was
-// started is never sent twice.
+// started is never sent twice, except to an HTTP/2 upstream that refused
+// it without processing it (RFC 9113 §8.7: REFUSED_STREAM, or a stream
+// above a GOAWAY's last stream ID), when its body was kept (see
+// ReplayLimit and docs/upstream-protocols.md).
 type RetryPolicy struct {
 	// Attempts is the maximum number of attempts, the first included.
 	// If zero, 2.
@@ -62,8 +65,11 @@ type RetryPolicy struct {
 	// idempotent request with a body can be sent again when Idempotent
 	// is set. The body is kept as the transport reads it; a request whose
 	// body grows past the limit is no longer retried once its body was
-	// started. If zero, DefaultReplayLimit; if negative, bodies are never
-	// kept.
+	// started. A body going to an upstream that may speak HTTP/2
+	// (https://, h2c://) is kept the same way, whatever the method and
+	// Idempotent, so that a stream the upstream refused unprocessed can
+	// be sent again (not when Attempts is 1). If zero,
+	// DefaultReplayLimit; if negative, bodies are never kept.
 	ReplayLimit int64
 }
 
