@@ -384,6 +384,13 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 		}
 		if len(keys) > 0 {
 			h["Trailer"] = keys
+			if pr.In.ProtoMajor == 1 {
+				// HTTP/1.1 carries trailers only in chunked framing (RFC
+				// 9112 §7.1.2), and an HTTP/2 upstream may send both a
+				// Content-Length and trailers: the length goes, or the
+				// server would frame by it and drop the trailers.
+				delete(h, "Content-Length")
+			}
 		}
 	}
 	w.WriteHeader(res.StatusCode)

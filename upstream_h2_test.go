@@ -449,3 +449,27 @@ func TestH2StreamHeadNotHeldForBody(t *testing.T) {
 		t.Errorf("body %q, %v", b, err)
 	}
 }
+
+// TestH2TrailersWithContentLength: an HTTP/2 response may have both a
+// Content-Length and trailers; an HTTP/1.1 client gets it chunked, with
+// the trailers.
+func TestH2TrailersWithContentLength(t *testing.T) {
+	leaktest.Check(t)
+	up := newH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "hello")
+		w.Header().Set("X-Sum", "v")
+	}))
+	front, _, _ := newProxy(t, up)
+	res, err := client(t).Get(front.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	got := []string{string(b), fmt.Sprint(err), res.Trailer.Get("X-Sum"), fmt.Sprint(res.ContentLength)}
+	if diff := cmp.Diff([]string{"hello", "<nil>", "v", "-1"}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
