@@ -225,24 +225,26 @@ func TestH2CancelResetsUpstreamStream(t *testing.T) {
 }
 
 // refusingH2Upstream is an HTTP/2 upstream (prior knowledge) written with
-// x/net's Framer: it resets the first streams with REFUSED_STREAM once it
-// got their whole body (so that the proxy surely read it all), and
-// echoes the body of the others. It records the
+// x/net's Framer: it refuses the first streams once it got their whole
+// body (so that the proxy surely read it all), with REFUSED_STREAM or
+// with a GOAWAY whose last stream ID is 0 (and closes that connection),
+// and echoes the body of the others. It records the
 // bodies it got on streams it answered.
 type refusingH2Upstream struct {
 	addr   string
 	mu     sync.Mutex
 	bodies []string
 	refuse atomic.Int32 // streams still to refuse
+	goaway bool         // refuse with GOAWAY (last stream 0) and close, not REFUSED_STREAM
 }
 
-func newRefusingH2Upstream(t *testing.T, refuse int) *refusingH2Upstream {
+func newRefusingH2Upstream(t *testing.T, refuse int, goaway bool) *refusingH2Upstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &refusingH2Upstream{addr: ln.Addr().String()}
+	u := &refusingH2Upstream{addr: ln.Addr().String(), goaway: goaway}
 	u.refuse.Store(int32(refuse))
 	var wg sync.WaitGroup
 	var cmu sync.Mutex
@@ -317,6 +319,11 @@ func (u *refusingH2Upstream) serve(c net.Conn) {
 			continue
 		}
 		if u.refuse.Add(-1) >= 0 {
+			if u.goaway {
+				// A graceful shutdown that never took the stream up.
+				fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				return
+			}
 			fr.WriteRSTStream(end, http2.ErrCodeRefusedStream)
 			continue
 		}
@@ -331,6 +338,9 @@ func (u *refusingH2Upstream) serve(c net.Conn) {
 	}
 }
 
+// TestH2RefusedStreamRetried: a stream refused unprocessed (RFC 9113
+// §8.7) is sent again, body and all, whatever the method, when the body
+// was kept.
 func TestH2RefusedStreamRetried(t *testing.T) {
 	leaktest.Check(t)
 	big := strings.Repeat("x", 2<<10)
@@ -342,12 +352,13 @@ func TestH2RefusedStreamRetried(t *testing.T) {
 		wantBodies []string
 	}{
 		{"POST sent again", "payload", nil, http.StatusOK, []string{"payload"}},
+		{"POST sent again after GOAWAY", "payload", nil, http.StatusOK, []string{"payload"}},
 		{"big POST sent again", big, nil, http.StatusOK, []string{big}},
 		{"body over ReplayLimit: not sent twice", big, &RetryPolicy{ReplayLimit: 1 << 10}, http.StatusBadGateway, nil},
 		{"no retries: not sent twice", "payload", &RetryPolicy{Attempts: 1}, http.StatusBadGateway, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			up := newRefusingH2Upstream(t, 1)
+			up := newRefusingH2Upstream(t, 1, strings.Contains(tc.name, "GOAWAY"))
 			front, _, _ := newProxy(t, "h2c://"+up.addr, func(p *Proxy) { p.Retry = tc.retry })
 			// A body of unknown length, so that the proxy cannot know
 			// its size in advance.
