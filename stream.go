@@ -898,6 +898,13 @@ func (e *engine) CloseIdleConnections() {
 
 func (p *Proxy) newEngine() *engine {
 	std := p.newTransport()
+	idle := p.UpstreamIdleTimeout
+	if idle == 0 {
+		idle = DefaultUpstreamIdleTimeout
+	}
+	// https://: net/http's Transport has no idle bound of its own, so its
+	// connections carry one (negative: none).
+	std.DialContext = h1client.IdleDialer(std.DialContext, idle, idle)
 	return &engine{
 		h1: &h1client.Client{
 			DialTimeout:           std.TLSHandshakeTimeout,
@@ -905,6 +912,8 @@ func (p *Proxy) newEngine() *engine {
 			IdleConnTimeout:       std.IdleConnTimeout,
 			MaxIdleConnsPerHost:   std.MaxIdleConnsPerHost,
 			ExpectContinueTimeout: std.ExpectContinueTimeout,
+			ReadIdleTimeout:       idle,
+			WriteIdleTimeout:      idle,
 			Logger:                p.Logger,
 		},
 		std: std,
