@@ -24,6 +24,7 @@ const (
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 256
 	DefaultExpectContinueTimeout = 1 * time.Second
+	DefaultUpstreamIdleTimeout   = 60 * time.Second
 )
 
 // Proxy is an HTTP handler that forwards requests to upstream servers,
@@ -119,6 +120,24 @@ type Proxy struct {
 	// that is still making progress. If zero,
 	// DefaultResponseHeaderTimeout is used; if negative, there is none.
 	ResponseHeaderTimeout time.Duration
+
+	// UpstreamIdleTimeout bounds how long an exchange under way may wait
+	// for the upstream without progress: for it to take more of the
+	// request (head or body), or to send more of the response body (as
+	// nginx's proxy_send_timeout and proxy_read_timeout). A stalled
+	// exchange fails with a timeout: 504 Gateway Timeout if the response
+	// has not started, an aborted client connection if it has. Progress
+	// resets the bound, so a slow but steady transfer is never cut, and
+	// time spent waiting for the client does not count. The wait for the
+	// response head is ResponseHeaderTimeout's.
+	//
+	// It applies to the Proxy's own engine (Transport nil). On https://
+	// upstreams, which that engine sends through net/http's Transport, it
+	// bounds every read and write of the connection: it then also bounds
+	// the wait for the response head, and closes connections idle in the
+	// pool for longer. If zero, DefaultUpstreamIdleTimeout is used; if
+	// negative, there is none.
+	UpstreamIdleTimeout time.Duration
 
 	// IdleConnTimeout is how long an idle upstream connection stays in the
 	// pool. If zero, DefaultIdleConnTimeout is used.

@@ -1061,6 +1061,10 @@ func (p *Proxy) newEngine() *engine {
 	if perHost == 0 {
 		perHost = DefaultMaxIdleConnsPerHost
 	}
+	upIdle := p.UpstreamIdleTimeout
+	if upIdle == 0 {
+		upIdle = DefaultUpstreamIdleTimeout
+	}
 	return &engine{
 		h1: &h1client.Client{
 			DialTimeout:           dial,
@@ -1068,6 +1072,8 @@ func (p *Proxy) newEngine() *engine {
 			IdleConnTimeout:       idle,
 			MaxIdleConnsPerHost:   perHost,
 			ExpectContinueTimeout: DefaultExpectContinueTimeout,
+			ReadIdleTimeout:       upIdle,
+			WriteIdleTimeout:      upIdle,
 			Logger:                p.Logger,
 		},
 		h2: h2client.New(h2client.Config{

@@ -98,6 +98,11 @@ func (pr *ProxyRequest) roundTripUpgrade(w http.ResponseWriter) (*upstreamConn, 
 	if nc, ok := rwc.(interface{ NetConn() net.Conn }); ok {
 		conn = nc.NetConn() // sluice's engine; http.Transport reports GotConn
 	}
+	if conn != nil {
+		// The tunnel bounds its own waits: this ends the engine's idle
+		// bounds on the connection (see Proxy.UpstreamIdleTimeout).
+		_ = conn.SetDeadline(time.Time{})
+	}
 	return &upstreamConn{res: res, rwc: rwc, conn: conn}, nil
 }
 

@@ -21,9 +21,16 @@ const (
 // system call and no allocation.
 type prober struct {
 	rc    syscall.RawConn
-	fn    func(uintptr) bool // p.peek, bound once
+	fn    func(uintptr) // p.peek, bound once
 	buf   [1]byte
 	state idleState
+
+	// readFromIdle's look at the input queue (Linux).
+	inqFn   func(uintptr)
+	awaitFn func(uintptr) bool
+	avail   int
+	eof     bool
+	err     error
 }
 
 // newProber returns nil when nc exposes no socket (a net.Pipe, a wrapper
@@ -42,9 +49,8 @@ func newProber(nc net.Conn) *prober {
 	return p
 }
 
-func (p *prober) peek(fd uintptr) bool {
+func (p *prober) peek(fd uintptr) {
 	p.state = peekFD(fd, p.buf[:])
-	return true
 }
 
 // idleState reports what the connection's socket holds. The bytes left in
@@ -55,7 +61,9 @@ func (pc *conn) idleState() idleState {
 		return idleUnknown
 	}
 	p.state = idleUnknown
-	if err := p.rc.Read(p.fn); err != nil {
+	// Control, not Read: the look never blocks, and it must not fail on
+	// a read deadline left from the last exchange.
+	if err := p.rc.Control(p.fn); err != nil {
 		return idleClosed
 	}
 	return p.state

@@ -1,12 +1,14 @@
 package h1client
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1wire"
 )
@@ -60,6 +62,35 @@ func quietConn(b *testing.B) net.Conn {
 		peer.Close()
 	})
 	return c
+}
+
+// drainConn returns a loopback TCP connection whose peer reads and drops
+// everything.
+func drainConn(b *testing.B) *net.TCPConn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(io.Discard, peer)
+	}()
+	b.Cleanup(func() {
+		c.Close()
+		<-done
+		peer.Close()
+	})
+	return c.(*net.TCPConn)
 }
 
 // BenchmarkReuseCheck is the look at a pooled connection before reuse
@@ -145,5 +176,63 @@ func BenchmarkChunkedBody(b *testing.B) {
 		}
 		pc.pool.idle = pc.pool.idle[:0]
 		pc.acquireBuffers()
+	}
+}
+
+// BenchmarkSpliceBody moves a 4 MiB body from a loopback upstream to a
+// loopback TCP sink through Body.WriteTo (splice on Linux), with the
+// read idle bound (the body handed over in batches of what the socket
+// holds) and without it (one ReadFrom).
+func BenchmarkSpliceBody(b *testing.B) {
+	const size = 4 << 20
+	body := make([]byte, size)
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Length: " + itoa(size) + "\r\n\r\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					bufs := net.Buffers{head, body}
+					if _, err := bufs.WriteTo(c); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	sink := drainConn(b)
+	for _, tt := range []struct {
+		name string
+		idle time.Duration
+	}{{"bound", 0}, {"unbounded", -1}} {
+		b.Run(tt.name, func(b *testing.B) {
+			c := &Client{ReadIdleTimeout: tt.idle}
+			b.Cleanup(c.CloseIdleConnections)
+			req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := c.Do(req, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, err := res.Body.(io.WriterTo).WriteTo(sink); err != nil || n != size {
+					b.Fatal(n, err)
+				}
+			}
+		})
 	}
 }

@@ -147,12 +147,21 @@ func (b *Body) Close() error {
 // what is already buffered, then hands the rest of the connection, as an
 // *io.LimitedReader over the *net.TCPConn, to w's ReadFrom when w has
 // one: net/http's ResponseWriter then moves the bytes socket to socket
-// with splice(2) on Linux, never through user space.
+// with splice(2) on Linux, never through user space. Under a read idle
+// bound it does so in batches of what the socket holds, waiting for each
+// itself (see readFromIdle); where that cannot be done, it copies through
+// Read.
 func (b *Body) WriteTo(w io.Writer) (int64, error) {
 	b.mu.Lock()
 	pc := b.pc
 	rf, isRF := w.(io.ReaderFrom)
-	if pc == nil || b.mode != modeLength || !isRF || b.err != nil {
+	tc, isTCP := (*net.TCPConn)(nil), false
+	if pc != nil {
+		tc, isTCP = pc.nc.(*net.TCPConn)
+	}
+	idle := pc != nil && pc.bodyIdle > 0
+	if pc == nil || b.mode != modeLength || !isRF || b.err != nil ||
+		(idle && (!spliceKeepsIdleBound || !isTCP || pc.probe == nil)) {
 		b.mu.Unlock()
 		return copyPooled(w, readerOnly{b})
 	}
@@ -174,11 +183,18 @@ func (b *Body) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	if b.remaining > 0 {
-		lr := io.LimitedReader{R: pc.nc, N: b.remaining}
-		if tc, ok := pc.nc.(*net.TCPConn); ok {
-			lr.R = tc
+		var n int64
+		var err error
+		if idle {
+			n, err = pc.readFromIdle(rf, tc, b.remaining)
+		} else {
+			pc.lim = io.LimitedReader{R: pc.nc, N: b.remaining}
+			if isTCP {
+				pc.lim.R = tc
+			}
+			n, err = rf.ReadFrom(&pc.lim)
+			pc.lim.R = nil
 		}
-		n, err := rf.ReadFrom(&lr)
 		total += n
 		b.remaining -= n
 		if err == nil && b.remaining > 0 {

@@ -55,8 +55,24 @@ type Client struct {
 	// DialTimeout bounds connecting. If zero, DefaultDialTimeout.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a response head after
-	// the request head was written. If zero, no limit.
+	// the request was written. If zero, no limit.
 	ResponseHeaderTimeout time.Duration
+	// ReadIdleTimeout bounds each wait for more of a response body (its
+	// trailers included): a read that gets no byte for this long fails
+	// the body (within a quarter more). A body that keeps coming, however
+	// slowly, is never cut; the time the caller takes between two reads
+	// does not count. If zero, DefaultReadIdleTimeout; if negative, none.
+	ReadIdleTimeout time.Duration
+	// WriteIdleTimeout bounds each wait for the upstream to take more of
+	// a request, head or body: a write to which it takes no byte for
+	// this long fails the exchange (within a half more). The time
+	// spent reading the request body from its source does not count. If
+	// zero, DefaultWriteIdleTimeout; if negative, none.
+	//
+	// Both idle bounds fail with an error that is a net.Error whose
+	// Timeout method reports true (and that wraps
+	// os.ErrDeadlineExceeded), as does ResponseHeaderTimeout.
+	WriteIdleTimeout time.Duration
 	// IdleConnTimeout is how long a connection stays idle in the pool.
 	// If zero, DefaultIdleConnTimeout.
 	IdleConnTimeout time.Duration
@@ -295,7 +311,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		return nil, false, err
 	}
 	pc := &conn{client: c, pool: hp, nc: nc, probe: newProber(nc)}
-	pc.lr = h1wire.LimitReader{R: nc, N: -1, TooLarge: errHeaderTooLarge}
+	pc.lr = h1wire.LimitReader{R: idleReader{pc}, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc, false, nil
 }

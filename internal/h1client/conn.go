@@ -34,6 +34,8 @@ type conn struct {
 	bw        *bufio.Writer
 	tp        textproto.Reader
 	idleSince time.Time
+	rdl, wdl  time.Time     // the deadlines in force on nc (zero: none)
+	bodyIdle  time.Duration // read idle bound of the body phase; 0 before it
 
 	// State of the current exchange. The response side and the request
 	// body writer each finish on their own; whichever finishes last
@@ -49,22 +51,23 @@ type conn struct {
 	headDone    bool        // the final response head was read
 	stop        func() bool // stops the context.AfterFunc that aborts on cancel
 	noReuse     bool
-	bodyStarted atomic.Bool // the body writer consumed request body bytes
-	chunkHdr    [20]byte    // scratch for chunk sizes
-	iov         [3][]byte   // scratch for writev
+	bodyStarted atomic.Bool      // the body writer consumed request body bytes
+	lim         io.LimitedReader // the source handed to Body.WriteTo's ReaderFrom
+	chunkHdr    [20]byte         // scratch for chunk sizes
+	iov         [3][]byte        // scratch for writev
 }
 
 func (pc *conn) acquireBuffers() {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(&pc.lr)
 	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(pc.nc)
+	bw.Reset(idleWriter{pc})
 	pc.br, pc.bw = br, bw
 	pc.tp.R = br
 	pc.closed, pc.stop, pc.noReuse = false, nil, false
 	pc.bodyStarted.Store(false)
 	pc.hasWriter, pc.reqDone, pc.reqErr, pc.respDone, pc.respReuse = false, false, nil, false, false
-	pc.headDone = false
+	pc.headDone, pc.bodyIdle = false, 0
 }
 
 func (pc *conn) releaseBuffers() {
@@ -110,6 +113,9 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 	if !hasBody || expect {
 		if err := pc.bw.Flush(); err != nil {
 			pc.abort()
+			if isTimeout(err) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w: %w", errServerClosedIdle, err)
 		}
 	}
@@ -145,6 +151,16 @@ func (pc *conn) roundTrip(req *http.Request, hooks Hooks) (*http.Response, error
 		}
 		if errors.Is(err, errServerClosedIdle) && pc.consumedBody() {
 			err = io.ErrUnexpectedEOF
+		}
+		pc.mu.Lock()
+		werr := pc.reqErr
+		pc.mu.Unlock()
+		var te *idleTimeoutError
+		if errors.As(werr, &te) {
+			// The upstream stopped taking the request body and the writer
+			// closed the connection under the reader: the stall is the
+			// cause.
+			err = werr
 		}
 		if cerr := req.Context().Err(); cerr != nil {
 			err = fmt.Errorf("%w (%w)", cerr, err)
@@ -291,7 +307,7 @@ func (pc *conn) writeBody(req *http.Request, continueCh chan bool) {
 		// The response header timeout runs from the end of the request,
 		// as with http.Transport: a long upload is not a slow upstream.
 		if t := pc.client.ResponseHeaderTimeout; t > 0 {
-			pc.nc.SetReadDeadline(time.Now().Add(t))
+			pc.setReadDeadline(time.Now().Add(t))
 		}
 	}
 	pc.mu.Unlock()
@@ -397,13 +413,17 @@ func (pc *conn) writeBodyChunk(data []byte, chunked bool) error {
 		return err
 	}
 	if !chunked {
-		_, err := pc.nc.Write(data)
-		return err
+		return pc.writeResumable(func() (int64, error) {
+			n, err := pc.nc.Write(data)
+			data = data[n:]
+			return int64(n), err
+		})
 	}
 	hdr := append(strconv.AppendInt(pc.chunkHdr[:0], int64(len(data)), 16), '\r', '\n')
 	pc.iov = [3][]byte{hdr, data, crlf}
 	bufs := net.Buffers(pc.iov[:])
-	_, err := bufs.WriteTo(pc.nc)
+	// WriteTo consumes bufs as it writes: called again, it goes on.
+	err := pc.writeResumable(func() (int64, error) { return bufs.WriteTo(pc.nc) })
 	pc.iov = [3][]byte{}
 	return err
 }
@@ -416,15 +436,16 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 	timeout := pc.client.ResponseHeaderTimeout
 	for n1xx := 0; ; n1xx++ {
 		pc.lr.N = pc.client.maxHeaderBytes()
-		if timeout > 0 {
-			// Armed now only if the request is fully sent; otherwise the
-			// body writer arms it when it is done.
-			pc.mu.Lock()
-			if !pc.hasWriter || pc.reqDone {
-				pc.nc.SetReadDeadline(time.Now().Add(timeout))
-			}
-			pc.mu.Unlock()
+		// The header timeout is armed now only if the request is fully
+		// sent; otherwise the body writer arms it when it is done. Until
+		// then no deadline: not one left by the last exchange either.
+		pc.mu.Lock()
+		if timeout > 0 && (!pc.hasWriter || pc.reqDone) {
+			pc.setReadDeadline(time.Now().Add(timeout))
+		} else {
+			pc.setReadDeadline(time.Time{})
 		}
+		pc.mu.Unlock()
 		res, err := pc.readHead(req)
 		if err != nil {
 			return nil, err
@@ -456,8 +477,10 @@ func (pc *conn) readResponse(req *http.Request, hooks Hooks, continueCh chan boo
 		pc.mu.Lock()
 		pc.headDone = true
 		pc.mu.Unlock()
-		if timeout > 0 {
-			pc.nc.SetReadDeadline(time.Time{})
+		// From here on each read of the body waits at most the read
+		// idle bound (see idleReader), and nothing else bounds it.
+		if pc.bodyIdle = pc.client.readIdle(); pc.bodyIdle <= 0 {
+			pc.setReadDeadline(time.Time{})
 		}
 		res.Request = req
 		if err := pc.setupBody(req, res); err != nil {
@@ -589,6 +612,12 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 
 	code := res.StatusCode
 	if code == http.StatusSwitchingProtocols {
+		// The tunnel that takes the connection bounds its own waits.
+		pc.bodyIdle = 0
+		pc.setReadDeadline(time.Time{})
+		if !pc.hasWriter {
+			pc.setWriteDeadline(time.Time{})
+		}
 		res.ContentLength = -1
 		res.Body = &upgradeBody{pc: pc}
 		if pc.stop != nil {

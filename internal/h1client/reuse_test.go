@@ -92,8 +92,8 @@ func newOverrunServer(t *testing.T, first, idle string) *overrunServer {
 	return s
 }
 
-// idleConn returns the connection idle in c's pool for addr.
-func idleConn(t *testing.T, c *Client, addr string) *conn {
+// pooledConn returns the connection idle in c's pool for addr.
+func pooledConn(t *testing.T, c *Client, addr string) *conn {
 	t.Helper()
 	hp := c.pools()[addr]
 	if hp == nil {
@@ -211,7 +211,7 @@ func TestOverrunNeverAnswersNextRequest(t *testing.T) {
 				t.Fatalf("first response: %d %q (%v), want %d %q", res.StatusCode, truncate(body), err, tt.status, truncate([]byte(tt.body)))
 			}
 			if tt.idle != "" {
-				pc := idleConn(t, c, s.addr)
+				pc := pooledConn(t, c, s.addr)
 				close(s.strayNow)
 				<-s.strayDone
 				waitReadable(t, pc)

@@ -1,0 +1,184 @@
+package sluice
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h1client"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+)
+
+// stallingUpstream starts h as an http:// or https:// upstream whose
+// handlers are released (release closed) before the server closes, and a Proxy
+// in front of it with UpstreamIdleTimeout d that trusts it.
+func stallingUpstream(t *testing.T, tlsOn bool, d time.Duration, release chan struct{}, h http.HandlerFunc) (front *httptest.Server, logs *logRecorder) {
+	t.Helper()
+	up := httptest.NewUnstartedServer(h)
+	if tlsOn {
+		up.StartTLS()
+	} else {
+		up.Start()
+	}
+	t.Cleanup(up.Close)
+	t.Cleanup(func() { close(release) }) // runs first: handlers return
+	front, _, logs = newProxy(t, up.URL, func(p *Proxy) {
+		p.UpstreamIdleTimeout = d
+		if tlsOn {
+			p.UpstreamTLS = &tls.Config{RootCAs: up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+		}
+	})
+	return front, logs
+}
+
+// An upstream that stops in the middle of a response body is cut after
+// UpstreamIdleTimeout: the client's response, already started, is
+// aborted (never complete-looking), on http:// (sluice's engine, spliced
+// body). https:// and h2c:// upstreams have no idle bound (docs/timeouts.md).
+func TestUpstreamIdleTimeoutAbortsStalledBody(t *testing.T) {
+	const d = 200 * time.Millisecond
+	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			leaktest.Check(t)
+			done := make(chan struct{})
+			release := make(chan struct{})
+			front, logs := stallingUpstream(t, tlsOn, d, release, func(w http.ResponseWriter, r *http.Request) {
+				defer close(done)
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "half")
+				http.NewResponseController(w).Flush()
+				select { // stalled until the proxy gives up (or the test ends)
+				case <-r.Context().Done():
+				case <-release:
+				}
+			})
+			// The head and "half" may still sit in the front server's
+			// buffer when the abort comes: then the client sees the
+			// connection end before any response, which is as honest.
+			start := time.Now()
+			res, err := client(t).Get(front.URL)
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(res.Body)
+				res.Body.Close()
+				if err == nil {
+					t.Fatalf("stalled body read to the end: %q", b)
+				}
+			}
+			elapsed := time.Since(start)
+			if elapsed > d+d/4+time.Second {
+				t.Errorf("stall cut after %v, want about %v", elapsed, d)
+			}
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("upstream handler still running: its connection was not closed")
+			}
+			if l := logs.String(); !strings.Contains(l, "aborted") {
+				t.Errorf("log does not report the abort:\n%s", l)
+			}
+		})
+	}
+}
+
+// A response body that keeps coming, a piece every third of the bound,
+// passes whole, however long it takes.
+func TestUpstreamIdleTimeoutSparesSteadyBody(t *testing.T) {
+	const d = 200 * time.Millisecond
+	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			leaktest.Check(t)
+			front, _ := stallingUpstream(t, tlsOn, d, make(chan struct{}), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "80")
+				for range 8 {
+					time.Sleep(d / 3) // a slow upstream, within the bound
+					io.WriteString(w, "0123456789")
+					http.NewResponseController(w).Flush()
+				}
+			})
+			res, err := client(t).Get(front.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil || len(b) != 80 {
+				t.Fatalf("read %d of 80 bytes: %v", len(b), err)
+			}
+		})
+	}
+}
+
+// An upstream that stops reading the request body is cut after
+// UpstreamIdleTimeout, before its response started: 504.
+func TestUpstreamIdleTimeoutStalledUploadIs504(t *testing.T) {
+	const d = 200 * time.Millisecond
+	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			leaktest.Check(t)
+			release := make(chan struct{})
+			front, logs := stallingUpstream(t, tlsOn, d, release, func(w http.ResponseWriter, r *http.Request) {
+				<-release // reads nothing
+			})
+			pr, pw := io.Pipe()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					if _, err := pw.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			t.Cleanup(func() { pr.CloseWithError(io.ErrClosedPipe) })
+			req, _ := http.NewRequest("POST", front.URL, pr)
+			start := time.Now()
+			res, err := client(t).Do(req)
+			elapsed := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusGatewayTimeout {
+				t.Errorf("status %d, want 504", res.StatusCode)
+			}
+			if elapsed < d || elapsed > d+d/2+2*time.Second {
+				t.Errorf("answered after %v, want about %v (plus the time the buffers took)", elapsed, d)
+			}
+			if l := logs.String(); !strings.Contains(l, "status=504") {
+				t.Errorf("log:\n%s", l)
+			}
+		})
+	}
+}
+
+// The stall errors of the engine are timeouts to StatusFor: 504 (and
+// after the response started, an abort, as the tests above show).
+func TestStatusForUpstreamStall(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	_, stall := h1client.IdleConn(nc, 50*time.Millisecond, 0).Read(make([]byte, 1))
+	for _, err := range []error{stall, fmt.Errorf("reading upstream body: %w", stall)} {
+		if got := StatusFor(err); got != http.StatusGatewayTimeout {
+			t.Errorf("StatusFor(%v) = %d, want 504", err, got)
+		}
+	}
+}
