@@ -196,7 +196,7 @@ func TestAttackAsteriskFormRefused(t *testing.T) {
 	rec := &uriRecorder{}
 	up := newUpstream(t, rec.ServeHTTP)
 	target, _ := url.Parse(up.URL + "/base")
-	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = SingleHost(target, false) })
+	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = &SingleHost{Target: target} })
 	p.AddRoute(Route{Pattern: "/", Authorizer: denyAll})
 	want := 400
 	if netHTTPFront() {

@@ -116,7 +116,7 @@ func newAuthSetup(t *testing.T, configure func(*AuthRequest)) *authSetup {
 	}
 	target, _ := url.Parse(up.URL)
 	p := &Proxy{
-		Director:        SingleHost(target, false),
+		Director:        &SingleHost{Target: target},
 		IdentityHeaders: []string{"X-Sluice-*", "X-Auth-User"},
 	}
 	p.AddRoute(Route{Pattern: "/private/", Authorizer: Chain(ar, AuthorizerFunc(func(pr *ProxyRequest) (Decision, error) {
@@ -338,7 +338,7 @@ func TestAuthRequestFailClosed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &Proxy{Director: SingleHost(target, false), Authorizer: tt.auth}
+			p := &Proxy{Director: &SingleHost{Target: target}, Authorizer: tt.auth}
 			front := newFront(t, p)
 			defer front.Close()
 			defer p.CloseIdleConnections()
@@ -551,7 +551,7 @@ func TestAllowFromAndRouteAuthorizer(t *testing.T) {
 	leaktest.Check(t)
 	up := headerEcho(t)
 	target, _ := url.Parse(up.URL)
-	p := &Proxy{Director: SingleHost(target, false)}
+	p := &Proxy{Director: &SingleHost{Target: target}}
 	p.AddRoute(Route{Pattern: "/lan/", Authorizer: AllowFrom(mustPrefix("127.0.0.0/8"))})
 	p.AddRoute(Route{Pattern: "/other/", Authorizer: AllowFrom(mustPrefix("10.0.0.0/8"))})
 	front := newFront(t, p)
@@ -586,7 +586,7 @@ func BenchmarkAuthorizer(b *testing.B) {
 			CacheKey: CookieKey("session"), CacheTTL: time.Hour}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			p := &Proxy{Director: SingleHost(target, false), Authorizer: bc.auth, IdentityHeaders: []string{"X-Auth-User"}}
+			p := &Proxy{Director: &SingleHost{Target: target}, Authorizer: bc.auth, IdentityHeaders: []string{"X-Auth-User"}}
 			defer p.CloseIdleConnections()
 			req := httptest.NewRequest("GET", "http://proxy/x", nil)
 			req.AddCookie(&http.Cookie{Name: "session", Value: "alice"})

@@ -87,7 +87,7 @@ func benchHandler(b *testing.B, h http.Handler) {
 // real loopback upstream; compare with BenchmarkReverseProxy.
 func BenchmarkProxy(b *testing.B) {
 	u := benchUpstream(b)
-	p := &Proxy{Director: SingleHost(u, false)}
+	p := &Proxy{Director: &SingleHost{Target: u}}
 	b.Cleanup(p.CloseIdleConnections)
 	benchHandler(b, p)
 }
@@ -116,7 +116,7 @@ func BenchmarkProxyLargeBody(b *testing.B) {
 	}))
 	b.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL)
-	p := &Proxy{Director: SingleHost(u, false)}
+	p := &Proxy{Director: &SingleHost{Target: u}}
 	b.Cleanup(p.CloseIdleConnections)
 	b.SetBytes(int64(len(body)))
 	benchHandler(b, p)

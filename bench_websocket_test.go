@@ -32,11 +32,11 @@ func BenchmarkWebSocketRoundTrip(b *testing.B) {
 		handler func(u *url.URL) (http.Handler, func())
 	}{
 		{"transparent", func(u *url.URL) (http.Handler, func()) {
-			p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
+			p := &sluice.Proxy{Director: &sluice.SingleHost{Target: u}}
 			return p, p.CloseIdleConnections
 		}},
 		{"frame", func(u *url.URL) (http.Handler, func()) {
-			p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
+			p := &sluice.Proxy{Director: &sluice.SingleHost{Target: u}}
 			var n int
 			p.Handle("/", &wsmsg.Interceptor{OnMessage: func(s *wsmsg.Session, m *wsmsg.Message) error {
 				n += len(m.Data)
@@ -93,7 +93,7 @@ func BenchmarkWebSocketIdle(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			for b.Loop() {
 				u, peers := idleUpstream(b)
-				p := &sluice.Proxy{Director: sluice.SingleHost(u, false)}
+				p := &sluice.Proxy{Director: &sluice.SingleHost{Target: u}}
 				if mode == "frame" {
 					p.Handle("/", &wsmsg.Interceptor{})
 				}

@@ -76,7 +76,7 @@ func benchTunnelCPU(b *testing.B, conns, size int) {
 		return strings.TrimPrefix(line, prefix)
 	}
 	upstream := expect("upstream ")
-	p := &Proxy{Director: SingleHost(&url.URL{Scheme: "http", Host: upstream}, false)}
+	p := &Proxy{Director: &SingleHost{Target: &url.URL{Scheme: "http", Host: upstream}}}
 	srv := httptest.NewServer(p)
 	b.Cleanup(func() {
 		srv.Close()

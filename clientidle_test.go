@@ -116,7 +116,7 @@ func TestClientBodyIdleTimeout(t *testing.T) {
 			leaktest.Check(t)
 			up, got := bodyRecorder(t)
 			logs := &logRecorder{}
-			p := &Proxy{Director: SingleHost(parseURL(t, up.URL()), false), Logger: logs.logger()}
+			p := &Proxy{Director: &SingleHost{Target: parseURL(t, up.URL())}, Logger: logs.logger()}
 			addr := newBoundedFront(t, p, bound)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -204,7 +204,7 @@ func TestClientWriteIdleTimeout(t *testing.T) {
 		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
 			leaktest.Check(t)
 			up, cut := endlessUpstream(t, chunked)
-			p := &Proxy{Director: SingleHost(parseURL(t, up.URL()), false), Logger: (&logRecorder{}).logger()}
+			p := &Proxy{Director: &SingleHost{Target: parseURL(t, up.URL())}, Logger: (&logRecorder{}).logger()}
 			addr := newBoundedFront(t, p, bound)
 
 			// Steady: 128 KiB every bound/3, for 3 bounds.
@@ -269,7 +269,7 @@ func TestUpstreamPausesDoNotCountAgainstClient(t *testing.T) {
 		time.Sleep(bound * 3 / 2) // the proxy writes nothing meanwhile
 		io.WriteString(c, "0\r\n\r\n")
 	})
-	p := &Proxy{Director: SingleHost(parseURL(t, up.URL()), false), Logger: (&logRecorder{}).logger()}
+	p := &Proxy{Director: &SingleHost{Target: parseURL(t, up.URL())}, Logger: (&logRecorder{}).logger()}
 	addr := newBoundedFront(t, p, bound)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -373,7 +373,7 @@ func TestClientBodyIdleTimeoutAfterEarlyAnswer(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
 				io.Copy(io.Discard, br) // until the proxy gives up on the body
 			})
-			p := &Proxy{Director: SingleHost(parseURL(t, up.URL()), false), Logger: (&logRecorder{}).logger()}
+			p := &Proxy{Director: &SingleHost{Target: parseURL(t, up.URL())}, Logger: (&logRecorder{}).logger()}
 			if local {
 				p.Authorizer = AuthorizerFunc(func(*ProxyRequest) (Decision, error) { return Deny(403, "no"), nil })
 			}

@@ -51,23 +51,32 @@ var ErrNoRoute = errors.New("sluice: no route for request")
 // unavailable. The Proxy answers 503 Service Unavailable.
 var ErrNoUpstream = errors.New("sluice: no upstream available")
 
-// SingleHost returns a Director that sends every request to target. The
+// SingleHost is a Director that sends every request to Target. The
 // target's path is joined in front of the request path and its query
 // merged with the request's, as httputil.NewSingleHostReverseProxy does.
-// The outbound Host header is the target's host; set preserveHost to keep
-// the client's Host header instead.
 //
-// SingleHost panics if target has no scheme or host, since that is a
-// programming error.
-func SingleHost(target *url.URL, preserveHost bool) Director {
-	mustTarget(target)
-	return DirectorFunc(func(pr *ProxyRequest) error {
-		pr.SetURL(target)
-		if preserveHost {
-			pr.Out.Host = pr.In.Host
-		}
-		return nil
-	})
+//	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: upstream}}
+type SingleHost struct {
+	// Target is the upstream: an http, https, h2c or unix URL. A target
+	// without scheme or host fails every request with 502, logged as a
+	// Director bug.
+	Target *url.URL
+
+	// PreserveHost keeps the client's Host header. If false, the outbound
+	// Host header is the target's host.
+	PreserveHost bool
+}
+
+// Direct implements Director.
+func (d *SingleHost) Direct(pr *ProxyRequest) error {
+	if !validTarget(d.Target) {
+		return fmt.Errorf("%w: SingleHost.Target %v needs a scheme and a host", errBadTarget, d.Target)
+	}
+	pr.SetURL(d.Target)
+	if d.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	return nil
 }
 
 // ForwardProxy returns a Director for forward proxying: a request in
@@ -207,12 +216,18 @@ func requestHost(r *http.Request) string {
 func knownScheme(s string) bool { return s == "http" || s == "https" || s == "h2c" || s == "unix" }
 
 func mustTarget(target *url.URL) {
-	if target != nil && target.Scheme == "unix" && strings.HasPrefix(unixSocket(target), "/") {
-		return
-	}
-	if target == nil || target.Scheme == "" || target.Host == "" {
+	if !validTarget(target) {
 		panic(fmt.Sprintf("sluice: invalid upstream target %v: need scheme and host", target))
 	}
+}
+
+// validTarget reports whether target names an upstream: a scheme and a
+// host, or a unix socket path.
+func validTarget(target *url.URL) bool {
+	if target != nil && target.Scheme == "unix" && strings.HasPrefix(unixSocket(target), "/") {
+		return true
+	}
+	return target != nil && target.Scheme != "" && target.Host != ""
 }
 
 // unixSocket returns the path of the Unix-domain socket that a unix:

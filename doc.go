@@ -13,7 +13,7 @@
 // policy.
 //
 //	upstream, _ := url.Parse("http://127.0.0.1:9200")
-//	p := &sluice.Proxy{Director: sluice.SingleHost(upstream, false)}
+//	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: upstream}}
 //	p.HandleFunc("GET /status", func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
 //		_, err := io.WriteString(w, "ok\n")
 //		return err

@@ -41,7 +41,7 @@ func ExampleAuthRequest() {
 	target, _ := url.Parse(app.URL)
 
 	p := &sluice.Proxy{
-		Director:        sluice.SingleHost(target, false),
+		Director:        &sluice.SingleHost{Target: target},
 		IdentityHeaders: []string{"X-Auth-User"}, // never taken from a client
 		Authorizer: &sluice.AuthRequest{
 			URL:                 auth.URL,
@@ -81,7 +81,7 @@ func ExampleChain() {
 		return sluice.Allow, nil
 	})
 	p := &sluice.Proxy{
-		Director:        sluice.SingleHost(target, false),
+		Director:        &sluice.SingleHost{Target: target},
 		IdentityHeaders: []string{"X-User"},
 		// Cheap checks first: the first deny wins.
 		Authorizer: sluice.Chain(sluice.AllowFrom(netip.MustParsePrefix("127.0.0.0/8")), apiKey),

@@ -64,7 +64,7 @@ func ExampleUpload() {
 	defer app.Close()
 
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	defer p.CloseIdleConnections()
 	p.Handle("PUT /files/{name}", &sluice.Upload{
 		SigningKey: key,
@@ -130,7 +130,7 @@ func ExamplePreauthorizeUpstream() {
 	defer app.Close()
 
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	defer p.CloseIdleConnections()
 	p.Handle("PUT /avatars/{user}", &sluice.Upload{
 		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", key),

@@ -20,7 +20,7 @@ import (
 func demo(upstream http.HandlerFunc, setup func(p *sluice.Proxy)) (string, func()) {
 	up := httptest.NewServer(upstream)
 	target, _ := url.Parse(up.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	setup(p)
 	ps := httptest.NewServer(p)
 	return ps.URL, func() {

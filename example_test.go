@@ -32,7 +32,7 @@ func ExampleProxy() {
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
 
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	// Capture one URL; everything else passes through.
 	p.HandleFunc("GET /status", func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
 		_, err := io.WriteString(w, "proxy is fine")
@@ -55,7 +55,7 @@ func ExampleSingleHost() {
 	defer app.Close()
 	// The target's path is joined in front, its query merged.
 	target, _ := url.Parse(app.URL + "/v2?key=k")
-	front := httptest.NewServer(&sluice.Proxy{Director: sluice.SingleHost(target, false)})
+	front := httptest.NewServer(&sluice.Proxy{Director: &sluice.SingleHost{Target: target}})
 	defer front.Close()
 
 	fmt.Println(get(front.URL + "/users?page=2"))
@@ -101,7 +101,7 @@ func ExampleProxy_fallback() {
 	})
 
 	p := &sluice.Proxy{Fallback: app}
-	p.AddRoute(sluice.Route{Pattern: "/api/", Director: sluice.SingleHost(target, false)})
+	p.AddRoute(sluice.Route{Pattern: "/api/", Director: &sluice.SingleHost{Target: target}})
 	front := httptest.NewServer(p)
 	defer front.Close()
 
@@ -120,7 +120,7 @@ func ExampleAuthorizerFunc() {
 	target, _ := url.Parse(app.URL)
 
 	p := &sluice.Proxy{
-		Director: sluice.SingleHost(target, false),
+		Director: &sluice.SingleHost{Target: target},
 		Authorizer: sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
 			if pr.In.URL.Query().Get("token") != "secret" {
 				return sluice.Deny(http.StatusUnauthorized, "no entry"), nil
@@ -146,7 +146,7 @@ func ExampleProxyRequest_RoundTrip() {
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
 
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	p.HandleFunc("GET /shout", func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
 		res, err := pr.RoundTrip() // same engine, pool and error mapping
 		if err != nil {
@@ -182,7 +182,7 @@ func ExampleServe() {
 	}))
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	defer p.CloseIdleConnections()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -210,7 +210,7 @@ func ExampleServer() {
 	}))
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
-	proxy := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	proxy := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	defer proxy.CloseIdleConnections()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

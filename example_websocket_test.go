@@ -39,7 +39,7 @@ func ExampleProxy_Shutdown() {
 	app := echoServer()
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	front := httptest.NewServer(p)
 	defer front.Close()
 

@@ -59,7 +59,7 @@ func newProxy(t *testing.T, upstream string, configure ...func(*Proxy)) (*httpte
 		t.Fatal(err)
 	}
 	logs := &logRecorder{}
-	p := &Proxy{Director: SingleHost(u, false), Logger: logs.logger()}
+	p := &Proxy{Director: &SingleHost{Target: u}, Logger: logs.logger()}
 	for _, c := range configure {
 		c(p)
 	}

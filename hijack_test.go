@@ -46,7 +46,7 @@ func uploadProxy(t *testing.T, h *Upload, app http.Handler) (proxyURL string) {
 	upstream := httptest.NewServer(app)
 	t.Cleanup(upstream.Close)
 	u, _ := url.Parse(upstream.URL)
-	p := &Proxy{Director: SingleHost(u, false)}
+	p := &Proxy{Director: &SingleHost{Target: u}}
 	p.Handle("PUT /up/{name}", h)
 	srv := newFront(t, p)
 	t.Cleanup(func() {
@@ -197,7 +197,7 @@ func TestUploadForwardsRequestsWithoutBody(t *testing.T) {
 	}))
 	defer upstream.Close()
 	u, _ := url.Parse(upstream.URL)
-	p := &Proxy{Director: SingleHost(u, false)}
+	p := &Proxy{Director: &SingleHost{Target: u}}
 	p.Handle("/up/{name}", h)
 	srv := newFront(t, p)
 	defer srv.Close()

@@ -622,7 +622,7 @@ func TestFallbackServesUnforwarded(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "from upstream") })
 	u, _ := url.Parse(up.URL)
 	p := &Proxy{Fallback: app}
-	p.AddRoute(Route{Pattern: "/api/", Director: SingleHost(u, false)})
+	p.AddRoute(Route{Pattern: "/api/", Director: &SingleHost{Target: u}})
 	px := newTestServer(t, p)
 	for path, want := range map[string]string{"/api/x": "from upstream", "/other": "from the app"} {
 		res, err := client(t).Get(px + path)
@@ -641,7 +641,7 @@ func TestRoutesFirstMatchWinsAndPathValues(t *testing.T) {
 	leaktest.Check(t)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream "+r.URL.Path) })
 	u, _ := url.Parse(up.URL)
-	p := &Proxy{Director: SingleHost(u, false)}
+	p := &Proxy{Director: &SingleHost{Target: u}}
 	p.HandleFunc("POST /{index}/_search", func(w http.ResponseWriter, pr *ProxyRequest) error {
 		fmt.Fprintf(w, "search %s %s", pr.In.PathValue("index"), pr.Out.PathValue("index"))
 		return nil

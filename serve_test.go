@@ -22,7 +22,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 		io.WriteString(w, "finished")
 	})
 	u, _ := url.Parse(up.URL)
-	p := &Proxy{Director: SingleHost(u, false), Logger: (&logRecorder{}).logger()}
+	p := &Proxy{Director: &SingleHost{Target: u}, Logger: (&logRecorder{}).logger()}
 	t.Cleanup(p.CloseIdleConnections)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -151,7 +151,7 @@ func TestCanonicalHost(t *testing.T) {
 	hosts := make(chan string, 8)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { hosts <- r.Host })
 	target, _ := url.Parse(up.URL)
-	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = SingleHost(target, true) })
+	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = &SingleHost{Target: target, PreserveHost: true} })
 	p.AddRoute(Route{Pattern: "admin.example.com/", Authorizer: AuthorizerFunc(func(*ProxyRequest) (Decision, error) {
 		return Deny(http.StatusForbidden, "guarded\n"), nil
 	})})

@@ -24,7 +24,7 @@ func upgradeSetup(t *testing.T, check func(*http.Response) error, serve func(con
 	t.Helper()
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
-	p := &Proxy{Director: SingleHost(up.URL, false), Logger: (&logRecorder{}).logger()}
+	p := &Proxy{Director: &SingleHost{Target: up.URL}, Logger: (&logRecorder{}).logger()}
 	p.HandleFunc("/", func(w http.ResponseWriter, pr *ProxyRequest) error {
 		return pr.Upgrade(w, check, serve)
 	})

@@ -60,7 +60,7 @@ func TestUnixUpstream(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			front, _, _ := newProxy(t, "http://unused", func(p *Proxy) { p.Director = SingleHost(u, tc.preserveHost) })
+			front, _, _ := newProxy(t, "http://unused", func(p *Proxy) { p.Director = &SingleHost{Target: u, PreserveHost: tc.preserveHost} })
 			req, _ := http.NewRequest("GET", front.URL+tc.path, nil)
 			req.Host = "front.example"
 			res, err := client(t).Do(req)

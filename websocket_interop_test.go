@@ -17,7 +17,7 @@ import (
 func TestWebSocketInteropPython(t *testing.T) {
 	leaktest.Check(t)
 	got := wstest.PythonConversation(t, "testdata/ws_interop.py", func(target *url.URL) string {
-		return newTestProxy(t, &Proxy{Director: SingleHost(target, false)}).URL
+		return newTestProxy(t, &Proxy{Director: &SingleHost{Target: target}}).URL
 	})
 	want := []string{
 		`{"subprotocol": null, "extensions": ["permessage-deflate"]}`,

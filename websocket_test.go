@@ -33,7 +33,7 @@ func transparentSetup(t *testing.T) (*Proxy, *wstest.Upstream, *httptest.Server)
 	t.Helper()
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
-	p := &Proxy{Director: SingleHost(up.URL, false)}
+	p := &Proxy{Director: &SingleHost{Target: up.URL}}
 	return p, up, newTestProxy(t, p)
 }
 

@@ -113,7 +113,7 @@ func BenchmarkProxyThroughPool(b *testing.B) {
 	for _, d := range []struct {
 		name string
 		d    sluice.Director
-	}{{"single-host", sluice.SingleHost(u, false)}, {"pool", pool}} {
+	}{{"single-host", &sluice.SingleHost{Target: u}}, {"pool", pool}} {
 		b.Run(d.name, func(b *testing.B) {
 			p := &sluice.Proxy{Director: d.d, Logger: quiet()}
 			px := httptest.NewServer(p)

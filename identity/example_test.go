@@ -61,7 +61,7 @@ func ExampleSigner_proxy() {
 		return sluice.Allow, signer.Sign(pr.Out.Header) // an error fails closed
 	})
 	front := httptest.NewServer(&sluice.Proxy{
-		Director:        sluice.SingleHost(target, false),
+		Director:        &sluice.SingleHost{Target: target},
 		IdentityHeaders: []string{"X-User", identity.DefaultSignatureHeader},
 		Authorizer:      sluice.Chain(login, sign),
 	})

@@ -52,7 +52,7 @@ done
 		return
 	}
 	defer h.Close()
-	p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.SingleHost(target, false))}
+	p := &sluice.Proxy{Authorizer: h, Director: h.Director(&sluice.SingleHost{Target: target})}
 	front := httptest.NewServer(p)
 	defer front.Close()
 

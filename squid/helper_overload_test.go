@@ -29,7 +29,7 @@ func TestHelperOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	target, _ := url.Parse(up.URL)
-	p := &sluice.Proxy{Authorizer: h, Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Authorizer: h, Director: &sluice.SingleHost{Target: target}}
 	front := newFront(t, p)
 	t.Cleanup(front.Close)
 	t.Cleanup(p.CloseIdleConnections)

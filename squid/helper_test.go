@@ -58,7 +58,7 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 			t.Fatal(err)
 		}
 		target, _ := url.Parse(up.URL)
-		p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.ForwardProxy(sluice.SingleHost(target, false)))}
+		p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.ForwardProxy(&sluice.SingleHost{Target: target}))}
 		front := newFront(t, p)
 		c := noRedirect()
 
@@ -141,7 +141,7 @@ done
 	}))
 	t.Cleanup(up.Close)
 	target, _ := url.Parse(up.URL)
-	p := &sluice.Proxy{Authorizer: h, Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Authorizer: h, Director: &sluice.SingleHost{Target: target}}
 	px := newFront(t, p)
 	t.Cleanup(p.CloseIdleConnections)
 	for path, want := range map[string]string{

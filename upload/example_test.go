@@ -53,7 +53,7 @@ func Example() {
 
 	// The proxy.
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	defer p.CloseIdleConnections()
 	p.Handle("PUT /files/{name}", &sluice.Upload{
 		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", key),

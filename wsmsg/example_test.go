@@ -66,7 +66,7 @@ func ExampleInterceptor() {
 	app := echoServer()
 	defer app.Close()
 	target, _ := url.Parse(app.URL)
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	closed := make(chan string, 1)
 	p.Handle("/chat", &wsmsg.Interceptor{
 		OnMessage: func(s *wsmsg.Session, m *wsmsg.Message) error {

@@ -125,7 +125,7 @@ func TestSessionRequestOutlivesSession(t *testing.T) {
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
 	sessions := make(chan *Session, 1)
-	p := &sluice.Proxy{Director: sluice.SingleHost(up.URL, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
 	p.AddRoute(sluice.Route{
 		Pattern: "/",
 		Authorizer: sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
@@ -193,7 +193,7 @@ func TestInteropPython(t *testing.T) {
 		},
 	}
 	got := wstest.PythonConversation(t, "../testdata/ws_interop.py", func(target *url.URL) string {
-		p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+		p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 		p.Handle("/", ic)
 		return newTestProxy(t, p).URL
 	})

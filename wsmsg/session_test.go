@@ -27,7 +27,7 @@ func frameSetup(t *testing.T, ic *Interceptor, header string) (*sluice.Proxy, *w
 	t.Helper()
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
-	p := &sluice.Proxy{Director: sluice.SingleHost(up.URL, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
 	p.Handle("/", ic)
 	srv := newTestProxy(t, p)
 	c, res := wstest.Dial(t, srv, header, nil)
@@ -215,7 +215,7 @@ func TestInterceptorStripsCompression(t *testing.T) {
 		offer.Store(strings.Join(req.Header["Sec-Websocket-Extensions"], ","))
 		return wstest.ValidSwitch(req)
 	}
-	p := &sluice.Proxy{Director: sluice.SingleHost(up.URL, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
 	p.Handle("/", &Interceptor{})
 	srv := newTestProxy(t, p)
 	c, res := wstest.Dial(t, srv, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n", nil)
@@ -260,7 +260,7 @@ func TestInterceptorTerminatesCompression(t *testing.T) {
 			"Sec-WebSocket-Accept: " + wstest.AcceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n"
 	}
 	var seen []string
-	p := &sluice.Proxy{Director: sluice.SingleHost(up.URL, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
 	p.Handle("/", &Interceptor{
 		Compression:    CompressionTerminate,
 		MaxMessageSize: 4096,
@@ -348,7 +348,7 @@ func TestInterceptorReauthorize(t *testing.T) {
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
 	var calls atomic.Int32
-	p := &sluice.Proxy{Director: sluice.SingleHost(up.URL, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
 	p.AddRoute(sluice.Route{
 		Pattern:     "/",
 		Interceptor: &Interceptor{ReauthorizeInterval: 10 * time.Millisecond},
@@ -401,7 +401,7 @@ func TestInterceptorPlainRequests(t *testing.T) {
 		io.WriteString(w, "plain "+r.URL.Path)
 	}))
 	defer up.Close()
-	p := &sluice.Proxy{Director: sluice.SingleHost(mustParse(t, up.URL), false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: mustParse(t, up.URL)}}
 	p.Handle("/", &Interceptor{})
 	srv := newTestProxy(t, p)
 	res, err := client(t).Get(srv.URL + "/x")

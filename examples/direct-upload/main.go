@@ -152,7 +152,7 @@ func start(ctx context.Context, cfg appConfig, listen string, log *slog.Logger, 
 // and POST /forms go to object storage (sluice.Upload), downloads from GET
 // /files/{name} served from it, everything else passed through.
 func newProxy(app *url.URL, cfg appConfig, log *slog.Logger) *sluice.Proxy {
-	p := &sluice.Proxy{Director: sluice.SingleHost(app, false), Logger: log}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: app}, Logger: log}
 	uploads := &sluice.Upload{
 		Preauthorizer: sluice.PreauthorizeUpstream("/authorize", cfg.SigningKey),
 		SigningKey:    cfg.SigningKey,

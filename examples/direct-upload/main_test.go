@@ -580,7 +580,7 @@ func TestUpstreamUnreachableDeletesObject(t *testing.T) {
 	}
 	dead := &url.URL{Scheme: "http", Host: ln.Addr().String()}
 	ln.Close() // connections to it are refused
-	p := &sluice.Proxy{Director: sluice.SingleHost(dead, false), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: dead}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	defer p.CloseIdleConnections()
 	p.Handle("PUT /files/{name}", &sluice.Upload{
 		SigningKey: e.cfg.SigningKey,

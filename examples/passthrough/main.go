@@ -125,7 +125,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
 	}
 	proxy := &sluice.Proxy{
-		Director:              sluice.SingleHost(target, false),
+		Director:              &sluice.SingleHost{Target: target},
 		ResponseHeaderTimeout: cfg.timeout,
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 	}

@@ -197,7 +197,7 @@ func newProxy(cfg config) (*sluice.Proxy, error) {
 		cfg.reranker = DefaultBM25
 	}
 	st := &stats{started: time.Now()}
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false), Logger: logger}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}, Logger: logger}
 	p.Handle("GET "+cfg.statusPath, sluice.Local(statusHandler(st, cfg)))
 	search := &searchHandler{
 		topN: cfg.topN, fields: cfg.fields, reranker: cfg.reranker,

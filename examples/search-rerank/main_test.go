@@ -415,7 +415,7 @@ func TestConfigErrors(t *testing.T) {
 func BenchmarkSearch(b *testing.B) {
 	const body = `{"query":{"match":{"text":"proxy streaming"}},"size":5}`
 	e := newEnv(b, config{topN: 20})
-	plain := httptest.NewServer(&sluice.Proxy{Director: sluice.SingleHost(mustURL(e.backend.URL), false)})
+	plain := httptest.NewServer(&sluice.Proxy{Director: &sluice.SingleHost{Target: mustURL(e.backend.URL)}})
 	b.Cleanup(plain.Close)
 	for _, bc := range []struct{ name, base string }{
 		{"passthrough", plain.URL},

@@ -273,7 +273,7 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 		http.NotFound(w, nil)
 		return nil
 	})
-	g.proxy.AddRoute(sluice.Route{Pattern: "/sso/", Director: sluice.SingleHost(idpURL, true)})
+	g.proxy.AddRoute(sluice.Route{Pattern: "/sso/", Director: &sluice.SingleHost{Target: idpURL, PreserveHost: true}})
 	// Host routes first: the Director prefers them too, so a request is
 	// signed for the tool it reaches.
 	for _, name := range tools {

@@ -223,7 +223,7 @@ func newFilter(cfg config, upstream *url.URL) (*filter, error) {
 	}
 	p := &sluice.Proxy{
 		Authorizer:     sluice.Chain(h, stripCookies(cfg.stripCookies)),
-		Director:       h.Director(sluice.ForwardProxy(sluice.SingleHost(upstream, false))),
+		Director:       h.Director(sluice.ForwardProxy(&sluice.SingleHost{Target: upstream})),
 		TrustedProxies: cfg.trusted,
 		Via:            "url-filter",
 	}

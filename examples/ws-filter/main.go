@@ -55,7 +55,7 @@ func main() {
 // newProxy builds the filtering proxy: every request goes to target;
 // WebSocket upgrades on any path are relayed message by message.
 func newProxy(target *url.URL, cfg config) *sluice.Proxy {
-	p := &sluice.Proxy{Director: sluice.SingleHost(target, false)}
+	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: target}}
 	p.Handle("/", &wsmsg.Interceptor{
 		MaxSessionTime: cfg.MaxSession,
 		PingInterval:   cfg.Ping,

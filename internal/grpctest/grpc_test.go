@@ -217,7 +217,7 @@ func loadPool(t testing.TB, name string) *x509.CertPool {
 
 // newProxy returns the Proxy under test in front of u.
 func newProxy(u *upstream) *sluice.Proxy {
-	return &sluice.Proxy{Director: sluice.SingleHost(u.target, false), UpstreamTLS: u.tls, Logger: quiet()}
+	return &sluice.Proxy{Director: &sluice.SingleHost{Target: u.target}, UpstreamTLS: u.tls, Logger: quiet()}
 }
 
 // dial connects a gRPC client to addr.
