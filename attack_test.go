@@ -283,9 +283,9 @@ func TestAttackAuthResponseHeadersNotFromTrailers(t *testing.T) {
 	}
 }
 
-// With KeepEncodedSlashes, Routes matches and strips its prefix on the
+// With KeepEncodedSlashes, PrefixDirector matches and strips its prefix on the
 // escaped path the route table matched, so an encoded slash stays one.
-// Before, Routes matched "/api%2Fsecret" against "/api/" on the decoded
+// Before, PrefixDirector matched "/api%2Fsecret" against "/api/" on the decoded
 // path (while the guard "/api/" did not match the one segment
 // "api%2Fsecret"), and StripPrefix decoded it: the api upstream got
 // "/secret", and "/api%2F..%2Fsecret" became "/../secret".
@@ -296,9 +296,9 @@ func TestAttackRoutesKeepEncodedSlash(t *testing.T) {
 	main := newUpstream(t, mainRec.ServeHTTP)
 	apiURL, _ := url.Parse(api.URL)
 	mainURL, _ := url.Parse(main.URL)
-	routes := new(Routes).
-		Add("/api/", apiURL, RouteOptions{StripPrefix: true}).
-		Add("/", mainURL, RouteOptions{})
+	routes := new(PrefixDirector).
+		Add("/api/", apiURL, PrefixOptions{StripPrefix: true}).
+		Add("/", mainURL, PrefixOptions{})
 	px, p, _ := newProxy(t, main.URL, func(p *Proxy) { p.Director = routes; p.KeepEncodedSlashes = true })
 	p.AddRoute(Route{Pattern: "/api/", Authorizer: denyAll})
 	for _, tc := range []struct {

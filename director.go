@@ -107,18 +107,18 @@ func ForwardProxy(next Director) Director {
 	})
 }
 
-// Routes is a Director that picks the upstream by host and path prefix.
+// PrefixDirector is a Director that picks the upstream by host and path prefix.
 // The most specific route wins: a route with a host beats one without, and
 // a longer path prefix beats a shorter one. Build it with Add.
 //
 // The zero value has no routes and answers ErrNoRoute for every request.
-// Routes must not be modified while the Proxy serves requests.
-type Routes struct {
+// A PrefixDirector must not be modified while the Proxy serves requests.
+type PrefixDirector struct {
 	routes []hostPathRoute
 }
 
-// RouteOptions tune one entry of a Routes director.
-type RouteOptions struct {
+// PrefixOptions tune one entry of a PrefixDirector.
+type PrefixOptions struct {
 	// StripPrefix removes the matched path prefix before forwarding, so
 	// "/api/users" routed by "/api/" reaches the upstream as "/users".
 	StripPrefix bool
@@ -130,7 +130,7 @@ type hostPathRoute struct {
 	host   string // lower case, no port; "" matches any host
 	prefix string
 	target *url.URL
-	opts   RouteOptions
+	opts   PrefixOptions
 }
 
 // Add routes requests whose host and path match pattern to target. The
@@ -139,7 +139,7 @@ type hostPathRoute struct {
 // does not end in "/" matches only at a segment boundary ("/api" matches
 // "/api" and "/api/x", not "/apix"). Add returns r to allow chaining and
 // panics on an invalid pattern or target.
-func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes {
+func (r *PrefixDirector) Add(pattern string, target *url.URL, opts PrefixOptions) *PrefixDirector {
 	mustTarget(target)
 	i := strings.IndexByte(pattern, '/')
 	if i < 0 {
@@ -166,7 +166,7 @@ func (r *Routes) Add(pattern string, target *url.URL, opts RouteOptions) *Routes
 }
 
 // Direct implements Director.
-func (r *Routes) Direct(pr *ProxyRequest) error {
+func (r *PrefixDirector) Direct(pr *ProxyRequest) error {
 	host := requestHost(pr.In)
 	path := pr.Out.URL.EscapedPath()
 	var best *hostPathRoute

@@ -155,12 +155,12 @@ func ExampleResponseTransform() {
 
 // ModifyResponse changes response headers only; the body streams through
 // untouched.
-func ExampleModifyResponse() {
+func ExampleOnResponse() {
 	base, stop := demo(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "app/1.2.3")
 		io.WriteString(w, "body")
 	}, func(p *sluice.Proxy) {
-		p.Handle("/", sluice.ModifyResponse(func(res *http.Response) error {
+		p.Handle("/", sluice.OnResponse(func(res *http.Response) error {
 			res.Header.Del("Server")
 			res.Header.Set("Cache-Control", "no-store")
 			return nil

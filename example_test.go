@@ -63,7 +63,7 @@ func ExampleSingleHost() {
 	// 200 /v2/users?key=k&page=2
 }
 
-func ExampleRoutes() {
+func ExamplePrefixDirector() {
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "api %s", r.URL.Path)
 	}))
@@ -75,9 +75,9 @@ func ExampleRoutes() {
 	apiURL, _ := url.Parse(api.URL)
 	webURL, _ := url.Parse(web.URL)
 
-	var routes sluice.Routes
-	routes.Add("/api/", apiURL, sluice.RouteOptions{StripPrefix: true}).
-		Add("/", webURL, sluice.RouteOptions{})
+	var routes sluice.PrefixDirector
+	routes.Add("/api/", apiURL, sluice.PrefixOptions{StripPrefix: true}).
+		Add("/", webURL, sluice.PrefixOptions{})
 	front := httptest.NewServer(&sluice.Proxy{Director: &routes})
 	defer front.Close()
 

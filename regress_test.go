@@ -23,7 +23,7 @@ func TestRoutesCannotBeBypassedBySpelling(t *testing.T) {
 	var hits atomic.Int32
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
 	u, _ := url.Parse(up.URL)
-	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = new(Routes).Add("/", u, RouteOptions{}) })
+	px, p, _ := newProxy(t, up.URL, func(p *Proxy) { p.Director = new(PrefixDirector).Add("/", u, PrefixOptions{}) })
 	deny := InterceptorFunc(func(w http.ResponseWriter, pr *ProxyRequest) error {
 		http.Error(w, "denied", http.StatusForbidden)
 		return nil

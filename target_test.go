@@ -48,7 +48,7 @@ func TestGuardedPathCannotBeBypassedBySpelling(t *testing.T) {
 	target, _ := url.Parse(up.URL)
 	var directed []string
 	var mu sync.Mutex
-	routes := new(Routes).Add("/app/", target, RouteOptions{StripPrefix: true}).Add("/", target, RouteOptions{})
+	routes := new(PrefixDirector).Add("/app/", target, PrefixOptions{StripPrefix: true}).Add("/", target, PrefixOptions{})
 	px, p, _ := newProxy(t, up.URL, func(p *Proxy) {
 		p.Director = DirectorFunc(func(pr *ProxyRequest) error {
 			mu.Lock()
@@ -96,7 +96,7 @@ func TestGuardedPathCannotBeBypassedBySpelling(t *testing.T) {
 	}
 
 	// Requests that are allowed reach the upstream as the Director saw
-	// them, in canonical form, with Routes' prefix stripped from that form.
+	// them, in canonical form, with PrefixDirector's prefix stripped from that form.
 	for _, tc := range []struct{ path, dir, up string }{
 		{"/app/x/../y?q=%2e%2E", "/app/y?q=%2e%2E", "/y?q=%2e%2E"},
 		{"/app//%7Euser/a%2db", "/app/~user/a-b", "/~user/a-b"},

@@ -45,13 +45,13 @@ func Local(h http.Handler) Interceptor {
 	})
 }
 
-// ModifyResponse returns an Interceptor that forwards the request and
+// OnResponse returns an Interceptor that forwards the request and
 // passes the upstream's response to fn before it is written: fn may change
 // the status and headers (hop-by-hop fields are still removed after it).
 // The body keeps streaming untouched unless fn replaces it. An error from
 // fn fails the exchange with StatusFor(err). It is the equivalent of
 // httputil.ReverseProxy.ModifyResponse for one route.
-func ModifyResponse(fn func(res *http.Response) error) Interceptor {
+func OnResponse(fn func(res *http.Response) error) Interceptor {
 	return InterceptorFunc(func(w http.ResponseWriter, pr *ProxyRequest) error {
 		pr.addModifyResponse(fn)
 		return pr.Forward(w)

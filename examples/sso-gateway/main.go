@@ -221,7 +221,7 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 
 	// The tools trust only what the gateway signed.
 	tools := []string{"notebook", "dashboard"}
-	var routes sluice.Routes
+	var routes sluice.PrefixDirector
 	for _, name := range tools {
 		app, err := startApp(name, signer)
 		if err != nil {
@@ -233,8 +233,8 @@ func newGateway(ctx context.Context, cfg config) (g *gateway, err error) {
 		}
 		g.apps[name] = app
 		target := &url.URL{Scheme: "http", Host: app.Addr}
-		routes.Add("/tools/"+name+"/", target, sluice.RouteOptions{StripPrefix: true})
-		routes.Add(name+".localhost/", target, sluice.RouteOptions{})
+		routes.Add("/tools/"+name+"/", target, sluice.PrefixOptions{StripPrefix: true})
+		routes.Add(name+".localhost/", target, sluice.PrefixOptions{})
 	}
 	g.proxy.Director = &routes
 	g.proxy.Fallback = landingPage()

@@ -1,5 +1,5 @@
 // Package urlpath matches, strips and joins URL paths the way sluice's
-// directors do (the root's Routes and balance.Pool), so that a prefix
+// directors do (the root's PrefixDirector and balance.Pool), so that a prefix
 // means the same thing everywhere.
 package urlpath
 
