@@ -18,7 +18,7 @@ import (
 // Default limits of the buffering helpers, used when a limit is zero.
 const (
 	// DefaultMaxRequestBody bounds a request body buffered by
-	// BufferRequestBody and RewriteJSON.
+	// BufferBody and RewriteJSON.
 	DefaultMaxRequestBody = 1 << 20
 	// DefaultMaxResponseBody bounds a response body buffered by
 	// ResponseTransform, as received and again once decoded.
@@ -73,18 +73,18 @@ func (pr *ProxyRequest) addModifyResponse(fn func(*http.Response) error) {
 	}
 }
 
-// BufferRequestBody reads the outbound request body into memory, up to
+// BufferBody reads the outbound request body into memory, up to
 // limit bytes (DefaultMaxRequestBody if limit is zero or less), so that
-// an Interceptor can inspect it or rewrite it with SetRequestBody. Out
+// an Interceptor can inspect it or rewrite it with SetBody. Out
 // keeps a body with the same bytes and framing, so forwarding after
-// BufferRequestBody sends the request unchanged. A request without body
+// BufferBody sends the request unchanged. A request without body
 // gives nil.
 //
-// If the body is over the limit, BufferRequestBody returns an *Error with
+// If the body is over the limit, BufferBody returns an *Error with
 // status 413 wrapping ErrBodyTooLarge, and Out still carries the whole
 // body (what was read, then the unread rest): the caller may fail the
 // request with the error or forward it untouched.
-func BufferRequestBody(pr *ProxyRequest, limit int64) ([]byte, error) {
+func (pr *ProxyRequest) BufferBody(limit int64) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxRequestBody
 	}
@@ -120,12 +120,12 @@ func requestTooLarge(limit int64) error {
 		Err: fmt.Errorf("%w: request body over %d bytes", ErrBodyTooLarge, limit)}
 }
 
-// SetRequestBody replaces the outbound request body with b and fixes the
+// SetBody replaces the outbound request body with b and fixes the
 // framing: Content-Length is len(b) and Transfer-Encoding is gone (the
 // stale Content-Length of httputil, golang/go#81149 and earlier, cannot
 // happen). b is sent as is: the caller keeps Content-Type and
 // Content-Encoding right.
-func SetRequestBody(pr *ProxyRequest, b []byte) {
+func (pr *ProxyRequest) SetBody(b []byte) {
 	pr.Out.ContentLength = int64(len(b))
 	pr.Out.TransferEncoding = nil
 	pr.Out.Header.Del("Content-Length")
@@ -140,7 +140,7 @@ func SetRequestBody(pr *ProxyRequest, b []byte) {
 }
 
 // RewriteJSON decodes the outbound request body (at most limit bytes, see
-// BufferRequestBody) as JSON into a T, passes it to fn and replaces the
+// BufferBody) as JSON into a T, passes it to fn and replaces the
 // body with fn's result encoded as JSON. An empty body gives fn the zero
 // T; Content-Type is set to application/json if the request had none.
 // Decoding into map[string]json.RawMessage keeps every member fn does
@@ -156,7 +156,7 @@ func RewriteJSON[T any](pr *ProxyRequest, limit int64, fn func(v *T) error) erro
 		return &Error{Status: http.StatusUnsupportedMediaType,
 			Err: fmt.Errorf("sluice: cannot rewrite a JSON body with Content-Encoding %q", ce)}
 	}
-	b, err := BufferRequestBody(pr, limit)
+	b, err := pr.BufferBody(limit)
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func RewriteJSON[T any](pr *ProxyRequest, limit int64, fn func(v *T) error) erro
 	if err != nil {
 		return fmt.Errorf("sluice: encoding rewritten JSON body: %w", err)
 	}
-	SetRequestBody(pr, nb)
+	pr.SetBody(nb)
 	if pr.Out.Header.Get("Content-Type") == "" {
 		pr.Out.Header.Set("Content-Type", "application/json")
 	}

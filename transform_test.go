@@ -358,9 +358,9 @@ func TestRewriteJSON(t *testing.T) {
 func TestBufferRequestBodyNoBody(t *testing.T) {
 	in, _ := http.NewRequest("GET", "http://x/", nil)
 	pr := &ProxyRequest{In: in, Out: outboundRequest(in)}
-	b, err := BufferRequestBody(pr, 10)
+	b, err := pr.BufferBody(10)
 	if b != nil || err != nil {
-		t.Errorf("BufferRequestBody = %q, %v; want nil, nil", b, err)
+		t.Errorf("BufferBody = %q, %v; want nil, nil", b, err)
 	}
 }
 
