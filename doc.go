@@ -27,6 +27,11 @@
 // context ends, then shuts it and the Proxy's WebSocket tunnels down
 // gracefully.
 //
+// Every request target is put in one canonical spelling before any hook
+// runs, and that is what routes, Authorizers, Directors and the upstream
+// all see; a target with no unambiguous spelling is refused with 400 (see
+// docs/security.md).
+//
 // Hooks see the request twice: ProxyRequest.In as the client sent it, and
 // ProxyRequest.Out, the request that will go upstream, already sanitized
 // before any hook runs, so that a hook cannot forward by accident what the
@@ -48,4 +53,16 @@
 // Upload (the plan it answers a pre-authorization with, the checks of the
 // tokens the proxy sends). Upstream applications import identity, upload
 // and balance/register without this package, which they do not depend on.
+//
+// # Options
+//
+// One convention holds across the module, that of net/http and
+// httputil.ReverseProxy: configuration is a struct with exported fields
+// whose zero value is useful, each field documented with what "If zero"
+// (or "If nil") means, and Default… constants for the values chosen then;
+// a negative duration turns a bound off where that is allowed. A
+// constructor exists only where something must start (squid.Start starts
+// helper processes) and is paired with Close. There are no positional
+// booleans and no functional options. Per-request settings are methods of
+// ProxyRequest (SetURL, SetTimeout, BufferBody, SetBody).
 package sluice
