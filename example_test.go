@@ -192,7 +192,7 @@ func ExampleServe() {
 	}
 	ctx, stop := context.WithCancel(context.Background()) // signal.NotifyContext in a real program
 	done := make(chan error, 1)
-	go func() { done <- sluice.Serve(ctx, &http.Server{Handler: p}, ln, 5*time.Second, p) }()
+	go func() { done <- sluice.Serve(ctx, &http.Server{Handler: p}, ln, 5*time.Second) }()
 
 	fmt.Println(get("http://" + ln.Addr().String() + "/"))
 	stop() // graceful: in-flight requests finish, tunnels get close 1001

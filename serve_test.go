@@ -30,7 +30,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, &http.Server{Handler: p}, ln, 5*time.Second, p) }()
+	go func() { served <- Serve(ctx, &http.Server{Handler: p}, ln, 5*time.Second) }()
 
 	got := make(chan string, 1)
 	go func() {

@@ -323,7 +323,7 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		ready(base, adminBase)
 	}
 	srv := &sluice.Server{Handler: proxy}
-	return sluice.Serve(serveCtx, srv, ln, 0, proxy)
+	return sluice.Serve(serveCtx, srv, ln, 0)
 }
 
 // adminHandler serves the admin listener: /register and the status page.

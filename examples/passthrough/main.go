@@ -153,5 +153,5 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	}
 	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 
-	return sluice.Serve(ctx, srv, ln, 0, proxy)
+	return sluice.Serve(ctx, srv, ln, 0)
 }

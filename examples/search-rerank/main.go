@@ -166,7 +166,7 @@ func run(cfg config) error {
 	slog.Info("search-rerank: proxying", "url", base+"/", "upstream", cfg.upstream,
 		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath)
 
-	return sluice.Serve(ctx, srv, ln, 0, proxy)
+	return sluice.Serve(ctx, srv, ln, 0)
 }
 
 // newProxy builds the reranking proxy: the status endpoint answered

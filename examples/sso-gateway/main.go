@@ -387,5 +387,5 @@ func run(ctx context.Context, cfg config, ready func(addr string, g *gateway)) e
 	if ready != nil {
 		ready(addr, g)
 	}
-	return sluice.Serve(ctx, srv, ln, 0, g.proxy)
+	return sluice.Serve(ctx, srv, ln, 0)
 }

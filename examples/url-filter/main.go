@@ -290,5 +290,5 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	if ready != nil {
 		ready(addr)
 	}
-	return sluice.Serve(ctx, srv, ln, 0, f.proxy)
+	return sluice.Serve(ctx, srv, ln, 0)
 }

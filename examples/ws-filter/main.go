@@ -100,5 +100,5 @@ func run(listen, upstream string, cfg config) error {
 	srv := &sluice.Server{Handler: proxy}
 	slog.Info("ws-filter: open this in two tabs", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
 
-	return sluice.Serve(ctx, srv, ln, 0, proxy)
+	return sluice.Serve(ctx, srv, ln, 0)
 }
