@@ -378,10 +378,26 @@ func (w *window) record(rw *row, pl placement, prefix string) {
 	if w.pid <= 0 {
 		return
 	}
-	rw.set(prefix+"proxy_cpu_pct", 100*w.cpuSeconds()/w.wall().Seconds())
+	proxyPct := 100 * w.cpuSeconds() / w.wall().Seconds()
+	rw.set(prefix+"proxy_cpu_pct", proxyPct)
 	rw.set(prefix+"proxy_rss_mb", float64(w.u1.rssKB)/1024)
 	rw.set(prefix+"proxy_procs", float64(w.u1.procs))
+	if pl.mode != "split" {
+		return
+	}
+	// Busy time of the proxy CPUs that the proxy did not use: kernel
+	// network work in softirq context (a few to ~20 points) and, on a
+	// shared machine, other processes, which make the row unreliable.
+	other := avgBusy(busy, pl.proxyCPUs) - proxyPct/float64(len(cpuList(pl.proxyCPUs)))
+	rw.set(prefix+"proxy_cpus_other_pct", other)
+	if other > otherWorkLimit {
+		rw.note("%sthe proxy CPUs were %.0f%% busy with work other than the proxy's (softirq is usually under %d%%): other processes shared them, so this row's throughput is not the proxy's alone", strings.TrimSuffix(prefix, "_")+pick(prefix != "", ": ", ""), other, otherWorkLimit)
+	}
 }
+
+// otherWorkLimit is the share of the proxy CPUs (percentage points) busy
+// with other work above which a row gets a note.
+const otherWorkLimit = 30
 
 // ---------- A, B: wrk ----------
 
