@@ -391,7 +391,7 @@ func (w *window) record(rw *row, pl placement, prefix string) {
 	other := avgBusy(busy, pl.proxyCPUs) - proxyPct/float64(len(cpuList(pl.proxyCPUs)))
 	rw.set(prefix+"proxy_cpus_other_pct", other)
 	if other > otherWorkLimit {
-		rw.note("%sthe proxy CPUs were %.0f%% busy with work other than the proxy's (softirq is usually under %d%%): other processes shared them, so this row's throughput is not the proxy's alone", strings.TrimSuffix(prefix, "_")+pick(prefix != "", ": ", ""), other, otherWorkLimit)
+		rw.note("%sthe proxy CPUs were %.0f%% busy with work other than the proxy's own (kernel network work alone stays under about %d%%): other processes probably shared them, so read this row with care", strings.TrimSuffix(prefix, "_")+pick(prefix != "", ": ", ""), other, otherWorkLimit)
 	}
 }
 
