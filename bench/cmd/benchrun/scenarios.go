@@ -804,8 +804,10 @@ func progress(id string, rw row) string {
 		return fmt.Sprintf("down %.0f MB/s, up %.0f MB/s", m["dl_MBps"], m["ul_MBps"])
 	case "D":
 		return fmt.Sprintf("%.0f round trips/s, %.1f us CPU/rt", m["rt_per_s"], m["proxy_cpu_us_per_rt"])
-	case "E", "E-ws":
+	case "E":
 		return fmt.Sprintf("%.2f KiB/conn (%v open)", m["rss_kb_per_conn"], m["opened"])
+	case "E-ws":
+		return fmt.Sprintf("%.2f KiB/tunnel (%v open)", m["rss_kb_per_conn"], m["opened"])
 	case "G":
 		return fmt.Sprintf("%.0f req/s, %.1f us CPU/req", m["rps"], m["proxy_cpu_us_per_req"])
 	case "H":
