@@ -25,8 +25,8 @@
 //	curl -X POST http://127.0.0.1:8079/register -d '{"url":"http://127.0.0.1:9000","ttl":10,"health_path":"/"}'
 //
 // With -redis ADDR, instances share the pool through Redis: a target
-// registered on one is used by all. -target adds static targets, e.g. for
-// ../shared/bench:
+// registered on one is used by all. -target adds static targets, e.g. in
+// bench/run.sh (SLUICE_BENCH=balancer):
 //
 //	balancer -listen {ADDR} -backends 0 -target {UPSTREAM} -health-path ''
 //
