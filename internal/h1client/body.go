@@ -155,9 +155,17 @@ func (b *Body) WriteTo(w io.Writer) (int64, error) {
 	b.mu.Lock()
 	pc := b.pc
 	rf, isRF := w.(io.ReaderFrom)
-	tc, isTCP := (*net.TCPConn)(nil), false
+	// The socket itself, so that the writer's ReadFrom can splice from it:
+	// net.TCPConn.ReadFrom splices from TCP and Unix stream sockets.
+	var tc io.Reader
+	isTCP := false
 	if pc != nil {
-		tc, isTCP = pc.nc.(*net.TCPConn)
+		switch nc := pc.nc.(type) {
+		case *net.TCPConn:
+			tc, isTCP = nc, true
+		case *net.UnixConn:
+			tc, isTCP = nc, true
+		}
 	}
 	idle := pc != nil && pc.bodyIdle > 0
 	if pc == nil || b.mode != modeLength || !isRF || b.err != nil ||

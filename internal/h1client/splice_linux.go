@@ -4,7 +4,6 @@ package h1client
 
 import (
 	"io"
-	"net"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,7 +20,7 @@ const spliceKeepsIdleBound = true
 // response for good), and the waits for the upstream happen here, each
 // bounded by the read idle bound. A body that keeps coming, however
 // slowly, is never cut; a slow client does not count.
-func (pc *conn) readFromIdle(rf io.ReaderFrom, tc *net.TCPConn, n int64) (int64, error) {
+func (pc *conn) readFromIdle(rf io.ReaderFrom, tc io.Reader, n int64) (int64, error) {
 	pc.setReadDeadline(time.Time{}) // inside rf, reads must not time out
 	var total int64
 	for total < n {

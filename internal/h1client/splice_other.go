@@ -5,7 +5,6 @@ package h1client
 import (
 	"errors"
 	"io"
-	"net"
 	"syscall"
 )
 
@@ -14,7 +13,7 @@ import (
 // copied through Body.Read, whose reads keep the bound.
 const spliceKeepsIdleBound = false
 
-func (pc *conn) readFromIdle(io.ReaderFrom, *net.TCPConn, int64) (int64, error) {
+func (pc *conn) readFromIdle(io.ReaderFrom, io.Reader, int64) (int64, error) {
 	return 0, errors.ErrUnsupported
 }
 
