@@ -18,7 +18,7 @@
 //		_, err := io.WriteString(w, "ok\n")
 //		return err
 //	})
-//	(&sluice.Server{Handler: p}).ListenAndServe(":8080")
+//	(&sluice.Server{Addr: ":8080", Handler: p}).ListenAndServe()
 //
 // A Proxy works under any server: Server is sluice's own HTTP/1.1 server,
 // with the smallest cost per connection (an idle keep-alive connection

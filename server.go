@@ -66,6 +66,10 @@ const (
 // The zero value with a Handler is ready to use. Fields must not change
 // after Serve is called.
 type Server struct {
+	// Addr is the TCP address ListenAndServe listens on, "host:port".
+	// If empty, ":http" (port 80).
+	Addr string
+
 	// Handler answers every request. It must not be nil.
 	Handler http.Handler
 
@@ -145,8 +149,12 @@ func (s *Server) server() *h1server.Server {
 // when it returns http.ErrServerClosed. It closes ln.
 func (s *Server) Serve(ln net.Listener) error { return s.server().Serve(ln) }
 
-// ListenAndServe listens on the TCP address addr and calls Serve.
-func (s *Server) ListenAndServe(addr string) error {
+// ListenAndServe listens on the TCP address s.Addr and calls Serve.
+func (s *Server) ListenAndServe() error {
+	addr := s.Addr
+	if addr == "" {
+		addr = ":http"
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
