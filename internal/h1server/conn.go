@@ -79,6 +79,12 @@ type conn struct {
 
 	tlsState *tls.ConnectionState // of a *tls.Conn, once its handshake is done
 
+	// TLS and h2c: see tlswait.go and h2c.go.
+	tlsRaw  syscall.RawConn // the TCP connection under a *tls.Conn
+	tlsIdle bool            // await waits on tlsRaw
+	peekBuf [1]byte
+	sniff   bool // look for the HTTP/2 preface before the first request
+
 	// Buffers, held only while a request is read or answered.
 	br   *bufio.Reader
 	lr   h1wire.LimitReader
@@ -111,6 +117,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 			c.fillFn = c.fill
 		}
 	}
+	if c.tlsRaw = tlsRawConn(nc); c.tlsRaw != nil {
+		c.fillFn = c.peekTLS
+	}
+	c.sniff = s.H2C != nil
 	return c
 }
 
@@ -226,6 +236,10 @@ func (c *conn) await(busy bool) {
 // pre), its peer closed it (io.EOF), or its read deadline passed.
 func (c *conn) waitReadable() error {
 	if c.rc == nil {
+		if c.tlsIdle {
+			c.tlsIdle = false
+			return c.waitTLS()
+		}
 		c.acquireReader()
 		_, err := c.br.Peek(1)
 		return err
@@ -315,6 +329,13 @@ func (c *conn) serve() {
 			c.writeArmed = time.Time{}
 		}
 		_ = c.nc.SetReadDeadline(deadline(c.srv.readHeaderTimeout()))
+		if c.sniff {
+			c.sniff = false
+			if c.hasPreface() {
+				c.handOffH2C()
+				return
+			}
+		}
 		ctx, cancel := context.WithCancel(c.ctx)
 		req, w, err := c.readRequest(ctx)
 		if err != nil {
@@ -361,7 +382,7 @@ func (c *conn) serve() {
 			c.releaseBuffers()
 			return
 		}
-		if c.br.Buffered() > 0 {
+		if c.br.Buffered() > 0 || c.tlsBuffered() {
 			continue // a pipelined request: serve it on this goroutine
 		}
 		c.releaseBuffers()
@@ -370,7 +391,7 @@ func (c *conn) serve() {
 			return
 		}
 		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-		if c.rc == nil {
+		if c.rc == nil && c.tlsRaw == nil {
 			// No descriptor to wait on: wait on this goroutine, with
 			// the idle timeout until the next request's first byte.
 			if err := c.waitReadable(); err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
@@ -380,6 +401,7 @@ func (c *conn) serve() {
 			}
 			continue
 		}
+		c.tlsIdle = c.tlsRaw != nil
 		go c.await(false)
 		return
 	}

@@ -1,0 +1,577 @@
+package sluice
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// proxyTo returns a Proxy in front of upstream, logging nowhere.
+func proxyTo(t testing.TB, upstream string) *Proxy {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Director: SingleHost(u, false), Logger: discardLogger()}
+	t.Cleanup(p.CloseIdleConnections)
+	return p
+}
+
+// get fetches url with c and returns the body, failing the test on error.
+func get(t testing.TB, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, string(b)
+}
+
+// Each protocol reaches the handler as itself: HTTP/2 by ALPN over TLS,
+// HTTP/1.1 over TLS, h2c with prior knowledge and HTTP/1.1 on one
+// cleartext listener; Request.TLS is set over TLS only.
+func TestServerProtocols(t *testing.T) {
+	leaktest.Check(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		state := "plain"
+		if r.TLS != nil {
+			state = "tls alpn=" + r.TLS.NegotiatedProtocol
+		}
+		fmt.Fprintf(w, "%s %s", r.Proto, state)
+	})
+	fronts := startFronts(t, h, nil)
+	want := map[string]string{
+		"h2-tls": "HTTP/2.0 tls alpn=h2",
+		"h1-tls": "HTTP/1.1 tls alpn=",
+		"h2c":    "HTTP/2.0 plain",
+		"h1":     "HTTP/1.1 plain",
+	}
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			for range 3 { // and again on the kept connection
+				if _, body := get(t, f.client, f.url+"/"); body != want[f.name] {
+					t.Errorf("got %q, want %q", body, want[f.name])
+				}
+			}
+		})
+	}
+
+	// A TLS client that offers http/1.1 by ALPN gets it.
+	tlsURL, _ := url.Parse(fronts[0].url)
+	tr := fronts[1].client.Transport.(*http.Transport)
+	cfg := tr.TLSClientConfig.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", tlsURL.Host, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.HasSuffix(string(b), "HTTP/1.1 tls alpn=http/1.1") {
+		t.Errorf("ALPN http/1.1: got %q", b)
+	}
+}
+
+// Protocols left out are not served: no h2c by default, no HTTP/2 over
+// TLS without HTTP2, no HTTP/1.1 without HTTP1.
+func TestServerProtocolsRefused(t *testing.T) {
+	leaktest.Check(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	protocols := func(h1, h2, h2c bool) *http.Protocols {
+		p := new(http.Protocols)
+		p.SetHTTP1(h1)
+		p.SetHTTP2(h2)
+		p.SetUnencryptedHTTP2(h2c)
+		return p
+	}
+	tests := []struct {
+		name      string
+		protocols *http.Protocols
+		front     string // the client that must fail
+		works     string // a client that must still work
+	}{
+		{"default has no h2c", nil, "h2c", "h1"},
+		{"no HTTP2", protocols(true, false, false), "h2-tls", "h1-tls"},
+		{"no HTTP1 over TLS", protocols(false, true, false), "h1-tls", "h2-tls"},
+		{"no HTTP1 in cleartext", protocols(false, false, true), "h1", "h2c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fronts := startFronts(t, h, func(s *Server) { s.Protocols = tt.protocols })
+			for _, f := range fronts {
+				switch f.name {
+				case tt.front:
+					if res, err := f.client.Get(f.url + "/"); err == nil {
+						b, _ := io.ReadAll(res.Body)
+						res.Body.Close()
+						if res.StatusCode == http.StatusOK {
+							t.Errorf("%s: served (%s %q), want a failure", f.name, res.Status, b)
+						}
+					}
+				case tt.works:
+					if _, body := get(t, f.client, f.url+"/"); body != f.proto {
+						t.Errorf("%s: got %q, want %q", f.name, body, f.proto)
+					}
+				}
+			}
+		})
+	}
+}
+
+// trailerBody is a request body that sets the request's trailer when it
+// reaches its end, as a client computing a checksum would.
+type trailerBody struct {
+	r   io.Reader
+	req *http.Request
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.req.Trailer.Set("X-Req-Trailer", "req-value")
+	}
+	return n, err
+}
+
+// Trailers pass both ways whatever the client's protocol: HTTP/2
+// trailers to HTTP/1.1 chunked trailers upstream, and back.
+func TestServerTrailers(t *testing.T) {
+	leaktest.Check(t)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Res-Trailer")
+		fmt.Fprintf(w, "%s got %q with trailer %q", r.Proto, b, r.Trailer.Get("X-Req-Trailer"))
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Res-Trailer", "res-value")
+	})
+	for _, f := range startFronts(t, proxyTo(t, upstream.URL), nil) {
+		t.Run(f.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", f.url+"/t", nil)
+			req.Body = io.NopCloser(&trailerBody{r: strings.NewReader("hello"), req: req})
+			req.ContentLength = -1
+			req.Trailer = http.Header{"X-Req-Trailer": nil}
+			res, err := f.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []string{string(b), res.Trailer.Get("X-Res-Trailer")}
+			want := []string{`HTTP/1.1 got "hello" with trailer "req-value"`, "res-value"}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("body and trailer (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// Server-sent events reach the client one by one: the upstream sends the
+// next event only after the client has read the last one.
+func TestServerSSE(t *testing.T) {
+	leaktest.Check(t)
+	next := make(chan struct{})
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	for _, f := range startFronts(t, proxyTo(t, upstream.URL), nil) {
+		t.Run(f.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/events", nil)
+			res, err := f.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			for i := range 3 {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatalf("event %d: %v (not flushed?)", i, err)
+				}
+				if want := fmt.Sprintf("data: %d\n", i); line != want {
+					t.Fatalf("got %q, want %q", line, want)
+				}
+				br.ReadString('\n')
+				next <- struct{}{}
+			}
+		})
+	}
+}
+
+// A client that gives up on a request (RST_STREAM over HTTP/2, closing
+// the connection over HTTP/1.1) cancels the upstream exchange at once;
+// over HTTP/2 the connection and its other streams go on.
+func TestServerCancelUpstream(t *testing.T) {
+	leaktest.Check(t)
+	started := make(chan struct{}, 1)
+	canceled := make(chan struct{}, 1)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/hang" {
+			io.WriteString(w, "ok")
+			return
+		}
+		io.WriteString(w, "x")
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		<-r.Context().Done()
+		canceled <- struct{}{}
+	})
+	for _, f := range startFronts(t, proxyTo(t, upstream.URL), nil) {
+		if f.name == "h1-tls" {
+			// Over TLS, HTTP/1.1 notices a client that left only when a
+			// read or write fails (see Server); not tested here.
+			continue
+		}
+		t.Run(f.name, func(t *testing.T) {
+			get(t, f.client, f.url+"/warm")
+			conns := f.ln.n.Load()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/hang", nil)
+			res, err := f.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			<-started
+			if _, err := io.ReadFull(res.Body, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			begin := time.Now()
+			cancel()
+			select {
+			case <-canceled:
+				t.Logf("upstream canceled %v after the client", time.Since(begin))
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream exchange was not canceled")
+			}
+			if f.proto == "HTTP/2.0" {
+				if _, body := get(t, f.client, f.url+"/after"); body != "ok" {
+					t.Errorf("after the reset: %q", body)
+				}
+				if n := f.ln.n.Load(); n != conns {
+					t.Errorf("%d new connections after the reset, want 0", n-conns)
+				}
+			}
+		})
+	}
+}
+
+// 100 requests on one HTTP/2 connection are all served at once, each
+// with its own upstream exchange: the upstream answers none before all
+// 100 arrived.
+func TestServerConcurrentStreams(t *testing.T) {
+	leaktest.Check(t)
+	const streams = 100
+	for _, name := range []string{"h2-tls", "h2c"} {
+		t.Run(name, func(t *testing.T) {
+			var arrived atomic.Int64
+			all := make(chan struct{})
+			upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if arrived.Add(1) == streams {
+					close(all)
+				}
+				select {
+				case <-all:
+					io.WriteString(w, "ok")
+				case <-time.After(10 * time.Second):
+					http.Error(w, "not all requests arrived", http.StatusGatewayTimeout)
+				}
+			})
+			var f testFront
+			for _, f = range startFronts(t, proxyTo(t, upstream.URL), nil) {
+				if f.name == name {
+					break
+				}
+			}
+			bodies := make([]string, streams)
+			var wg sync.WaitGroup
+			for i := range streams {
+				wg.Go(func() {
+					res, err := f.client.Get(f.url + "/" + fmt.Sprint(i))
+					if err != nil {
+						bodies[i] = err.Error()
+						return
+					}
+					b, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					bodies[i] = string(b)
+				})
+			}
+			wg.Wait()
+			for i, b := range bodies {
+				if b != "ok" {
+					t.Fatalf("request %d: %q", i, b)
+				}
+			}
+			if n := f.ln.n.Load(); n != 1 {
+				t.Errorf("%d connections, want 1", n)
+			}
+		})
+	}
+}
+
+// A client that stops reading stops the upstream too: flow control and
+// the blocking writes in between keep what is in flight bounded, whatever
+// the size of the response.
+func TestServerSlowReader(t *testing.T) {
+	leaktest.Check(t)
+	const size, bound = 256 << 20, 64 << 20
+	var written atomic.Int64
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		written.Store(0)
+		buf := make([]byte, 32<<10)
+		for written.Load() < size {
+			n, err := w.Write(buf)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	for _, f := range startFronts(t, proxyTo(t, upstream.URL), nil) {
+		t.Run(f.name, func(t *testing.T) {
+			res, err := f.client.Get(f.url + "/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if _, err := io.ReadFull(res.Body, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the upstream stops making progress.
+			last := int64(-1)
+			for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+				n := written.Load()
+				if n == last {
+					break
+				}
+				last = n
+			}
+			if last >= bound {
+				t.Errorf("the upstream wrote %d MiB to a client that read 1 byte, want < %d MiB", last>>20, bound>>20)
+			}
+			t.Logf("in flight when the client stopped reading: %.1f MiB", float64(last)/(1<<20))
+		})
+	}
+}
+
+// h2Client is a raw HTTP/2 client, to see the frames themselves.
+type h2Client struct {
+	t   *testing.T
+	c   net.Conn
+	fr  *http2.Framer
+	dec *hpack.Decoder
+}
+
+func dialH2(t *testing.T, addr string, cfg *tls.Config) *h2Client {
+	t.Helper()
+	var c net.Conn
+	var err error
+	if cfg != nil {
+		cfg = cfg.Clone()
+		cfg.NextProtos = []string{"h2"}
+		c, err = tls.Dial("tcp", addr, cfg)
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	h := &h2Client{t: t, c: c, fr: http2.NewFramer(c, c), dec: hpack.NewDecoder(4096, nil)}
+	if err := h.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *h2Client) get(id uint32, path string) {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "a"}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: buf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// next returns the next frame that is not connection housekeeping
+// (SETTINGS, which it acknowledges, WINDOW_UPDATE, PING).
+func (h *h2Client) next() http2.Frame {
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			h.t.Fatalf("reading a frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				h.fr.WriteSettingsAck()
+			}
+		case *http2.WindowUpdateFrame, *http2.PingFrame:
+		default:
+			return f
+		}
+	}
+}
+
+// Shutdown (and the Serve function when its context ends) sends GOAWAY
+// at once, lets the open stream finish, then closes the connection.
+func TestServerShutdownGOAWAY(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		tls      bool
+		function bool // sluice.Serve instead of Server.Shutdown
+	}{
+		{"h2-tls Shutdown", true, false},
+		{"h2c Shutdown", false, false},
+		{"h2-tls Serve", true, true},
+		{"h2c Serve", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leaktest.Check(t)
+			started, release := make(chan struct{}), make(chan struct{})
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(started)
+				<-release
+				io.WriteString(w, "done")
+			})
+			pki := newTestPKI(t)
+			srv := &Server{Handler: h, Protocols: new(http.Protocols), Logger: discardLogger()}
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetHTTP2(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+			var clientTLS *tls.Config
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			if tt.tls {
+				srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pki.issue(t, "server", false)}}
+				clientTLS = &tls.Config{RootCAs: pki.pool}
+				if ln, err = srv.TLSListener(ln, "", ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			var shutdown func()
+			if tt.function {
+				go func() { done <- Serve(ctx, srv, ln, 10*time.Second) }()
+				shutdown = cancel
+			} else {
+				served := make(chan error, 1)
+				go func() { served <- srv.Serve(ln) }()
+				shutdown = func() {
+					go func() {
+						err := srv.Shutdown(ctx)
+						if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+							err = fmt.Errorf("Serve: %v", serr)
+						}
+						done <- err
+					}()
+				}
+			}
+			t.Cleanup(func() { srv.Close() })
+
+			c := dialH2(t, addr, clientTLS)
+			c.get(1, "/slow")
+			<-started
+			shutdown()
+			f := c.next()
+			ga, ok := f.(*http2.GoAwayFrame)
+			if !ok {
+				t.Fatalf("got %v, want GOAWAY", f)
+			}
+			if ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
+				t.Errorf("GOAWAY %v last stream %d, want NO_ERROR, 1", ga.ErrCode, ga.LastStreamID)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("shutdown returned (%v) with a stream open", err)
+			default:
+			}
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				t.Error("the listener still accepts")
+			}
+
+			close(release)
+			var got []string
+			for end := false; !end; {
+				switch f := c.next().(type) {
+				case *http2.HeadersFrame:
+					fields, _ := c.dec.DecodeFull(f.HeaderBlockFragment())
+					for _, hf := range fields {
+						if hf.Name == ":status" {
+							got = append(got, hf.Value)
+						}
+					}
+					end = f.StreamEnded()
+				case *http2.DataFrame:
+					got = append(got, string(f.Data()))
+					end = f.StreamEnded()
+				default:
+					t.Fatalf("unexpected frame %v", f)
+				}
+			}
+			if d := cmp.Diff([]string{"200", "done"}, got); d != "" {
+				t.Errorf("response (-want +got):\n%s", d)
+			}
+			// The server closes the connection (here after a second, as
+			// the client does not close it).
+			if _, err := c.fr.ReadFrame(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("after the last stream: %v, want the connection closed", err)
+			}
+			if err := <-done; err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		})
+	}
+}
