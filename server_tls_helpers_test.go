@@ -1,7 +1,6 @@
 package sluice
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,8 +18,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // testPKI is a certificate authority for the TLS tests.
@@ -164,6 +161,15 @@ type testFront struct {
 	ln     *countingListener
 }
 
+// protocols returns a set of protocols: HTTP/1, HTTP/2 over TLS, h2c.
+func protocols(h1, h2, h2c bool) *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(h1)
+	p.SetHTTP2(h2)
+	p.SetUnencryptedHTTP2(h2c)
+	return p
+}
+
 // startFronts serves h with two Servers, one TLS (h2 and http/1.1 by
 // ALPN) and one cleartext with h2c allowed, and returns the four ways in:
 // HTTP/2 and HTTP/1.1 over TLS, h2c with prior knowledge, HTTP/1.1.
@@ -174,9 +180,7 @@ func startFronts(t testing.TB, h http.Handler, configure func(*Server)) []testFr
 	cert := pki.issue(t, "server", false)
 
 	tlsSrv := &Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: discardLogger()}
-	plain := &Server{Handler: h, Protocols: new(http.Protocols), Logger: discardLogger()}
-	plain.Protocols.SetHTTP1(true)
-	plain.Protocols.SetUnencryptedHTTP2(true)
+	plain := &Server{Handler: h, Protocols: protocols(true, false, true), Logger: discardLogger()}
 	if configure != nil {
 		configure(tlsSrv)
 		configure(plain)
@@ -185,14 +189,9 @@ func startFronts(t testing.TB, h http.Handler, configure func(*Server)) []testFr
 	plainLn := startServer(t, plain, false)
 
 	clientTLS := &tls.Config{RootCAs: pki.pool}
-	h2 := &http2.Transport{TLSClientConfig: clientTLS}
+	h2 := &http.Transport{TLSClientConfig: clientTLS, Protocols: protocols(false, true, false), DisableCompression: true}
 	h1tls := &http.Transport{TLSClientConfig: clientTLS.Clone(), DisableCompression: true}
-	h2c := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}
+	h2c := &http.Transport{Protocols: protocols(false, false, true), DisableCompression: true}
 	h1 := &http.Transport{DisableCompression: true}
 	t.Cleanup(func() {
 		h2.CloseIdleConnections()

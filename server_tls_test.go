@@ -102,13 +102,6 @@ func TestServerProtocols(t *testing.T) {
 func TestServerProtocolsRefused(t *testing.T) {
 	leaktest.Check(t)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
-	protocols := func(h1, h2, h2c bool) *http.Protocols {
-		p := new(http.Protocols)
-		p.SetHTTP1(h1)
-		p.SetHTTP2(h2)
-		p.SetUnencryptedHTTP2(h2c)
-		return p
-	}
 	tests := []struct {
 		name      string
 		protocols *http.Protocols
@@ -306,6 +299,9 @@ func TestServerConcurrentStreams(t *testing.T) {
 			var arrived atomic.Int64
 			all := make(chan struct{})
 			upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == "OPTIONS" {
+					return
+				}
 				if arrived.Add(1) == streams {
 					close(all)
 				}
@@ -321,6 +317,17 @@ func TestServerConcurrentStreams(t *testing.T) {
 				if f.name == name {
 					break
 				}
+			}
+			// One request first, to have the connection that the 100
+			// share (net/http's client dials one per request otherwise).
+			warm, err := http.NewRequest("OPTIONS", f.url+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := f.client.Do(warm); err != nil {
+				t.Fatal(err)
+			} else {
+				res.Body.Close()
 			}
 			bodies := make([]string, streams)
 			var wg sync.WaitGroup
@@ -481,10 +488,7 @@ func TestServerShutdownGOAWAY(t *testing.T) {
 				io.WriteString(w, "done")
 			})
 			pki := newTestPKI(t)
-			srv := &Server{Handler: h, Protocols: new(http.Protocols), Logger: discardLogger()}
-			srv.Protocols.SetHTTP1(true)
-			srv.Protocols.SetHTTP2(true)
-			srv.Protocols.SetUnencryptedHTTP2(true)
+			srv := &Server{Handler: h, Protocols: protocols(true, true, true), Logger: discardLogger()}
 			var clientTLS *tls.Config
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -573,5 +577,341 @@ func TestServerShutdownGOAWAY(t *testing.T) {
 				t.Errorf("shutdown: %v", err)
 			}
 		})
+	}
+}
+
+// With ClientAuth set, a client is served only with a certificate the
+// configured authority issued, and the handler sees it, over HTTP/2 and
+// HTTP/1.1 alike.
+func TestServerClientCert(t *testing.T) {
+	leaktest.Check(t)
+	pki, other := newTestPKI(t), newTestPKI(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			io.WriteString(w, "no verified client certificate")
+			return
+		}
+		io.WriteString(w, r.Proto+" "+r.TLS.PeerCertificates[0].Subject.CommonName)
+	})
+	srv := &Server{Handler: h, Logger: discardLogger(), TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{pki.issue(t, "server", false)},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pki.pool,
+	}}
+	url := "https://" + startServer(t, srv, true).Addr().String() + "/"
+	tests := []struct {
+		name  string
+		cert  *tls.Certificate
+		h2    bool
+		want  string
+		error bool
+	}{
+		{"h2 with certificate", ptr(pki.issue(t, "alice", true)), true, "HTTP/2.0 alice", false},
+		{"h1 with certificate", ptr(pki.issue(t, "bob", true)), false, "HTTP/1.1 bob", false},
+		{"h2 without", nil, true, "", true},
+		{"h1 without", nil, false, "", true},
+		{"h2 other authority", ptr(other.issue(t, "mallory", true)), true, "", true},
+		{"h1 other authority", ptr(other.issue(t, "mallory", true)), false, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &tls.Config{RootCAs: pki.pool}
+			if tt.cert != nil {
+				cfg.Certificates = []tls.Certificate{*tt.cert}
+			}
+			tr := &http.Transport{TLSClientConfig: cfg}
+			if tt.h2 {
+				tr.Protocols = protocols(false, true, false)
+			}
+			defer tr.CloseIdleConnections()
+			res, err := (&http.Client{Transport: tr}).Get(url)
+			if tt.error {
+				if err == nil {
+					res.Body.Close()
+					t.Fatalf("served (%s), want a failed handshake", res.Status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(b) != tt.want {
+				t.Errorf("got %q, want %q", b, tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// GetCertificate serves many names, and a certificate replaced behind it
+// is served to the next connection without a restart, while connections
+// made before keep working.
+func TestServerGetCertificate(t *testing.T) {
+	leaktest.Check(t)
+	pki := newTestPKI(t)
+	var certs sync.Map // server name -> *tls.Certificate
+	certs.Store("a.test", ptr(pki.issue(t, "a1", false, "a.test")))
+	certs.Store("b.test", ptr(pki.issue(t, "b1", false, "b.test")))
+	srv := &Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.TLS.ServerName) }),
+		Logger:  discardLogger(),
+		TLSConfig: &tls.Config{GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c, ok := certs.Load(hello.ServerName); ok {
+				return c.(*tls.Certificate), nil
+			}
+			return nil, fmt.Errorf("no certificate for %q", hello.ServerName)
+		}},
+	}
+	addr := startServer(t, srv, true).Addr().String()
+	// served returns the common name of the certificate served for name,
+	// over a connection that is kept (h2) for later requests.
+	clients := map[string]*http.Client{}
+	served := func(name string, fresh bool) string {
+		t.Helper()
+		c := clients[name]
+		if c == nil || fresh {
+			tr := &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pki.pool, ServerName: name},
+				Protocols:       protocols(false, true, false),
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			c = &http.Client{Transport: tr}
+			clients[name] = c
+		}
+		res, err := c.Get("https://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != name {
+			t.Errorf("handler saw server name %q, want %q", b, name)
+		}
+		return res.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	got := []string{served("a.test", false), served("b.test", false)}
+	certs.Store("a.test", ptr(pki.issue(t, "a2", false, "a.test"))) // renewed
+	got = append(got, served("a.test", true), served("a.test", false), served("b.test", false))
+	if d := cmp.Diff([]string{"a1", "b1", "a2", "a2", "b1"}, got); d != "" {
+		t.Errorf("certificates served (-want +got):\n%s", d)
+	}
+	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.pool, ServerName: "c.test"}); err == nil {
+		t.Error("a name without a certificate got a handshake")
+	}
+}
+
+// ServeTLS loads the key pair from files; a bad file is an error from
+// ServeTLS itself.
+func TestServerServeTLSFiles(t *testing.T) {
+	leaktest.Check(t)
+	pki := newTestPKI(t)
+	certFile, keyFile := writeFiles(t, pki.issue(t, "server", false))
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }), Logger: discardLogger()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ServeTLS(ln, certFile, certFile); err == nil {
+		t.Fatal("ServeTLS with the certificate as the key: no error")
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(ln, certFile, keyFile) }()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}, Protocols: protocols(false, true, false)}
+	defer tr.CloseIdleConnections()
+	if _, body := get(t, &http.Client{Transport: tr}, "https://"+ln.Addr().String()+"/"); body != "HTTP/2.0" {
+		t.Errorf("got %q", body)
+	}
+	srv.Close()
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("ServeTLS: %v", err)
+	}
+}
+
+// coalescingConn holds what is written to it until flush, so that several
+// TLS records leave in one segment.
+type coalescingConn struct {
+	net.Conn
+	hold bool
+	buf  bytes.Buffer
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	if c.hold {
+		return c.buf.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *coalescingConn) flush() error {
+	c.hold = false
+	_, err := c.Conn.Write(c.buf.Bytes())
+	return err
+}
+
+// Over TLS, HTTP/1.1 keep-alive connections wait for their next request
+// on the TCP descriptor; a request that crypto/tls already read with the
+// previous one (two records in one segment) is served at once all the
+// same, as are requests that come one by one; an idle connection closed
+// by the client is let go, and one idle too long is closed.
+func TestServerTLSKeepAlive(t *testing.T) {
+	leaktest.Check(t)
+	pki := newTestPKI(t)
+	srv := &Server{
+		Handler:     http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }),
+		Logger:      discardLogger(),
+		IdleTimeout: 300 * time.Millisecond,
+		TLSConfig:   &tls.Config{Certificates: []tls.Certificate{pki.issue(t, "server", false)}},
+	}
+	addr := startServer(t, srv, true).Addr().String()
+	dial := func() (*tls.Conn, *coalescingConn, *bufio.Reader) {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := &coalescingConn{Conn: raw}
+		c := tls.Client(cc, &tls.Config{RootCAs: pki.pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := c.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return c, cc, bufio.NewReader(c)
+	}
+	read := func(br *bufio.Reader) string {
+		t.Helper()
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return string(b)
+	}
+
+	c, cc, br := dial()
+	var got []string
+	for _, p := range []string{"/1", "/2", "/3"} {
+		io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		got = append(got, read(br))
+	}
+	// Two requests, two records, one segment.
+	cc.hold = true
+	io.WriteString(c, "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n")
+	io.WriteString(c, "GET /5 HTTP/1.1\r\nHost: a\r\n\r\n")
+	if err := cc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, read(br), read(br))
+	if d := cmp.Diff([]string{"/1", "/2", "/3", "/4", "/5"}, got); d != "" {
+		t.Errorf("responses (-want +got):\n%s", d)
+	}
+
+	// The client closes its idle connection: the server lets it go.
+	c.Close()
+	for end := time.Now().Add(5 * time.Second); srv.server().Conns() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d connections left after the client closed", srv.server().Conns())
+		}
+	}
+
+	// An idle connection is closed after IdleTimeout.
+	c, _, br = dial()
+	io.WriteString(c, "GET /6 HTTP/1.1\r\nHost: a\r\n\r\n")
+	read(br)
+	begin := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: read %v, want EOF", err)
+	}
+	if d := time.Since(begin); d < 200*time.Millisecond || d > 5*time.Second {
+		t.Errorf("idle connection closed after %v, want about 300ms", d)
+	}
+}
+
+// A client speaking plain HTTP to the TLS port is told so in plain HTTP.
+func TestServerPlainHTTPToTLS(t *testing.T) {
+	leaktest.Check(t)
+	srv := &Server{
+		Handler:   http.NotFoundHandler(),
+		Logger:    discardLogger(),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{newTestPKI(t).issue(t, "server", false)}},
+	}
+	addr := startServer(t, srv, true).Addr().String()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.0 400 Bad Request\r\n") || !strings.Contains(string(b), "HTTPS") {
+		t.Errorf("got %q", b)
+	}
+}
+
+// On a listener serving HTTP/1.1 and h2c, the preface is recognized even
+// when it arrives a byte at a time, and anything else is HTTP/1.x, even a
+// request shorter than the preface or one that starts like it; a request
+// to upgrade to h2c is never honored: it is answered in HTTP/1.1 and
+// reaches the upstream without Upgrade and HTTP2-Settings.
+func TestServerH2CDetection(t *testing.T) {
+	leaktest.Check(t)
+	var seen sync.Map
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.URL.Path, r.Header.Get("Upgrade")+"|"+r.Header.Get("Http2-Settings")+"|"+r.Header.Get("Connection"))
+		io.WriteString(w, "upstream")
+	})
+	srv := &Server{Handler: proxyTo(t, upstream.URL), Protocols: protocols(true, false, true), Logger: discardLogger()}
+	addr := startServer(t, srv, false).Addr().String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	status := func(c net.Conn) string {
+		t.Helper()
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the status line: %v", err)
+		}
+		return strings.TrimSpace(line)
+	}
+
+	// The preface a byte at a time, then a SETTINGS frame: the server
+	// answers with its own SETTINGS.
+	c := dial()
+	for i := range len(http2.ClientPreface) {
+		if _, err := c.Write([]byte{http2.ClientPreface[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	if f, err := fr.ReadFrame(); err != nil {
+		t.Errorf("after a split preface: %v", err)
+	} else if _, ok := f.(*http2.SettingsFrame); !ok {
+		t.Errorf("after a split preface: %v, want SETTINGS", f)
+	}
+
+	for _, tt := range []struct{ name, req, want string }{
+		{"HTTP/1.0 shorter than the preface", "GET /a HTTP/1.0\r\n\r\n", "HTTP/1.0 200 OK"},
+		{"starts like the preface", "PRI /b HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200 OK"},
+		{"upgrade to h2c", "GET /c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", "HTTP/1.1 200 OK"},
+	} {
+		c := dial()
+		io.WriteString(c, tt.req)
+		if got := status(c); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if v, _ := seen.Load("/c"); v != "||" {
+		t.Errorf("the upstream saw Upgrade|HTTP2-Settings|Connection = %q, want none", v)
 	}
 }
