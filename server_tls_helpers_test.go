@@ -159,6 +159,7 @@ type testFront struct {
 	client *http.Client
 	proto  string // the Request.Proto the handler sees
 	ln     *countingListener
+	pki    *testPKI // the authority of the server's certificate
 }
 
 // protocols returns a set of protocols: HTTP/1, HTTP/2 over TLS, h2c.
@@ -202,10 +203,10 @@ func startFronts(t testing.TB, h http.Handler, configure func(*Server)) []testFr
 	tlsURL := "https://" + tlsLn.Addr().String()
 	plainURL := "http://" + plainLn.Addr().String()
 	return []testFront{
-		{"h2-tls", tlsURL, &http.Client{Transport: h2}, "HTTP/2.0", tlsLn},
-		{"h1-tls", tlsURL, &http.Client{Transport: h1tls}, "HTTP/1.1", tlsLn},
-		{"h2c", plainURL, &http.Client{Transport: h2c}, "HTTP/2.0", plainLn},
-		{"h1", plainURL, &http.Client{Transport: h1}, "HTTP/1.1", plainLn},
+		{"h2-tls", tlsURL, &http.Client{Transport: h2}, "HTTP/2.0", tlsLn, pki},
+		{"h1-tls", tlsURL, &http.Client{Transport: h1tls}, "HTTP/1.1", tlsLn, pki},
+		{"h2c", plainURL, &http.Client{Transport: h2c}, "HTTP/2.0", plainLn, pki},
+		{"h1", plainURL, &http.Client{Transport: h1}, "HTTP/1.1", plainLn, pki},
 	}
 }
 

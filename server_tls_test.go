@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/realserver"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -913,5 +917,79 @@ func TestServerH2CDetection(t *testing.T) {
 	}
 	if v, _ := seen.Load("/c"); v != "||" {
 		t.Errorf("the upstream saw Upgrade|HTTP2-Settings|Connection = %q, want none", v)
+	}
+}
+
+// curl, over HTTP/2 with TLS and with prior knowledge, and over HTTP/1.1,
+// gets the upstream's answer through the Proxy, uploads included.
+func TestServerCurl(t *testing.T) {
+	leaktest.Check(t)
+	curl := realserver.LookPath(t, "curl", "apt-get install curl")
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.Method, len(b))
+	})
+	fronts := startFronts(t, proxyTo(t, upstream.URL), nil)
+	dir := t.TempDir()
+	ca, upload := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "upload")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fronts[0].pki.cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(upload, bytes.Repeat([]byte("x"), 300000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, url, version string
+		args               []string
+	}{
+		{"h2 over TLS", fronts[0].url, "2", []string{"--http2", "--cacert", ca}},
+		{"h1 over TLS", fronts[0].url, "1.1", []string{"--http1.1", "--cacert", ca}},
+		{"h2c prior knowledge", fronts[2].url, "2", []string{"--http2-prior-knowledge"}},
+		{"h1", fronts[2].url, "1.1", []string{"--http1.1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, req := range []struct {
+				args []string
+				want string
+			}{
+				{nil, "GET 0 " + tt.version},
+				{[]string{"--data-binary", "@" + upload}, "POST 300000 " + tt.version},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				args := append(append([]string{"-sS", "-w", " %{http_version}"}, tt.args...), req.args...)
+				out, err := exec.CommandContext(ctx, curl, append(args, tt.url+"/x")...).CombinedOutput()
+				cancel()
+				if err != nil || string(out) != req.want {
+					t.Errorf("curl %s: %q (%v), want %q", strings.Join(req.args, " "), out, err, req.want)
+				}
+			}
+		})
+	}
+}
+
+// h2load, nghttp2's load generator, runs 2,000 requests over 4 HTTP/2
+// connections with 32 streams each, over TLS and with prior knowledge,
+// through the Proxy: every one succeeds.
+func TestServerH2Load(t *testing.T) {
+	leaktest.Check(t)
+	h2load := realserver.LookPath(t, "h2load", "apt-get install nghttp2-client")
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Repeat("x", 100))
+	})
+	fronts := startFronts(t, proxyTo(t, upstream.URL), nil)
+	for _, f := range []testFront{fronts[0], fronts[2]} {
+		t.Run(f.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, h2load, "-n", "2000", "-c", "4", "-m", "32", f.url+"/small").CombinedOutput()
+			if err != nil {
+				t.Fatalf("h2load: %v\n%s", err, out)
+			}
+			for _, want := range []string{"2000 succeeded, 0 failed, 0 errored", "status codes: 2000 2xx", "Application protocol: h2"} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("h2load output lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
