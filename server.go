@@ -145,7 +145,10 @@ type Server struct {
 
 	// HTTP2 tunes HTTP/2: streams per connection (250 by default), flow
 	// control windows (how much of a request body is buffered per stream
-	// and connection), frame size, pings. If nil, net/http's defaults.
+	// and connection: 1 MiB each by default), frame size, pings. If nil,
+	// DefaultHTTP2Config(); a zero MaxReadFrameSize means
+	// DefaultHTTP2MaxReadFrameSize, other zero fields net/http's
+	// defaults.
 	HTTP2 *http.HTTP2Config
 
 	// Logger receives handler panics, request heads that timed out,

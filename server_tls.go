@@ -30,6 +30,21 @@ type front struct {
 	handshakes map[*tls.Conn]struct{}
 }
 
+// DefaultHTTP2MaxReadFrameSize is the largest HTTP/2 frame Server accepts
+// (SETTINGS_MAX_FRAME_SIZE) unless Server.HTTP2 says otherwise: 16 KiB,
+// the protocol's initial value (RFC 9113 §6.5.2), where net/http allows
+// 1 MiB. The frame reader of a connection keeps a buffer the size of the
+// largest frame it read, so this bounds it.
+const DefaultHTTP2MaxReadFrameSize = 16 << 10
+
+// DefaultHTTP2Config returns the HTTP/2 settings Server uses when its
+// HTTP2 field is nil: net/http's defaults (250 concurrent streams per
+// connection, 1 MiB receive windows per stream and per connection) with
+// MaxReadFrameSize DefaultHTTP2MaxReadFrameSize.
+func DefaultHTTP2Config() http.HTTP2Config {
+	return http.HTTP2Config{MaxReadFrameSize: DefaultHTTP2MaxReadFrameSize}
+}
+
 // initFront runs once, with the HTTP/1.1 server built.
 func (s *Server) initFront() {
 	f := &s.front
@@ -41,11 +56,18 @@ func (s *Server) initFront() {
 	if idle == 0 {
 		idle = DefaultIdleTimeout
 	}
+	h2 := DefaultHTTP2Config()
+	if s.HTTP2 != nil {
+		h2 = *s.HTTP2
+		if h2.MaxReadFrameSize == 0 {
+			h2.MaxReadFrameSize = DefaultHTTP2MaxReadFrameSize
+		}
+	}
 	f.h2srv = &h2server.Server{
 		Handler:        s.Handler,
 		IdleTimeout:    idle,
 		MaxHeaderBytes: s.MaxHeaderBytes,
-		HTTP2:          s.HTTP2,
+		HTTP2:          &h2,
 		Logger:         s.Logger,
 	}
 	if f.h2c && f.h1 {

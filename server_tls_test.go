@@ -993,3 +993,80 @@ func TestServerH2Load(t *testing.T) {
 		})
 	}
 }
+
+// A client that gives up during an upload (RST_STREAM over HTTP/2, a
+// closed connection over HTTP/1.1) is a client that went away (499), not
+// a malformed request (400), whatever the protocol.
+func TestServerUploadCanceled(t *testing.T) {
+	leaktest.Check(t)
+	got := make(chan struct{}, 1)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadFull(r.Body, make([]byte, 1000))
+		got <- struct{}{}
+		io.Copy(io.Discard, r.Body)
+	})
+	logs := &logRecorder{}
+	p := proxyTo(t, upstream.URL)
+	p.Logger = logs.logger()
+	for _, f := range startFronts(t, p, nil) {
+		t.Run(f.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequestWithContext(ctx, "POST", f.url+"/upload-"+f.name, pr)
+			go func() {
+				pw.Write(make([]byte, 1000))
+				<-got
+				cancel()
+				pw.CloseWithError(context.Canceled) // net/http's client waits for its body read
+			}()
+			if res, err := f.client.Do(req); err == nil {
+				res.Body.Close()
+			}
+			want := "uri=/upload-" + f.name + " status=499"
+			for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(end) {
+					t.Fatalf("no %q in the log:\n%s", want, logs)
+				}
+			}
+		})
+	}
+}
+
+// A request the Proxy refuses (here CONNECT, which it does not tunnel)
+// ends only its own stream: the HTTP/2 connection serves the next one,
+// with no GOAWAY in between (over HTTP/1.1 the connection closes, since
+// what follows a refused request cannot be trusted to be framed right).
+func TestServerH2RefusedRequestKeepsConnection(t *testing.T) {
+	leaktest.Check(t)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	srv := &Server{Handler: proxyTo(t, upstream.URL), Protocols: protocols(true, false, true), Logger: discardLogger()}
+	c := dialH2(t, startServer(t, srv, false).Addr().String(), nil)
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "example.com:443"})
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	c.get(3, "/")
+	statuses := map[uint32]string{}
+	for len(statuses) < 2 {
+		switch f := c.next().(type) {
+		case *http2.HeadersFrame:
+			fields, _ := c.dec.DecodeFull(f.HeaderBlockFragment())
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					statuses[f.StreamID] = hf.Value
+				}
+			}
+		case *http2.DataFrame, *http2.RSTStreamFrame:
+		default:
+			t.Fatalf("unexpected frame %v", f)
+		}
+	}
+	if d := cmp.Diff(map[uint32]string{1: "405", 3: "200"}, statuses); d != "" {
+		t.Errorf("statuses (-want +got):\n%s", d)
+	}
+}
