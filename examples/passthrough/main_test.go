@@ -4,14 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -315,26 +310,4 @@ func TestStarterTLSAndH2C(t *testing.T) {
 			})
 		}
 	}
-}
-
-// writeTestCert writes httptest's certificate (for 127.0.0.1) and its key
-// to PEM files, and returns them with a pool that trusts the certificate.
-func writeTestCert(t testing.TB) (roots *x509.CertPool, certFile, keyFile string) {
-	t.Helper()
-	ts := httptest.NewTLSServer(http.NotFoundHandler())
-	roots = ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ts.Close()
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	key, err := x509.MarshalPKCS8PrivateKey(ts.TLS.Certificates[0].PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.TLS.Certificates[0].Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return roots, certFile, keyFile
 }
