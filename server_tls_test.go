@@ -252,11 +252,6 @@ func TestServerCancelUpstream(t *testing.T) {
 		canceled <- struct{}{}
 	})
 	for _, f := range startFronts(t, proxyTo(t, upstream.URL), nil) {
-		if f.name == "h1-tls" {
-			// Over TLS, HTTP/1.1 notices a client that left only when a
-			// read or write fails (see Server); not tested here.
-			continue
-		}
 		t.Run(f.name, func(t *testing.T) {
 			get(t, f.client, f.url+"/warm")
 			conns := f.ln.n.Load()
@@ -1068,5 +1063,64 @@ func TestServerH2RefusedRequestKeepsConnection(t *testing.T) {
 	}
 	if d := cmp.Diff(map[uint32]string{1: "405", 3: "200"}, statuses); d != "" {
 		t.Errorf("statuses (-want +got):\n%s", d)
+	}
+}
+
+// Over TLS, a handler that hijacks the connection (a WebSocket tunnel
+// does) gets it whole: bytes the client sent right after its request,
+// which the goroutine watching for a client that leaves may already have
+// read through crypto/tls, come first, then the rest.
+func TestServerTLSHijack(t *testing.T) {
+	leaktest.Check(t)
+	pki := newTestPKI(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "echo "+line)
+		}
+	})
+	srv := &Server{Handler: h, Logger: discardLogger(), TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.issue(t, "server", false)}}}
+	addr := startServer(t, srv, true).Addr().String()
+	for _, tt := range []struct{ name, req string }{
+		{"upgrade request", "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly\n"},
+		{"plain request", "GET / HTTP/1.1\r\nHost: a\r\n\r\nearly\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.pool, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, tt.req)
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("%v %v", res, err)
+			}
+			io.WriteString(c, "late\n")
+			var got []string
+			for range 2 {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, line)
+			}
+			if d := cmp.Diff([]string{"echo early\n", "echo late\n"}, got); d != "" {
+				t.Errorf("echoes (-want +got):\n%s", d)
+			}
+		})
 	}
 }

@@ -82,6 +82,7 @@ type conn struct {
 	// TLS and h2c: see tlswait.go and h2c.go.
 	tlsRaw  syscall.RawConn // the TCP connection under a *tls.Conn
 	tlsIdle bool            // await waits on tlsRaw
+	tlsBusy bool            // await reads through crypto/tls
 	peekBuf [1]byte
 	sniff   bool // look for the HTTP/2 preface before the first request
 
@@ -218,6 +219,10 @@ func (c *conn) await(busy bool) {
 				// A deadline set for the handler, not an idle timeout
 				// (the handler set that one when it handed over): wait
 				// again.
+				if c.tlsRaw != nil {
+					c.awaitIdleTLS()
+					return
+				}
 				continue
 			}
 		}
@@ -239,6 +244,10 @@ func (c *conn) waitReadable() error {
 		if c.tlsIdle {
 			c.tlsIdle = false
 			return c.waitTLS()
+		}
+		if c.tlsBusy {
+			c.tlsBusy = false
+			return c.readTLS()
 		}
 		c.acquireReader()
 		_, err := c.br.Peek(1)
@@ -412,10 +421,11 @@ func (c *conn) serve() {
 // has none), nothing is buffered past it, and nothing else will read the
 // connection before the response (an upgrade may hijack it).
 func (c *conn) startWaiting() {
-	if c.rc == nil || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
+	if (c.rc == nil && c.tlsRaw == nil) || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
 		return
 	}
 	c.waiting = true
+	c.tlsBusy = c.tlsRaw != nil
 	go c.await(true)
 }
 
@@ -428,7 +438,13 @@ func (c *conn) handOver(keep bool) {
 		c.handoff <- handoffClose
 		return
 	}
-	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	if c.tlsRaw != nil {
+		// The waiting goroutine reads crypto/tls with a buffer: wake it,
+		// to wait on the descriptor instead (tlswait.go).
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	} else {
+		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	}
 	c.handoff <- handoffKeep
 }
 

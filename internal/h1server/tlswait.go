@@ -21,6 +21,15 @@ import (
 // The descriptor cannot announce what crypto/tls already read from it: a
 // client may send its next request in the same segment as the last one,
 // so before waiting, tlsBuffered asks crypto/tls for buffered bytes.
+//
+// While a request is served (its body read to the end), a goroutine reads
+// the connection to notice a client that goes away and cancel the
+// request (startWaiting). Over TLS a peek cannot tell the client's
+// close_notify from the bytes of its next request (TLS 1.3 encrypts
+// alerts), so that goroutine reads through crypto/tls (readTLS), holding
+// a pooled buffer while the request lasts. When the response is done,
+// handOver wakes it with a deadline in the past, and it waits for the
+// next request on the descriptor (awaitIdleTLS).
 
 // aLongTimeAgo is a read deadline that has passed: a read with it returns
 // what is buffered, or a timeout without a system call.
@@ -55,6 +64,31 @@ func (c *conn) tlsBuffered() bool {
 	_ = c.nc.SetReadDeadline(aLongTimeAgo)
 	_, err := c.br.Peek(1)
 	return err == nil
+}
+
+// readTLS is waitReadable while a request is served over TLS: a read
+// through crypto/tls into pre, which returns bytes of the next request,
+// or the client's close_notify or close as an error, or a timeout.
+func (c *conn) readTLS() error {
+	if c.prep == nil {
+		c.prep = prePool.Get().(*[]byte)
+	}
+	n, err := c.nc.Read(*c.prep)
+	if n > 0 {
+		c.pre = (*c.prep)[:n]
+		return nil
+	}
+	c.releasePre()
+	return err
+}
+
+// awaitIdleTLS makes a connection whose request is done wait for the next
+// one on the descriptor, with the idle timeout, on a fresh goroutine: the
+// one that read through crypto/tls during the request has a grown stack.
+func (c *conn) awaitIdleTLS() {
+	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	c.tlsIdle = true
+	go c.await(false)
 }
 
 // waitTLS blocks until the TCP connection under a TLS connection has
