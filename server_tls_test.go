@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 	"github.com/sluiceproxy/sluice/internal/realserver"
@@ -1122,5 +1124,72 @@ func TestServerTLSHijack(t *testing.T) {
 				t.Errorf("echoes (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// WebSockets over TLS go over HTTP/1.1 (RFC 6455) through the Proxy. The
+// HTTP/2 server does not offer RFC 8441's extended CONNECT (no
+// SETTINGS_ENABLE_CONNECT_PROTOCOL), so browsers do not try WebSockets
+// over HTTP/2, and a client that tries anyway gets its stream reset.
+func TestServerWebSocketTLS(t *testing.T) {
+	leaktest.Check(t)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		c, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			msg, op, err := wsutil.ReadClientData(c)
+			if err != nil {
+				return
+			}
+			wsutil.WriteServerMessage(c, op, append([]byte("echo "), msg...))
+		}
+	})
+	fronts := startFronts(t, proxyTo(t, upstream.URL), nil)
+	roots := fronts[0].client.Transport.(*http.Transport).TLSClientConfig.RootCAs
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d := ws.Dialer{TLSConfig: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}}}
+	c, _, _, err := d.Dial(ctx, "wss"+strings.TrimPrefix(fronts[0].url, "https")+"/chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	wsutil.WriteClientText(c, []byte("hello"))
+	if msg, err := wsutil.ReadServerText(c); err != nil || string(msg) != "echo hello" {
+		t.Errorf("got %q, %v", msg, err)
+	}
+
+	// HTTP/2: no extended CONNECT offered, and refused when tried.
+	h := dialH2(t, strings.TrimPrefix(fronts[0].url, "https://"), &tls.Config{RootCAs: roots})
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for _, f := range [][2]string{{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, {":path", "/chat"}, {":authority", "a"}, {"sec-websocket-version", "13"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			if v, ok := sf.Value(http2.SettingEnableConnectProtocol); ok && v != 0 {
+				t.Error("the server offers extended CONNECT")
+			}
+			h.fr.WriteSettingsAck()
+			break
+		}
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	switch f := h.next().(type) {
+	case *http2.RSTStreamFrame:
+	case *http2.GoAwayFrame:
+	default:
+		t.Errorf("extended CONNECT answered with %v, want a reset", f)
 	}
 }
