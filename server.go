@@ -145,15 +145,15 @@ type Server struct {
 
 	// HTTP2 tunes HTTP/2: streams per connection (250 by default), flow
 	// control windows (how much of a request body is buffered per stream
-	// and connection: 1 MiB each by default), frame size, pings. If nil,
-	// DefaultHTTP2Config(); a zero MaxReadFrameSize means
-	// DefaultHTTP2MaxReadFrameSize, other zero fields net/http's
-	// defaults.
+	// and connection: 1 MiB each by default), frame size, write timeout,
+	// pings. If nil, DefaultHTTP2Config(); a zero MaxReadFrameSize or
+	// WriteByteTimeout means sluice's default, other zero fields
+	// net/http's defaults.
 	HTTP2 *http.HTTP2Config
 
-	// Logger receives handler panics, request heads that timed out,
-	// and HTTP/2 protocol errors and failed TLS handshakes at debug
-	// level. If nil, slog.Default().
+	// Logger receives handler panics (error level), request heads that
+	// timed out (info), and clients' HTTP/2 protocol errors and failed TLS
+	// handshakes (debug). If nil, slog.Default().
 	Logger *slog.Logger
 
 	once  sync.Once

@@ -37,12 +37,23 @@ type front struct {
 // largest frame it read, so this bounds it.
 const DefaultHTTP2MaxReadFrameSize = 16 << 10
 
+// DefaultHTTP2WriteByteTimeout is how long an HTTP/2 connection may have
+// bytes to send that the client does not take before Server closes it,
+// unless Server.HTTP2 says otherwise: 60 s, nginx's send_timeout. It is
+// renewed by every byte written, so a slow but steady client is never
+// cut.
+const DefaultHTTP2WriteByteTimeout = 60 * time.Second
+
 // DefaultHTTP2Config returns the HTTP/2 settings Server uses when its
 // HTTP2 field is nil: net/http's defaults (250 concurrent streams per
 // connection, 1 MiB receive windows per stream and per connection) with
-// MaxReadFrameSize DefaultHTTP2MaxReadFrameSize.
+// MaxReadFrameSize DefaultHTTP2MaxReadFrameSize and WriteByteTimeout
+// DefaultHTTP2WriteByteTimeout.
 func DefaultHTTP2Config() http.HTTP2Config {
-	return http.HTTP2Config{MaxReadFrameSize: DefaultHTTP2MaxReadFrameSize}
+	return http.HTTP2Config{
+		MaxReadFrameSize: DefaultHTTP2MaxReadFrameSize,
+		WriteByteTimeout: DefaultHTTP2WriteByteTimeout,
+	}
 }
 
 // initFront runs once, with the HTTP/1.1 server built.
@@ -61,6 +72,9 @@ func (s *Server) initFront() {
 		h2 = *s.HTTP2
 		if h2.MaxReadFrameSize == 0 {
 			h2.MaxReadFrameSize = DefaultHTTP2MaxReadFrameSize
+		}
+		if h2.WriteByteTimeout == 0 {
+			h2.WriteByteTimeout = DefaultHTTP2WriteByteTimeout
 		}
 	}
 	f.h2srv = &h2server.Server{
@@ -228,11 +242,9 @@ func (s *Server) serve(ln net.Listener) error {
 func (s *Server) handshake(tc *tls.Conn, q *h2server.Queue) {
 	f := &s.front
 	defer f.trackHandshake(tc, false)
-	timeout := s.ReadHeaderTimeout
-	if timeout == 0 {
-		timeout = DefaultReadHeaderTimeout
+	if d := s.handshakeTimeout(); d > 0 {
+		_ = tc.SetDeadline(time.Now().Add(d))
 	}
-	_ = tc.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
 		s.handshakeFailed(tc, err)
 		return
@@ -250,6 +262,21 @@ func (s *Server) handshake(tc *tls.Conn, q *h2server.Queue) {
 	default:
 		tc.Close()
 	}
+}
+
+// handshakeTimeout is ReadHeaderTimeout (its default if zero); if that is
+// negative, IdleTimeout (its default if zero); none if both are negative.
+func (s *Server) handshakeTimeout() time.Duration {
+	switch d := s.ReadHeaderTimeout; {
+	case d > 0:
+		return d
+	case d == 0:
+		return DefaultReadHeaderTimeout
+	}
+	if d := s.IdleTimeout; d != 0 {
+		return d
+	}
+	return DefaultIdleTimeout
 }
 
 // handshakeFailed closes a connection whose TLS handshake failed. A client

@@ -1193,3 +1193,99 @@ func TestServerWebSocketTLS(t *testing.T) {
 		t.Errorf("extended CONNECT answered with %v, want a reset", f)
 	}
 }
+
+// An HTTP/2 client that stops taking bytes has its connection closed
+// after WriteByteTimeout, and the upstream exchange ends with it.
+func TestServerH2WriteByteTimeout(t *testing.T) {
+	leaktest.Check(t)
+	const timeout = 300 * time.Millisecond
+	aborted := make(chan time.Time, 1)
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := w.Write(buf); err != nil {
+				aborted <- time.Now()
+				return
+			}
+		}
+	})
+	srv := &Server{
+		Handler:   proxyTo(t, upstream.URL),
+		Protocols: protocols(true, false, true),
+		HTTP2:     &http.HTTP2Config{WriteByteTimeout: timeout},
+		Logger:    discardLogger(),
+	}
+	c := dialH2(t, startServer(t, srv, false).Addr().String(), nil)
+	// Open the windows wide, so that only TCP holds the server back.
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	c.get(1, "/endless")
+	c.c.SetDeadline(time.Time{})
+	begin := time.Now()
+	select {
+	case at := <-aborted:
+		if d := at.Sub(begin); d < timeout {
+			t.Errorf("upstream aborted after %v, before the timeout", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream exchange of a client that takes nothing goes on")
+	}
+}
+
+// A handler that panics over HTTP/2 resets its stream and is logged as an
+// error; a handler that aborts with http.ErrAbortHandler is not.
+func TestServerH2Panic(t *testing.T) {
+	leaktest.Check(t)
+	logs := &logRecorder{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		panic("boom")
+	})
+	srv := &Server{Handler: h, Protocols: protocols(true, false, true), Logger: logs.logger()}
+	c := dialH2(t, startServer(t, srv, false).Addr().String(), nil)
+	c.get(1, "/abort")
+	c.get(3, "/boom")
+	for reset := map[uint32]bool{}; len(reset) < 2; {
+		switch f := c.next().(type) {
+		case *http2.RSTStreamFrame:
+			reset[f.StreamID] = true
+		default:
+			t.Fatalf("unexpected frame %v", f)
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "boom"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the panic was not logged")
+		}
+	}
+	if got := strings.Count(logs.String(), "level=ERROR"); got != 1 || !strings.Contains(logs.String(), "level=ERROR msg=\"http2: panic serving") {
+		t.Errorf("want one error, the panic:\n%s", logs)
+	}
+}
+
+// A connection that does not complete its TLS handshake within
+// ReadHeaderTimeout is closed.
+func TestServerTLSHandshakeTimeout(t *testing.T) {
+	leaktest.Check(t)
+	srv := &Server{
+		Handler:           http.NotFoundHandler(),
+		Logger:            discardLogger(),
+		ReadHeaderTimeout: 300 * time.Millisecond,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{newTestPKI(t).issue(t, "server", false)}},
+	}
+	c, err := net.Dial("tcp", startServer(t, srv, true).Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	begin := time.Now()
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes from a server waiting for a handshake", n)
+	}
+	if d := time.Since(begin); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("closed after %v, want about 300ms", d)
+	}
+}

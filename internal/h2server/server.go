@@ -14,7 +14,9 @@
 package h2server
 
 import (
+	"bytes"
 	"context"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,8 +44,9 @@ type Server struct {
 	// windows, frame sizes, pings). If nil, net/http's defaults.
 	HTTP2 *http.HTTP2Config
 
-	// Logger receives what net/http logs: handler panics and client
-	// protocol errors. If nil, slog.Default().
+	// Logger receives what net/http logs: handler panics at error level,
+	// the rest (clients' protocol errors, mostly) at debug level. If nil,
+	// slog.Default().
 	Logger *slog.Logger
 
 	mu     sync.Mutex
@@ -89,7 +92,7 @@ func (s *Server) start(addr net.Addr) *Queue {
 		HTTP2:          s.HTTP2,
 		IdleTimeout:    s.IdleTimeout,
 		MaxHeaderBytes: s.MaxHeaderBytes,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:       log.New(logWriter{logger}, "", 0),
 		// The handler sees every request, "OPTIONS *" included, as it does
 		// behind h1server.
 		DisableGeneralOptionsHandler: true,
@@ -109,6 +112,20 @@ func (s *Server) start(addr net.Addr) *Queue {
 		_ = s.srv.Serve(s.q)
 	}()
 	return s.q
+}
+
+// logWriter is net/http's ErrorLog: a line mentioning a panic is an
+// error, anything else (a client that sent no preface, reset a
+// connection, broke the protocol) is routine.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	level := slog.LevelDebug
+	if bytes.Contains(p, []byte("panic")) {
+		level = slog.LevelError
+	}
+	w.l.Log(context.Background(), level, string(bytes.TrimSpace(p)))
+	return len(p), nil
 }
 
 // stop marks the server closed and returns what was started, if anything.
