@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                         # passthrough, all scenarios, 3 repeats of 5 s
 #   bench/run.sh --scenarios A           # extra flags go to the harness
+#   bench/run.sh --scenarios F,G,H       # the TLS scenarios (h1 over TLS, h2, a handshake per request)
 #   SLUICE_BENCH=balancer bench/run.sh --scenarios A   # the balancer with one target
 #
 # Needs ../shared/bench/install.sh to have run once (wrk, nginx, HAProxy,
@@ -18,6 +19,8 @@ case "${SLUICE_BENCH:-passthrough}" in
 passthrough)
 	go build -o bin/passthrough ./examples/passthrough
 	candidate='./bin/passthrough -listen {ADDR} -upstream {UPSTREAM}'
+	# F-H (TLS): h2 and http/1.1 by ALPN, no session resumption.
+	candidate_tls="$candidate -tls-cert {CERT} -tls-key {KEY} -tls-no-resume"
 	name=sluice
 	;;
 balancer)
@@ -30,4 +33,5 @@ balancer)
 	exit 2
 	;;
 esac
-exec "$harness" --duration 5 --repeat 3 --candidate-name "$name" --candidate "$candidate" "$@"
+exec "$harness" --duration 5 --repeat 3 --candidate-name "$name" --candidate "$candidate" \
+	${candidate_tls:+--candidate-tls "$candidate_tls"} "$@"
