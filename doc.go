@@ -18,14 +18,15 @@
 //		_, err := io.WriteString(w, "ok\n")
 //		return err
 //	})
-//	(&sluice.Server{Handler: p}).ListenAndServe(":8080")
+//	(&sluice.Server{Addr: ":8080", Handler: p}).ListenAndServe()
 //
-// A Proxy works under any server: Server is sluice's own HTTP/1.1 server,
-// with the smallest cost per connection (an idle keep-alive connection
-// holds no buffer and only a small goroutine); http.Server works too, and
-// is needed for HTTP/2 or TLS termination. Serve runs either until a
-// context ends, then shuts it and the Proxy's WebSocket tunnels down
-// gracefully.
+// A Proxy works under any server: Server is sluice's own, HTTP/1.1 with
+// the smallest cost per connection (an idle keep-alive connection holds
+// no buffer and only a small goroutine) and HTTP/2, over TLS
+// (ListenAndServeTLS: ALPN h2 and http/1.1) or in cleartext (h2c with
+// prior knowledge when Protocols allows it); http.Server works too. Serve
+// runs either until a context ends, then shuts it and the Proxy's
+// WebSocket tunnels down gracefully.
 //
 // Every request target is put in one canonical spelling before any hook
 // runs, and that is what routes, Authorizers, Directors and the upstream

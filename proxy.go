@@ -412,8 +412,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := checkRequest(r); err != nil {
 		// Whatever follows a refused request on this connection cannot be
-		// trusted to be framed as the client meant: close it.
-		w.Header().Set("Connection", "close")
+		// trusted to be framed as the client meant: close it. (HTTP/2
+		// frames every request itself; there, net/http would take the
+		// header as a request to end the whole connection.)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
 		p.fail(w, r, nil, err)
 		return
 	}

@@ -2,6 +2,7 @@ package sluice
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,49 +24,56 @@ const (
 	DefaultMaxHeaderBytes    = h1server.DefaultMaxHeaderBytes    // 1 MiB
 )
 
-// Server is sluice's own HTTP/1.1 server: the fast front end for a Proxy,
-// or for any http.Handler. It is a drop-in for the HTTP/1.1 part of
-// http.Server (Serve, Shutdown, Close) with a smaller cost per
-// connection:
+// Server is sluice's own server: the front end for a Proxy, or for any
+// http.Handler, serving HTTP/1.1 with its own engine and HTTP/2 with
+// net/http's, over TLS (ServeTLS, ListenAndServeTLS: ALPN offers "h2" and
+// "http/1.1") or in cleartext (Serve, ListenAndServe; cleartext HTTP/2
+// with prior knowledge when Protocols allows it). It has the shape of
+// http.Server (Addr, TLSConfig, Protocols, HTTP2, Serve, ServeTLS,
+// Shutdown, Close), with a smaller cost per HTTP/1.1 connection:
 //
 //   - a keep-alive connection waiting for its next request holds no
 //     buffer and only the small stack of a fresh goroutine: under 5 KiB
 //     per idle connection in the shared benchmark, against 22.9 KiB for
-//     net/http (see the README);
+//     net/http (see the README); over TLS, crypto/tls keeps its own
+//     record buffer, sized by the largest record the client sent;
 //   - a request costs no background-read goroutine: the goroutine that
 //     waits for the next request also notices a client that went away,
-//     and cancels the request's context (on TCP connections; behind a
-//     tls.Listener a client that leaves is noticed when a read or write
-//     fails);
+//     and cancels the request's context (over TLS it holds a read buffer
+//     while the request lasts);
 //   - a response's head and a small body leave in one write, a bigger
 //     piece in one writev(2), and a body of known length from sluice's
 //     engine moves socket to socket with splice(2).
 //
-// Its handlers get what net/http gives them: http.Flusher, http.Hijacker,
-// io.ReaderFrom and http.ResponseController's deadlines and full duplex
-// (always on); Request.Context is canceled when the client goes away or
-// the handler returns; Expect: 100-continue is answered on the first read
-// of the body; a request body left unread is drained (up to 256 KiB) to
-// keep the connection; a panic closes the connection (quietly for
-// http.ErrAbortHandler). Requests with ambiguous framing are refused with
-// 400: Transfer-Encoding with Content-Length, Transfer-Encoding in
-// HTTP/1.0, differing Content-Lengths, several Host headers.
+// Its handlers get what net/http gives them: http.Flusher, http.Hijacker
+// (HTTP/1.1), io.ReaderFrom and http.ResponseController's deadlines and
+// full duplex (always on); Request.TLS over TLS; Request.Context is
+// canceled when the client goes away (over HTTP/2, when it resets the
+// stream) or the handler returns; Expect: 100-continue is answered on the
+// first read of the body; a request body left unread is drained (up to
+// 256 KiB) to keep the connection; a panic closes the connection, or
+// resets the HTTP/2 stream (quietly for http.ErrAbortHandler). HTTP/1.1
+// requests with ambiguous framing are refused with 400: Transfer-Encoding
+// with Content-Length, Transfer-Encoding in HTTP/1.0, differing
+// Content-Lengths, several Host headers.
 //
-// No wait on a client is unbounded by default: a request head must be
-// complete ReadHeaderTimeout after its first byte (408 otherwise), a read
-// of a request body waits at most BodyIdleTimeout for the client's next
-// byte, a write at most WriteIdleTimeout for the client to take bytes,
-// and a keep-alive connection waits IdleTimeout for its next request.
-// Slow but steady clients are never cut: the body and write bounds are
-// idle bounds, renewed by every byte that moves.
-//
-// It does not serve HTTP/2 or TLS itself: for those, use http.Server (a
-// Proxy works under both), or give Serve a tls.Listener to get HTTPS over
-// HTTP/1.1 without the idle-memory savings.
+// No wait on an HTTP/1.1 client is unbounded by default: a request head
+// must be complete ReadHeaderTimeout after its first byte (408
+// otherwise), a read of a request body waits at most BodyIdleTimeout for
+// the client's next byte, a write at most WriteIdleTimeout for the
+// client to take bytes, and a keep-alive connection waits IdleTimeout for
+// its next request. Slow but steady clients are never cut: the body and
+// write bounds are idle bounds, renewed by every byte that moves. A TLS
+// handshake must be done within ReadHeaderTimeout. HTTP/2 connections
+// have net/http's bounds (see HTTP2 and docs/tls-http2.md).
 //
 // The zero value with a Handler is ready to use. Fields must not change
 // after Serve is called.
 type Server struct {
+	// Addr is the TCP address ListenAndServe listens on, "host:port".
+	// If empty, ":http" (port 80).
+	Addr string
+
 	// Handler answers every request. It must not be nil.
 	Handler http.Handler
 
@@ -118,12 +126,39 @@ type Server struct {
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 
-	// Logger receives handler panics and request heads that timed out.
-	// If nil, slog.Default().
+	// TLSConfig configures TLS for ServeTLS, ListenAndServeTLS and
+	// TLSListener: certificates, or GetCertificate to serve many names
+	// or to pick up a renewed certificate without a restart; client
+	// certificates (ClientAuth, ClientCAs); versions; session tickets.
+	// It is cloned, and its NextProtos gets "h2" and "http/1.1" as
+	// Protocols allows. If nil, crypto/tls's defaults with the
+	// certificate given to ServeTLS.
+	TLSConfig *tls.Config
+
+	// Protocols are the protocols served, as in http.Server: HTTP1 over
+	// TLS and cleartext, HTTP2 over TLS (by ALPN), UnencryptedHTTP2
+	// cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3, "h2c"),
+	// recognized by its connection preface on the same listener as
+	// HTTP/1.1. If nil, HTTP/1 and HTTP/2 over TLS: no h2c. An HTTP/1.1
+	// request to upgrade to h2c is never honored.
+	Protocols *http.Protocols
+
+	// HTTP2 tunes HTTP/2: streams per connection (250 by default), flow
+	// control windows (how much of a request body is buffered per stream
+	// and connection: 1 MiB each by default), frame size, write timeout,
+	// pings. If nil, DefaultHTTP2Config(); a zero MaxReadFrameSize or
+	// WriteByteTimeout means sluice's default, other zero fields
+	// net/http's defaults.
+	HTTP2 *http.HTTP2Config
+
+	// Logger receives handler panics (error level), request heads that
+	// timed out (info), and clients' HTTP/2 protocol errors and failed TLS
+	// handshakes (debug). If nil, slog.Default().
 	Logger *slog.Logger
 
-	once sync.Once
-	srv  *h1server.Server
+	once  sync.Once
+	srv   *h1server.Server
+	front front // TLS and HTTP/2: server_tls.go
 }
 
 func (s *Server) server() *h1server.Server {
@@ -137,16 +172,23 @@ func (s *Server) server() *h1server.Server {
 			MaxHeaderBytes:    s.MaxHeaderBytes,
 			Logger:            s.Logger,
 		}
+		s.initFront()
 	})
 	return s.srv
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or Close,
-// when it returns http.ErrServerClosed. It closes ln.
-func (s *Server) Serve(ln net.Listener) error { return s.server().Serve(ln) }
+// when it returns http.ErrServerClosed. It closes ln. Connections that
+// ln returns as *tls.Conn (a tls.Listener, see TLSListener) complete
+// their handshake and are served HTTP/2 or HTTP/1.1 as ALPN negotiated.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln) }
 
-// ListenAndServe listens on the TCP address addr and calls Serve.
-func (s *Server) ListenAndServe(addr string) error {
+// ListenAndServe listens on the TCP address s.Addr and calls Serve.
+func (s *Server) ListenAndServe() error {
+	addr := s.Addr
+	if addr == "" {
+		addr = ":http"
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -154,13 +196,16 @@ func (s *Server) ListenAndServe(addr string) error {
 	return s.Serve(ln)
 }
 
-// Shutdown stops the server gracefully: listeners and idle connections
-// close at once; a connection serving a request closes after its
-// response, which says Connection: close. It returns when every
-// connection is closed, or ctx's error when ctx ends first. Hijacked
-// connections (WebSocket tunnels) are the handler's: Proxy.Shutdown ends
-// those, and Serve (the function) calls both.
-func (s *Server) Shutdown(ctx context.Context) error { return s.server().Shutdown(ctx) }
+// Shutdown stops the server gracefully: listeners, idle connections and
+// connections still in their TLS handshake close at once; an HTTP/1.1
+// connection serving a request closes after its response, which says
+// Connection: close; an HTTP/2 connection gets a GOAWAY (RFC 9113 §6.8),
+// finishes its open streams and closes (net/http waits up to a second
+// more for the client to close first). It returns when every connection
+// is closed, or ctx's error when ctx ends first. Hijacked connections
+// (WebSocket tunnels) are the handler's: Proxy.Shutdown ends those, and
+// Serve (the function) calls both.
+func (s *Server) Shutdown(ctx context.Context) error { return s.shutdown(ctx) }
 
 // Close closes the listeners and all connections at once.
-func (s *Server) Close() error { return s.server().Close() }
+func (s *Server) Close() error { return s.close() }

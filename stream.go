@@ -262,7 +262,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		}
 		switch {
 		case bs.err != nil:
-			err = clientBodyError(bs.err)
+			err = clientBodyError(bs.err, pr.In.ProtoMajor == 2)
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
@@ -786,8 +786,11 @@ func (a *attemptBody) Close() error { return nil }
 // clientBodyError classifies a failure to read the inbound request body:
 // the client was silent for longer than the server allows (408, see
 // Server.BodyIdleTimeout), went away (499), sent too much (413) or sent a
-// malformed body, e.g. broken chunked framing (400).
-func clientBodyError(err error) error {
+// malformed body, e.g. broken chunked framing (400). An HTTP/2 body has
+// no framing of its own to get wrong: a failed read there is a stream
+// reset (by the client, or by the server for a protocol error) or a lost
+// connection, with nobody left to answer.
+func clientBodyError(err error, http2 bool) error {
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {
@@ -795,7 +798,7 @@ func clientBodyError(err error) error {
 		return &Error{Status: http.StatusRequestTimeout, Err: fmt.Errorf("%w: reading request body: %w", errClientTimeout, err)}
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("reading request body: %w", err)}
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+	case http2, errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("%w: reading request body: %w", errClientGone, err)
 	}
 	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}

@@ -6,10 +6,13 @@
 //	go run ./examples/passthrough
 //	go run ./examples/passthrough -listen 127.0.0.1:8080 -upstream http://127.0.0.1:9000
 //	go run ./examples/passthrough -deny /admin/ -deny 'POST /upload'
+//	go run ./examples/passthrough -tls-cert cert.pem -tls-key key.pem   # HTTPS, HTTP/2 and HTTP/1.1
+//	go run ./examples/passthrough -h2c                                  # HTTP/1.1 and h2c on one port
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -36,6 +39,10 @@ type config struct {
 	// byte (total), its request body and its reading of the response
 	// (idle); 0 leaves sluice's defaults.
 	clientTimeout time.Duration
+
+	tlsCert, tlsKey string // serve TLS with this key pair (h2 and http/1.1 by ALPN)
+	h2c             bool   // h2c with prior knowledge next to HTTP/1.1 on a plain listener
+	tlsNoResume     bool   // no TLS session tickets
 }
 
 // patterns is a repeatable flag.
@@ -72,9 +79,17 @@ Usage: passthrough [flags]
 		"(head 10s, body and response 60s)")
 	flag.Var((*patterns)(&cfg.deny), "deny", "`PATTERN` (http.ServeMux syntax, e.g. /admin/) answered 403 Forbidden "+
 		"however the client spells the path; repeatable")
+	flag.StringVar(&cfg.tlsCert, "tls-cert", "", "serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate (needs -tls-key)")
+	flag.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
+	flag.BoolVar(&cfg.h2c, "h2c", false, "accept cleartext HTTP/2 with prior knowledge (h2c) next to HTTP/1.1 on a plain listener")
+	flag.BoolVar(&cfg.tlsNoResume, "tls-no-resume", false, "no TLS session resumption: no session tickets (Go keeps no session cache)")
 	flag.Parse()
 	if *server != "sluice" && *server != "net/http" {
 		fmt.Fprintf(os.Stderr, "passthrough: bad -server %q: want sluice or net/http\n", *server)
+		os.Exit(2)
+	}
+	if (cfg.tlsCert == "") != (cfg.tlsKey == "") || (cfg.tlsCert != "" && cfg.h2c) {
+		fmt.Fprintln(os.Stderr, "passthrough: -tls-cert and -tls-key go together, and -h2c is for a plain listener (without them)")
 		os.Exit(2)
 	}
 	cfg.netHTTP = *server == "net/http"
@@ -138,20 +153,35 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		})))
 	}
 	defer proxy.CloseIdleConnections()
-	var srv sluice.HTTPServer = &sluice.Server{
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(cfg.h2c)
+	s := &sluice.Server{
 		Handler:           proxy,
 		ReadHeaderTimeout: cfg.clientTimeout,
 		BodyIdleTimeout:   cfg.clientTimeout,
 		WriteIdleTimeout:  cfg.clientTimeout,
+		Protocols:         protocols,
+		TLSConfig:         &tls.Config{SessionTicketsDisabled: cfg.tlsNoResume},
 	}
+	var srv sluice.HTTPServer = s
 	if cfg.netHTTP {
 		head := sluice.DefaultReadHeaderTimeout
 		if cfg.clientTimeout > 0 {
 			head = cfg.clientTimeout
 		}
-		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: head}
+		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: head, Protocols: protocols}
 	}
-	slog.Info("passthrough: proxying", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
+	scheme := "http"
+	if cfg.tlsCert != "" {
+		// The same TLS listener (ALPN h2, http/1.1) for both servers.
+		if ln, err = s.TLSListener(ln, cfg.tlsCert, cfg.tlsKey); err != nil {
+			return err
+		}
+		scheme = "https"
+	}
+	slog.Info("passthrough: proxying", "url", scheme+"://"+ln.Addr().String()+"/", "upstream", upstream, "h2c", cfg.h2c)
 
 	return sluice.Serve(ctx, srv, ln, 0)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -233,5 +234,80 @@ func TestClientTimeoutFlag(t *testing.T) {
 	}
 	if err := serve(context.Background(), ln, config{clientTimeout: -time.Second}); err == nil {
 		t.Error("serve accepted a negative -client-timeout")
+	}
+}
+
+// With -tls-cert/-tls-key the proxy serves HTTPS, HTTP/2 and HTTP/1.1 by
+// ALPN, and with -tls-no-resume it resumes no session; with -h2c it
+// serves h2c with prior knowledge next to HTTP/1.1. Both servers.
+func TestStarterTLSAndH2C(t *testing.T) {
+	roots, certFile, keyFile := writeTestCert(t)
+
+	h2only := new(http.Protocols)
+	h2only.SetHTTP2(true)
+	h2cOnly := new(http.Protocols)
+	h2cOnly.SetUnencryptedHTTP2(true)
+	tlsCfg := config{timeout: 5 * time.Second, tlsCert: certFile, tlsKey: keyFile, tlsNoResume: true}
+	for _, tt := range []struct {
+		name    string
+		cfg     config
+		scheme  string
+		clients map[string]*http.Transport // want Proto -> client
+	}{
+		{"tls", tlsCfg, "https", map[string]*http.Transport{
+			"HTTP/2.0": {TLSClientConfig: &tls.Config{RootCAs: roots}, Protocols: h2only},
+			"HTTP/1.1": {TLSClientConfig: &tls.Config{RootCAs: roots}},
+		}},
+		{"h2c", config{timeout: 5 * time.Second, h2c: true}, "http", map[string]*http.Transport{
+			"HTTP/2.0": {Protocols: h2cOnly},
+			"HTTP/1.1": {},
+		}},
+	} {
+		for _, server := range []string{"sluice", "net/http"} {
+			t.Run(tt.name+" "+server, func(t *testing.T) {
+				leaktest.Check(t)
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				cfg := tt.cfg
+				cfg.netHTTP = server == "net/http"
+				go func() { done <- serve(ctx, ln, cfg) }()
+				for proto, tr := range tt.clients {
+					res, err := (&http.Client{Transport: tr}).Get(tt.scheme + "://" + ln.Addr().String() + "/small")
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					tr.CloseIdleConnections()
+					if res.Proto != proto || len(b) != 100 {
+						t.Errorf("%s client: %s, %d bytes", proto, res.Proto, len(b))
+					}
+				}
+				if tt.scheme == "https" {
+					// A session cache on the client: nothing to resume.
+					cfg := &tls.Config{RootCAs: roots, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+					for i := range 2 {
+						c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+						if err != nil {
+							t.Fatal(err)
+						}
+						io.WriteString(c, "GET /small HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+						io.ReadAll(c) // tickets come after the handshake
+						c.Close()
+						if c.ConnectionState().DidResume {
+							t.Errorf("connection %d resumed a session", i)
+						}
+					}
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			})
+		}
 	}
 }

@@ -79,6 +79,13 @@ type conn struct {
 
 	tlsState *tls.ConnectionState // of a *tls.Conn, once its handshake is done
 
+	// TLS and h2c: see tlswait.go and h2c.go.
+	tlsRaw  syscall.RawConn // the TCP connection under a *tls.Conn
+	tlsIdle bool            // await waits on tlsRaw
+	tlsBusy bool            // await reads through crypto/tls
+	peekBuf [1]byte
+	sniff   bool // look for the HTTP/2 preface before the first request
+
 	// Buffers, held only while a request is read or answered.
 	br   *bufio.Reader
 	lr   h1wire.LimitReader
@@ -111,6 +118,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 			c.fillFn = c.fill
 		}
 	}
+	if c.tlsRaw = tlsRawConn(nc); c.tlsRaw != nil {
+		c.fillFn = c.peekTLS
+	}
+	c.sniff = s.H2C != nil
 	return c
 }
 
@@ -208,6 +219,10 @@ func (c *conn) await(busy bool) {
 				// A deadline set for the handler, not an idle timeout
 				// (the handler set that one when it handed over): wait
 				// again.
+				if c.tlsRaw != nil {
+					c.awaitIdleTLS()
+					return
+				}
 				continue
 			}
 		}
@@ -226,6 +241,14 @@ func (c *conn) await(busy bool) {
 // pre), its peer closed it (io.EOF), or its read deadline passed.
 func (c *conn) waitReadable() error {
 	if c.rc == nil {
+		if c.tlsIdle {
+			c.tlsIdle = false
+			return c.waitTLS()
+		}
+		if c.tlsBusy {
+			c.tlsBusy = false
+			return c.readTLS()
+		}
 		c.acquireReader()
 		_, err := c.br.Peek(1)
 		return err
@@ -315,6 +338,13 @@ func (c *conn) serve() {
 			c.writeArmed = time.Time{}
 		}
 		_ = c.nc.SetReadDeadline(deadline(c.srv.readHeaderTimeout()))
+		if c.sniff {
+			c.sniff = false
+			if c.hasPreface() {
+				c.handOffH2C()
+				return
+			}
+		}
 		ctx, cancel := context.WithCancel(c.ctx)
 		req, w, err := c.readRequest(ctx)
 		if err != nil {
@@ -361,7 +391,7 @@ func (c *conn) serve() {
 			c.releaseBuffers()
 			return
 		}
-		if c.br.Buffered() > 0 {
+		if c.br.Buffered() > 0 || c.tlsBuffered() {
 			continue // a pipelined request: serve it on this goroutine
 		}
 		c.releaseBuffers()
@@ -370,7 +400,7 @@ func (c *conn) serve() {
 			return
 		}
 		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-		if c.rc == nil {
+		if c.rc == nil && c.tlsRaw == nil {
 			// No descriptor to wait on: wait on this goroutine, with
 			// the idle timeout until the next request's first byte.
 			if err := c.waitReadable(); err != nil || !c.state.CompareAndSwap(stateIdle, stateActive) {
@@ -380,6 +410,7 @@ func (c *conn) serve() {
 			}
 			continue
 		}
+		c.tlsIdle = c.tlsRaw != nil
 		go c.await(false)
 		return
 	}
@@ -390,10 +421,11 @@ func (c *conn) serve() {
 // has none), nothing is buffered past it, and nothing else will read the
 // connection before the response (an upgrade may hijack it).
 func (c *conn) startWaiting() {
-	if c.rc == nil || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
+	if (c.rc == nil && c.tlsRaw == nil) || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
 		return
 	}
 	c.waiting = true
+	c.tlsBusy = c.tlsRaw != nil
 	go c.await(true)
 }
 
@@ -406,7 +438,13 @@ func (c *conn) handOver(keep bool) {
 		c.handoff <- handoffClose
 		return
 	}
-	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	if c.tlsRaw != nil {
+		// The waiting goroutine reads crypto/tls with a buffer: wake it,
+		// to wait on the descriptor instead (tlswait.go).
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	} else {
+		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	}
 	c.handoff <- handoffKeep
 }
 

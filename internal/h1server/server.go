@@ -13,7 +13,8 @@
 //
 // Requests are parsed with net/textproto's header reader and net/http's
 // chunked reader; the request line, framing and the checks of RFC 9112 are
-// this package's. HTTP/2 is not served (use net/http for that).
+// this package's. HTTP/2 is not served here: a connection that starts
+// with the HTTP/2 preface can be handed on (Server.H2C).
 package h1server
 
 import (
@@ -90,6 +91,10 @@ type Server struct {
 	// Logger receives handler panics and request heads that timed out.
 	// If nil, slog.Default().
 	Logger *slog.Logger
+
+	// H2C, if not nil, takes the connections that begin with the HTTP/2
+	// connection preface (prior knowledge, RFC 9113 §3.3): see h2c.go.
+	H2C func(net.Conn)
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}

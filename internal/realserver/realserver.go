@@ -80,6 +80,15 @@ func StartS3(t testing.TB) *S3 {
 	return s
 }
 
+// LookPath returns the path of the program name for a test that runs it
+// (curl, h2load), looking on PATH and where go install puts binaries. A
+// missing program skips the test with the install command, or fails it
+// when SLUICE_REQUIRE_REAL=1.
+func LookPath(t testing.TB, name, install string) string {
+	t.Helper()
+	return lookPath(t, name, install)
+}
+
 func lookPath(t testing.TB, name, install string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {

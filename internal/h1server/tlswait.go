@@ -1,0 +1,122 @@
+package h1server
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// A *tls.Conn has no descriptor of its own to wait on, so without more
+// the wait for a connection's next request would be a blocking read,
+// holding the read buffer and the stack of the last handler. Instead, a
+// TLS connection waits on the descriptor of the TCP connection under it:
+// a non-blocking peek (MSG_PEEK, nothing consumed) says when bytes
+// arrived, and crypto/tls then reads them as usual. What crypto/tls
+// itself keeps while idle (its record buffer, sized by the largest record
+// the client sent) cannot be given back from outside.
+//
+// The descriptor cannot announce what crypto/tls already read from it: a
+// client may send its next request in the same segment as the last one,
+// so before waiting, tlsBuffered asks crypto/tls for buffered bytes.
+//
+// While a request is served (its body read to the end), a goroutine reads
+// the connection to notice a client that goes away and cancel the
+// request (startWaiting). Over TLS a peek cannot tell the client's
+// close_notify from the bytes of its next request (TLS 1.3 encrypts
+// alerts), so that goroutine reads through crypto/tls (readTLS), holding
+// a pooled buffer while the request lasts. When the response is done,
+// handOver wakes it with a deadline in the past, and it waits for the
+// next request on the descriptor (awaitIdleTLS).
+
+// aLongTimeAgo is a read deadline that has passed: a read with it returns
+// what is buffered, or a timeout without a system call.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// tlsRawConn returns the raw TCP connection under a *tls.Conn, or nil.
+func tlsRawConn(nc net.Conn) syscall.RawConn {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	sc, ok := tc.NetConn().(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// tlsBuffered reports whether crypto/tls holds bytes of a next request
+// (decrypted, or whole records still to decrypt), which a wait on the
+// descriptor would not see. It reads with a deadline in the past: that
+// returns what is buffered, or a timeout that crypto/tls does not keep as
+// the connection's error.
+func (c *conn) tlsBuffered() bool {
+	if c.tlsRaw == nil {
+		return false
+	}
+	_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	_, err := c.br.Peek(1)
+	return err == nil
+}
+
+// readTLS is waitReadable while a request is served over TLS: a read
+// through crypto/tls into pre, which returns bytes of the next request,
+// or the client's close_notify or close as an error, or a timeout.
+func (c *conn) readTLS() error {
+	if c.prep == nil {
+		c.prep = prePool.Get().(*[]byte)
+	}
+	n, err := c.nc.Read(*c.prep)
+	if n > 0 {
+		c.pre = (*c.prep)[:n]
+		return nil
+	}
+	c.releasePre()
+	return err
+}
+
+// awaitIdleTLS makes a connection whose request is done wait for the next
+// one on the descriptor, with the idle timeout, on a fresh goroutine: the
+// one that read through crypto/tls during the request has a grown stack.
+func (c *conn) awaitIdleTLS() {
+	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	c.tlsIdle = true
+	go c.await(false)
+}
+
+// waitTLS blocks until the TCP connection under a TLS connection has
+// bytes to read, its peer closed it (io.EOF), or the read deadline
+// passed.
+func (c *conn) waitTLS() error {
+	c.fillErr = nil
+	if err := c.tlsRaw.Read(c.fillFn); err != nil {
+		return err
+	}
+	return c.fillErr
+}
+
+// peekTLS is waitTLS's poll: false (wait for the poller) while nothing
+// arrived.
+func (c *conn) peekTLS(fd uintptr) bool {
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+			return false
+		case err != nil:
+			c.fillErr = os.NewSyscallError("recvfrom", err)
+		case n == 0:
+			c.fillErr = io.EOF
+		}
+		return true
+	}
+}

@@ -1,0 +1,383 @@
+package sluice
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice/internal/h2server"
+)
+
+// front is what Server adds around its HTTP/1.1 server: the accept loop,
+// the TLS handshakes, and the HTTP/2 server that connections negotiating
+// h2 (by ALPN, or by the h2c preface) are handed to.
+type front struct {
+	h1, h2, h2c bool // the protocols served
+	h2srv       *h2server.Server
+
+	closing    atomic.Bool
+	mu         sync.Mutex
+	listeners  map[*net.Listener]struct{}
+	handshakes map[*tls.Conn]struct{}
+}
+
+// DefaultHTTP2MaxReadFrameSize is the largest HTTP/2 frame Server accepts
+// (SETTINGS_MAX_FRAME_SIZE) unless Server.HTTP2 says otherwise: 16 KiB,
+// the protocol's initial value (RFC 9113 §6.5.2), where net/http allows
+// 1 MiB. The frame reader of a connection keeps a buffer the size of the
+// largest frame it read, so this bounds it.
+const DefaultHTTP2MaxReadFrameSize = 16 << 10
+
+// DefaultHTTP2WriteByteTimeout is how long an HTTP/2 connection may have
+// bytes to send that the client does not take before Server closes it,
+// unless Server.HTTP2 says otherwise: 60 s, nginx's send_timeout. It is
+// renewed by every byte written, so a slow but steady client is never
+// cut.
+const DefaultHTTP2WriteByteTimeout = 60 * time.Second
+
+// DefaultHTTP2Config returns the HTTP/2 settings Server uses when its
+// HTTP2 field is nil: net/http's defaults (250 concurrent streams per
+// connection, 1 MiB receive windows per stream and per connection) with
+// MaxReadFrameSize DefaultHTTP2MaxReadFrameSize and WriteByteTimeout
+// DefaultHTTP2WriteByteTimeout.
+func DefaultHTTP2Config() http.HTTP2Config {
+	return http.HTTP2Config{
+		MaxReadFrameSize: DefaultHTTP2MaxReadFrameSize,
+		WriteByteTimeout: DefaultHTTP2WriteByteTimeout,
+	}
+}
+
+// initFront runs once, with the HTTP/1.1 server built.
+func (s *Server) initFront() {
+	f := &s.front
+	f.h1, f.h2, f.h2c = true, true, false
+	if p := s.Protocols; p != nil {
+		f.h1, f.h2, f.h2c = p.HTTP1(), p.HTTP2(), p.UnencryptedHTTP2()
+	}
+	idle := s.IdleTimeout
+	if idle == 0 {
+		idle = DefaultIdleTimeout
+	}
+	h2 := DefaultHTTP2Config()
+	if s.HTTP2 != nil {
+		h2 = *s.HTTP2
+		if h2.MaxReadFrameSize == 0 {
+			h2.MaxReadFrameSize = DefaultHTTP2MaxReadFrameSize
+		}
+		if h2.WriteByteTimeout == 0 {
+			h2.WriteByteTimeout = DefaultHTTP2WriteByteTimeout
+		}
+	}
+	f.h2srv = &h2server.Server{
+		Handler:        s.Handler,
+		IdleTimeout:    idle,
+		MaxHeaderBytes: s.MaxHeaderBytes,
+		HTTP2:          &h2,
+		Logger:         s.Logger,
+	}
+	if f.h2c && f.h1 {
+		// HTTP/1.1 and prior-knowledge HTTP/2 on one listener: the
+		// HTTP/1.1 server looks at the first bytes of each connection.
+		s.srv.H2C = f.h2srv.ServeConn
+	}
+}
+
+// ServeTLS serves HTTPS on ln: it is Serve with ln wrapped by
+// TLSListener. certFile and keyFile name PEM files of a certificate
+// (with its chain) and its key; they may be empty when TLSConfig holds
+// certificates or GetCertificate. Like Serve, it returns
+// http.ErrServerClosed after Shutdown or Close.
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	tl, err := s.TLSListener(ln, certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	return s.Serve(tl)
+}
+
+// ListenAndServeTLS listens on the TCP address s.Addr (":https" if empty)
+// and calls ServeTLS.
+func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
+	addr := s.Addr
+	if addr == "" {
+		addr = ":https"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.ServeTLS(ln, certFile, keyFile)
+}
+
+// TLSListener returns ln wrapped in TLS the way ServeTLS serves it: a
+// clone of TLSConfig (or a new tls.Config) whose ALPN protocols
+// (NextProtos) offer "h2" and "http/1.1" as Protocols allows, the user's
+// other protocols kept, and, when certFile or keyFile is set or the
+// configuration has no certificate of its own, the key pair loaded from
+// them. It lets a TLS server run under the Serve function:
+//
+//	tl, err := srv.TLSListener(ln, "cert.pem", "key.pem")
+//	...
+//	err = sluice.Serve(ctx, srv, tl, 0)
+func (s *Server) TLSListener(ln net.Listener, certFile, keyFile string) (net.Listener, error) {
+	cfg := s.TLSConfig.Clone()
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	h1, h2 := true, true
+	if p := s.Protocols; p != nil {
+		h1, h2 = p.HTTP1(), p.HTTP2()
+	}
+	cfg.NextProtos = alpn(cfg.NextProtos, h1, h2)
+	hasCert := len(cfg.Certificates) > 0 || cfg.GetCertificate != nil || cfg.GetConfigForClient != nil
+	if !hasCert || certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("sluice: loading the TLS certificate: %w", err)
+		}
+		cfg.Certificates = append([]tls.Certificate{cert}, cfg.Certificates...)
+	}
+	return tls.NewListener(ln, cfg), nil
+}
+
+// alpn returns a copy of protos with "h2" and "http/1.1" present or
+// absent as h2 and h1 say, appended in that order when missing (the
+// server's order is the preference: RFC 7301 §3.2).
+func alpn(protos []string, h1, h2 bool) []string {
+	protos = slices.DeleteFunc(slices.Clone(protos), func(p string) bool {
+		return (p == "h2" && !h2) || (p == "http/1.1" && !h1)
+	})
+	if h2 && !slices.Contains(protos, "h2") {
+		protos = append(protos, "h2")
+	}
+	if h1 && !slices.Contains(protos, "http/1.1") {
+		protos = append(protos, "http/1.1")
+	}
+	return protos
+}
+
+// serve is Server.Serve: it accepts connections on ln and routes each to
+// the HTTP/1.1 or the HTTP/2 server. A *tls.Conn first completes its
+// handshake on a goroutine of its own, then goes where its ALPN protocol
+// says; a plain connection goes to the HTTP/1.1 server, which hands it
+// on when it starts with the h2c preface.
+func (s *Server) serve(ln net.Listener) error {
+	h1 := s.server()
+	f := &s.front
+	if s.Handler == nil {
+		return errors.New("sluice: Serve with a nil Handler")
+	}
+	if !f.track(&ln, true) {
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	defer f.track(&ln, false)
+	defer ln.Close()
+
+	// The HTTP/1.1 server takes this listener's connections from a queue.
+	q := h2server.NewQueue(ln.Addr())
+	h1done := make(chan struct{})
+	go func() {
+		defer close(h1done)
+		_ = h1.Serve(q)
+	}()
+	defer func() {
+		q.Close()
+		<-h1done
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if f.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				// Out of file descriptors and the like: wait, as
+				// net/http does, instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if tc, ok := nc.(*tls.Conn); ok {
+			if f.trackHandshake(tc, true) {
+				go s.handshake(tc, q)
+			} else {
+				tc.Close()
+			}
+			continue
+		}
+		switch {
+		case f.h1:
+			if !q.Push(nc) {
+				nc.Close()
+			}
+		case f.h2c:
+			f.h2srv.ServeConn(nc)
+		default:
+			nc.Close()
+		}
+	}
+}
+
+// handshake completes the TLS handshake of tc, bounded by
+// ReadHeaderTimeout, and hands tc to the server of the protocol it
+// negotiated (ALPN, RFC 7301): "h2" to HTTP/2, anything else (or none) to
+// HTTP/1.1. The handshake's goroutine, its stack grown by the
+// cryptography, ends there: the connection is served on fresh ones.
+func (s *Server) handshake(tc *tls.Conn, q *h2server.Queue) {
+	f := &s.front
+	defer f.trackHandshake(tc, false)
+	if d := s.handshakeTimeout(); d > 0 {
+		_ = tc.SetDeadline(time.Now().Add(d))
+	}
+	if err := tc.Handshake(); err != nil {
+		s.handshakeFailed(tc, err)
+		return
+	}
+	switch h2 := tc.ConnectionState().NegotiatedProtocol == "h2"; {
+	case h2 && f.h2:
+		_ = tc.SetDeadline(time.Time{})
+		f.h2srv.ServeConn(tc)
+	case !h2 && f.h1:
+		// The HTTP/1.1 server sets the read deadline itself.
+		_ = tc.SetWriteDeadline(time.Time{})
+		if !q.Push(tc) {
+			tc.Close()
+		}
+	default:
+		tc.Close()
+	}
+}
+
+// handshakeTimeout is ReadHeaderTimeout (its default if zero); if that is
+// negative, IdleTimeout (its default if zero); none if both are negative.
+func (s *Server) handshakeTimeout() time.Duration {
+	switch d := s.ReadHeaderTimeout; {
+	case d > 0:
+		return d
+	case d == 0:
+		return DefaultReadHeaderTimeout
+	}
+	if d := s.IdleTimeout; d != 0 {
+		return d
+	}
+	return DefaultIdleTimeout
+}
+
+// handshakeFailed closes a connection whose TLS handshake failed. A client
+// that sent plain HTTP gets a 400 saying so in plain HTTP, as net/http
+// answers it; the failure is logged at debug level (scanners and clients
+// that do not trust the certificate are routine).
+func (s *Server) handshakeFailed(tc *tls.Conn, err error) {
+	defer tc.Close()
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+		_ = re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		err = errors.New("client sent an HTTP request to an HTTPS server")
+	}
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Debug("sluice: TLS handshake failed", "remote", tc.RemoteAddr().String(), "error", err)
+}
+
+// looksLikeHTTP reports whether the first five bytes of a connection that
+// should have started a TLS handshake look like an HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+func (f *front) track(ln *net.Listener, add bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !add {
+		delete(f.listeners, ln)
+		return true
+	}
+	if f.closing.Load() {
+		return false
+	}
+	if f.listeners == nil {
+		f.listeners = make(map[*net.Listener]struct{})
+	}
+	f.listeners[ln] = struct{}{}
+	return true
+}
+
+func (f *front) trackHandshake(tc *tls.Conn, add bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !add {
+		delete(f.handshakes, tc)
+		return true
+	}
+	if f.closing.Load() {
+		return false
+	}
+	if f.handshakes == nil {
+		f.handshakes = make(map[*tls.Conn]struct{})
+	}
+	f.handshakes[tc] = struct{}{}
+	return true
+}
+
+// stop stops accepting: the listeners close, and so do connections still
+// in their TLS handshake (no request of theirs has begun).
+func (f *front) stop() {
+	f.closing.Store(true)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ln := range f.listeners {
+		(*ln).Close()
+	}
+	for tc := range f.handshakes {
+		tc.Close()
+	}
+}
+
+// shutdown is Server.Shutdown: HTTP/1.1 connections end after their
+// response, HTTP/2 connections get a GOAWAY and end after their open
+// streams.
+func (s *Server) shutdown(ctx context.Context) error {
+	h1 := s.server()
+	s.front.stop()
+	h2err := make(chan error, 1)
+	go func() { h2err <- s.front.h2srv.Shutdown(ctx) }()
+	err := h1.Shutdown(ctx)
+	if err2 := <-h2err; err == nil {
+		err = err2
+	}
+	return err
+}
+
+// close is Server.Close.
+func (s *Server) close() error {
+	h1 := s.server()
+	s.front.stop()
+	err := h1.Close()
+	if err2 := s.front.h2srv.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
