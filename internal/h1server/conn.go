@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -112,14 +111,17 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.writeIdle = s.writeIdleTimeout()
 	c.lr = h1wire.LimitReader{R: (*source)(c), N: -1, TooLarge: errHeaderTooLarge}
 	c.state.Store(stateNew)
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
-			c.fillFn = c.fill
+	if canPoll {
+		// Wait for the next request on the poller, holding no buffer.
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				c.rc = rc
+				c.fillFn = c.fill
+			}
 		}
-	}
-	if c.tlsRaw = tlsRawConn(nc); c.tlsRaw != nil {
-		c.fillFn = c.peekTLS
+		if c.tlsRaw = tlsRawConn(nc); c.tlsRaw != nil {
+			c.fillFn = c.peekTLS
+		}
 	}
 	c.sniff = s.H2C != nil
 	return c
@@ -261,34 +263,6 @@ func (c *conn) waitReadable() error {
 		return err
 	}
 	return c.fillErr
-}
-
-// fill reads what the socket has, without blocking: false (wait for the
-// poller) when it has nothing. The buffer is taken from its pool only for
-// the read, so that a waiting connection holds none.
-func (c *conn) fill(fd uintptr) bool {
-	if c.prep == nil {
-		c.prep = prePool.Get().(*[]byte)
-	}
-	for {
-		n, err := syscall.Read(int(fd), *c.prep)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			c.releasePre()
-			return false
-		case err != nil:
-			c.releasePre()
-			c.fillErr = os.NewSyscallError("read", err)
-		case n == 0:
-			c.releasePre()
-			c.fillErr = io.EOF
-		default:
-			c.pre = (*c.prep)[:n]
-		}
-		return true
-	}
 }
 
 func isTimeout(err error) bool {

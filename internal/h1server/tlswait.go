@@ -2,9 +2,7 @@ package h1server
 
 import (
 	"crypto/tls"
-	"io"
 	"net"
-	"os"
 	"syscall"
 	"time"
 )
@@ -100,23 +98,4 @@ func (c *conn) waitTLS() error {
 		return err
 	}
 	return c.fillErr
-}
-
-// peekTLS is waitTLS's poll: false (wait for the poller) while nothing
-// arrived.
-func (c *conn) peekTLS(fd uintptr) bool {
-	for {
-		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			return false
-		case err != nil:
-			c.fillErr = os.NewSyscallError("recvfrom", err)
-		case n == 0:
-			c.fillErr = io.EOF
-		}
-		return true
-	}
 }
