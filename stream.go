@@ -992,8 +992,9 @@ const unixHost = "localhost"
 // HTTP/1.1 otherwise) and h2c:// (HTTP/2 over cleartext TCP with prior
 // knowledge).
 type engine struct {
-	h1 *h1client.Client
-	h2 *h2client.Client
+	h1   *h1client.Client
+	h2   *h2client.Client
+	idle time.Duration // UpstreamIdleTimeout for exchanges through h2; 0: none
 }
 
 // multiplexed reports whether the engine may speak HTTP/2 to a target of
@@ -1027,10 +1028,11 @@ func (e *engine) RoundTrip(req *http.Request) (*http.Response, error) {
 func (e *engine) roundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "h2c" {
 		req.URL.Scheme = "http"
-		return e.h2.RoundTrip(req)
-	}
-	if req.URL.Scheme != "https" {
+	} else if req.URL.Scheme != "https" {
 		return nil, fmt.Errorf("%w: scheme %q", errBadTarget, req.URL.Scheme)
+	}
+	if e.idle > 0 && req.Header.Get("Upgrade") == "" {
+		return roundTripIdle(e.h2, req, e.idle)
 	}
 	return e.h2.RoundTrip(req)
 }
@@ -1088,5 +1090,6 @@ func (p *Proxy) newEngine() *engine {
 			TLS:                   p.UpstreamTLS,
 			TLSFor:                p.UpstreamTLSFor,
 		}),
+		idle: max(upIdle, 0),
 	}
 }

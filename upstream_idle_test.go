@@ -40,10 +40,10 @@ func stallingUpstream(t *testing.T, tlsOn bool, d time.Duration, release chan st
 // An upstream that stops in the middle of a response body is cut after
 // UpstreamIdleTimeout: the client's response, already started, is
 // aborted (never complete-looking), on http:// (sluice's engine, spliced
-// body). https:// and h2c:// upstreams have no idle bound (docs/timeouts.md).
+// body) and https:// (net/http's HTTP/2 Transport) upstreams alike.
 func TestUpstreamIdleTimeoutAbortsStalledBody(t *testing.T) {
 	const d = 200 * time.Millisecond
-	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
 			leaktest.Check(t)
 			done := make(chan struct{})
@@ -91,7 +91,7 @@ func TestUpstreamIdleTimeoutAbortsStalledBody(t *testing.T) {
 // passes whole, however long it takes.
 func TestUpstreamIdleTimeoutSparesSteadyBody(t *testing.T) {
 	const d = 200 * time.Millisecond
-	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
 			leaktest.Check(t)
 			front, _ := stallingUpstream(t, tlsOn, d, make(chan struct{}), func(w http.ResponseWriter, r *http.Request) {
@@ -119,7 +119,7 @@ func TestUpstreamIdleTimeoutSparesSteadyBody(t *testing.T) {
 // UpstreamIdleTimeout, before its response started: 504.
 func TestUpstreamIdleTimeoutStalledUploadIs504(t *testing.T) {
 	const d = 200 * time.Millisecond
-	for _, tlsOn := range []bool{false} { // https:// upstreams: no idle bound, see docs/timeouts.md
+	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
 			leaktest.Check(t)
 			release := make(chan struct{})
@@ -180,5 +180,61 @@ func TestStatusForUpstreamStall(t *testing.T) {
 		if got := StatusFor(err); got != http.StatusGatewayTimeout {
 			t.Errorf("StatusFor(%v) = %d, want 504", err, got)
 		}
+	}
+}
+
+// Over h2c the bound holds per stream: a stalled response body is cut
+// (its stream reset, the client's response aborted), a steady one passes.
+func TestUpstreamIdleTimeoutH2C(t *testing.T) {
+	leaktest.Check(t)
+	const d = 200 * time.Millisecond
+	release := make(chan struct{})
+	stalledDone := make(chan struct{})
+	up := newH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/steady" {
+			for range 6 {
+				io.WriteString(w, "piece")
+				http.NewResponseController(w).Flush()
+				time.Sleep(d / 3)
+			}
+			return
+		}
+		defer close(stalledDone)
+		io.WriteString(w, "half")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-r.Context().Done(): // the stream was reset
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release) })
+	front, _, logs := newProxy(t, up, func(p *Proxy) { p.UpstreamIdleTimeout = d })
+	c := client(t)
+
+	res, err := c.Get(front.URL + "/steady")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(b) != strings.Repeat("piece", 6) {
+		t.Errorf("steady body: %q, %v", b, err)
+	}
+
+	res, err = c.Get(front.URL + "/stalled")
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	if err == nil {
+		t.Error("stalled body read to a clean end")
+	}
+	select {
+	case <-stalledDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's stream was never reset")
+	}
+	if l := logs.String(); !strings.Contains(l, "upstream idle for 200ms") {
+		t.Errorf("log does not say what timed out:\n%s", l)
 	}
 }

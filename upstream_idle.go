@@ -1,0 +1,125 @@
+package sluice
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// idleExchange bounds the idleness of one exchange with an https:// or
+// h2c:// upstream, which goes through net/http's Transport (HTTP/2
+// multiplexes streams on a connection, so the bound cannot sit on the
+// connection as it does for sluice's HTTP/1.1 engine). The clock runs
+// while the Transport waits to take the next piece of the request body
+// (the upstream is not reading: flow control) and while the client's copy
+// waits for the next piece of the response body; it stops while a request
+// body read waits for the client (the client's own bound covers that) and
+// between the request's end and the response head (ResponseHeaderTimeout
+// covers that). When it runs out, the exchange's context is canceled, which
+// resets the stream, and the reads fail with an error that wraps
+// os.ErrDeadlineExceeded (504 before the response started, an abort after).
+type idleExchange struct {
+	d       time.Duration
+	timer   *time.Timer
+	cancel  context.CancelFunc
+	fired   atomic.Bool
+	gotHead atomic.Bool
+	mu      sync.Mutex // orders Stop/Reset between the two bodies
+}
+
+// roundTripIdle sends req with rt under an idle bound of d.
+func roundTripIdle(rt http.RoundTripper, req *http.Request, d time.Duration) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	x := &idleExchange{d: d, cancel: cancel}
+	x.timer = time.AfterFunc(d, x.expire)
+	x.timer.Stop()
+	r := req.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleRequestBody{rc: r.Body, x: x}
+		x.reset() // the Transport is due to take the body
+	}
+	res, err := rt.RoundTrip(r)
+	if err != nil {
+		x.stop()
+		cancel()
+		return nil, x.wrap(err)
+	}
+	x.gotHead.Store(true)
+	x.reset()
+	res.Body = &idleResponseBody{rc: res.Body, x: x}
+	return res, nil
+}
+
+func (x *idleExchange) expire() {
+	x.fired.Store(true)
+	x.cancel()
+}
+
+func (x *idleExchange) reset() {
+	x.mu.Lock()
+	x.timer.Reset(x.d)
+	x.mu.Unlock()
+}
+
+func (x *idleExchange) stop() {
+	x.mu.Lock()
+	x.timer.Stop()
+	x.mu.Unlock()
+}
+
+// wrap turns the error of a canceled exchange into the idle timeout it is.
+func (x *idleExchange) wrap(err error) error {
+	if err != nil && x.fired.Load() {
+		return fmt.Errorf("sluice: upstream idle for %v: %w", x.d, os.ErrDeadlineExceeded)
+	}
+	return err
+}
+
+// idleRequestBody stops the clock while a read waits for the client and
+// starts it again when the Transport has the piece to send.
+type idleRequestBody struct {
+	rc io.ReadCloser
+	x  *idleExchange
+}
+
+func (b *idleRequestBody) Read(p []byte) (int, error) {
+	if !b.x.gotHead.Load() {
+		b.x.stop()
+	}
+	n, err := b.rc.Read(p)
+	if !b.x.gotHead.Load() {
+		if err == nil {
+			b.x.reset()
+		} // at the end, the wait for the head is ResponseHeaderTimeout's
+	}
+	return n, err
+}
+
+func (b *idleRequestBody) Close() error { return b.rc.Close() }
+
+// idleResponseBody starts the clock again with every piece of the
+// response body.
+type idleResponseBody struct {
+	rc io.ReadCloser
+	x  *idleExchange
+}
+
+func (b *idleResponseBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 && err == nil {
+		b.x.reset()
+	}
+	return n, b.x.wrap(err)
+}
+
+func (b *idleResponseBody) Close() error {
+	b.x.stop()
+	err := b.rc.Close()
+	b.x.cancel()
+	return err
+}
