@@ -131,12 +131,11 @@ type Proxy struct {
 	// time spent waiting for the client does not count. The wait for the
 	// response head is ResponseHeaderTimeout's.
 	//
-	// It applies to the Proxy's own engine (Transport nil). On https://
-	// upstreams, which that engine sends through net/http's Transport, it
-	// bounds every read and write of the connection: it then also bounds
-	// the wait for the response head, and closes connections idle in the
-	// pool for longer. If zero, DefaultUpstreamIdleTimeout is used; if
-	// negative, there is none.
+	// It applies to the Proxy's own HTTP/1.1 engine (Transport nil;
+	// http:// and unix: upstreams). https:// and h2c:// upstreams get no
+	// idle bound: an HTTP/2 connection carries quiet long-lived streams,
+	// and is checked with PINGs instead (docs/timeouts.md). If zero,
+	// DefaultUpstreamIdleTimeout is used; if negative, there is none.
 	UpstreamIdleTimeout time.Duration
 
 	// IdleConnTimeout is how long an idle upstream connection stays in the

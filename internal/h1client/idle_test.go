@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -513,4 +515,52 @@ func TestIdleConn(t *testing.T) {
 			t.Fatalf("read under the caller's (no) deadline: %v", err)
 		}
 	})
+}
+
+// A Unix-socket upstream that stops in the middle of a spliced body is
+// cut after the read idle bound too.
+func TestReadIdleTimeoutUnixSocket(t *testing.T) {
+	leaktest.Check(t)
+	const d = 200 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "up.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	look := make(chan struct{})
+	closed := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			closed <- err
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			closed <- err
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("h", 50000))
+		closed <- closedBy(c, look)
+	}()
+	t.Cleanup(func() { ln.Close() })
+	c := newClient(t)
+	c.ReadIdleTimeout = d
+	req := &http.Request{Method: "GET", URL: &url.URL{Scheme: "unix", Host: path, Path: "/"}, Host: "localhost", Header: http.Header{}}
+	res, err := c.Do(req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n, err := res.Body.(io.WriterTo).WriteTo(tcpSink(t))
+	elapsed := time.Since(start)
+	res.Body.Close()
+	checkCut(t, err, elapsed, d)
+	if n != 50000 {
+		t.Errorf("moved %d bytes before the stall, want 50000", n)
+	}
+	close(look)
+	if err := <-closed; err != nil {
+		t.Error(err)
+	}
 }
