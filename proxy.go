@@ -131,11 +131,11 @@ type Proxy struct {
 	// time spent waiting for the client does not count. The wait for the
 	// response head is ResponseHeaderTimeout's.
 	//
-	// It applies to the Proxy's own HTTP/1.1 engine (Transport nil;
-	// http:// and unix: upstreams). https:// and h2c:// upstreams get no
-	// idle bound: an HTTP/2 connection carries quiet long-lived streams,
-	// and is checked with PINGs instead (docs/timeouts.md). If zero,
-	// DefaultUpstreamIdleTimeout is used; if negative, there is none.
+	// It applies to the Proxy's own engine (Transport nil): on the socket
+	// for http:// and unix: upstreams, and per exchange (per stream) for
+	// https:// and h2c:// ones, whose HTTP/2 connections carry other,
+	// quiet streams and are checked with PINGs (docs/timeouts.md). If
+	// zero, DefaultUpstreamIdleTimeout is used; if negative, there is none.
 	UpstreamIdleTimeout time.Duration
 
 	// IdleConnTimeout is how long an idle upstream connection stays in the
