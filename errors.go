@@ -105,10 +105,13 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 	if pr != nil {
 		err = pr.timedOut(err)
 	}
-	if r.Context().Err() != nil && !errors.Is(err, errClientGone) && !errors.Is(err, errClientTimeout) {
+	var se *Error
+	if r.Context().Err() != nil && !errors.Is(err, errClientGone) && !errors.Is(err, errClientTimeout) &&
+		!(errors.As(err, &se) && se.Status < 500) {
 		// (A client too slow is still there, to get its 408, even if
 		// the server canceled the context as net/http's does when a
-		// read fails.)
+		// read fails; so is one whose request was malformed, to get its
+		// 400.)
 		err = fmt.Errorf("%w: %w", errClientGone, err)
 	}
 	status := StatusFor(err)

@@ -170,3 +170,17 @@ func TestChunkedRequestKeepsConnectionBehindServer(t *testing.T) {
 		t.Errorf("second request: %q", b)
 	}
 }
+
+// A malformed chunk size is the request's fault, logged as such (it was
+// logged as a client that went away).
+func TestBadChunkSizeLoggedAsBadRequest(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	px, _, logs := newProxy(t, up.URL)
+	resp := rawExchange(t, hostOf(px), "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 400") {
+		t.Errorf("got %q, want 400", firstLine(resp))
+	}
+	if l := logs.String(); !strings.Contains(l, "malformed request body") || strings.Contains(l, "client went away") {
+		t.Errorf("a malformed chunk size is logged as:\n%s", l)
+	}
+}

@@ -67,9 +67,11 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, *response, error
 		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.0", 1, 0
 	default:
 		major, minor, ok := http.ParseHTTPVersion(proto)
-		if !ok || major == 2 {
-			// HTTP/2.0 here is a connection preface or a confused
-			// client, not a version to negotiate.
+		if !ok || major == 2 && method == "PRI" {
+			// PRI * HTTP/2.0 is a connection preface where h2c is not
+			// served: not an HTTP/1 request. Another method with
+			// HTTP/2.0 is a version this listener does not serve: 505,
+			// as net/http answers.
 			return nil, nil, badRequest("malformed HTTP version")
 		}
 		if major != 1 {

@@ -137,6 +137,7 @@ func TestRequestFraming(t *testing.T) {
 		{"double space", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", "400", ""},
 		{"HTTP/0.9", "GET /\r\n\r\n", "400", ""},
 		{"h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "400", ""},
+		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "505", ""},
 		{"HTTP/3", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", "505", ""},
 		{"unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", "417", ""},
 		{"invalid trailer field", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\nX-T : u\r\n\r\n", "400", "reading request trailer: invalid field name \"X-T \"\n"},
