@@ -187,18 +187,32 @@ type versitygw struct {
 
 const versitygwInstall = "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 
-// startVersitygw starts versitygw from PATH (or the Go bin directory)
+// startVersitygw starts versitygw from PATH (or GOBIN, GOPATH/bin, ~/go/bin)
 // with a posix backend in a temporary directory, and waits until it
 // listens.
 func startVersitygw() (*versitygw, error) {
 	bin, err := exec.LookPath("versitygw")
 	if err != nil {
-		home, _ := os.UserHomeDir()
-		alt := filepath.Join(home, "go", "bin", "versitygw")
-		if _, serr := os.Stat(alt); serr != nil {
-			return nil, fmt.Errorf("versitygw not found on PATH: install it with\n\t%s\nor point -s3-endpoint at an S3 service", versitygwInstall)
+		// Where go install puts it: GOBIN, GOPATH/bin, ~/go/bin.
+		var dirs []string
+		if d := os.Getenv("GOBIN"); d != "" {
+			dirs = append(dirs, d)
 		}
-		bin = alt
+		if d := os.Getenv("GOPATH"); d != "" {
+			dirs = append(dirs, filepath.Join(d, "bin"))
+		}
+		if home, herr := os.UserHomeDir(); herr == nil {
+			dirs = append(dirs, filepath.Join(home, "go", "bin"))
+		}
+		for _, d := range dirs {
+			if _, serr := os.Stat(filepath.Join(d, "versitygw")); serr == nil {
+				bin = filepath.Join(d, "versitygw")
+				break
+			}
+		}
+		if bin == "" {
+			return nil, fmt.Errorf("versitygw not found on PATH, in GOBIN or in GOPATH/bin: install it with\n\t%s\nor point -s3-endpoint at an S3 service", versitygwInstall)
+		}
 	}
 	dir, err := os.MkdirTemp("", "direct-upload-s3-")
 	if err != nil {
