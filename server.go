@@ -39,8 +39,7 @@ const (
 //     record buffer, sized by the largest record the client sent;
 //   - a request costs no background-read goroutine: the goroutine that
 //     waits for the next request also notices a client that went away,
-//     and cancels the request's context (over TLS it holds a read buffer
-//     while the request lasts);
+//     and cancels the request's context, over TLS as on TCP;
 //   - a response's head and a small body leave in one write, a bigger
 //     piece in one writev(2), and a body of known length from sluice's
 //     engine moves socket to socket with splice(2).

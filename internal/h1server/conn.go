@@ -81,7 +81,7 @@ type conn struct {
 	// TLS and h2c: see tlswait.go and h2c.go.
 	tlsRaw  syscall.RawConn // the TCP connection under a *tls.Conn
 	tlsIdle bool            // await waits on tlsRaw
-	tlsBusy bool            // await reads through crypto/tls
+	tlsBusy bool            // await watches a request's connection
 	peekBuf [1]byte
 	sniff   bool // look for the HTTP/2 preface before the first request
 
@@ -221,10 +221,7 @@ func (c *conn) await(busy bool) {
 				// A deadline set for the handler, not an idle timeout
 				// (the handler set that one when it handed over): wait
 				// again.
-				if c.tlsRaw != nil {
-					c.awaitIdleTLS()
-					return
-				}
+				c.tlsIdle = c.tlsRaw != nil
 				continue
 			}
 		}
@@ -249,7 +246,7 @@ func (c *conn) waitReadable() error {
 		}
 		if c.tlsBusy {
 			c.tlsBusy = false
-			return c.readTLS()
+			return c.watchTLS()
 		}
 		c.acquireReader()
 		_, err := c.br.Peek(1)
@@ -398,6 +395,9 @@ func (c *conn) startWaiting() {
 	if (c.rc == nil && c.tlsRaw == nil) || c.br.Buffered() > 0 || c.upgrade || c.srv.closing.Load() {
 		return
 	}
+	if c.tlsRaw != nil && !c.tlsQuiet() {
+		return
+	}
 	c.waiting = true
 	c.tlsBusy = c.tlsRaw != nil
 	go c.await(true)
@@ -412,13 +412,7 @@ func (c *conn) handOver(keep bool) {
 		c.handoff <- handoffClose
 		return
 	}
-	if c.tlsRaw != nil {
-		// The waiting goroutine reads crypto/tls with a buffer: wake it,
-		// to wait on the descriptor instead (tlswait.go).
-		_ = c.nc.SetReadDeadline(aLongTimeAgo)
-	} else {
-		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-	}
+	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
 	c.handoff <- handoffKeep
 }
 

@@ -20,14 +20,15 @@ import (
 // client may send its next request in the same segment as the last one,
 // so before waiting, tlsBuffered asks crypto/tls for buffered bytes.
 //
-// While a request is served (its body read to the end), a goroutine reads
-// the connection to notice a client that goes away and cancel the
-// request (startWaiting). Over TLS a peek cannot tell the client's
-// close_notify from the bytes of its next request (TLS 1.3 encrypts
-// alerts), so that goroutine reads through crypto/tls (readTLS), holding
-// a pooled buffer while the request lasts. When the response is done,
-// handOver wakes it with a deadline in the past, and it waits for the
-// next request on the descriptor (awaitIdleTLS).
+// While a request is served (its body read to the end), a goroutine
+// watches the connection to notice a client that goes away and cancel
+// the request (startWaiting); once the response is done, the same
+// goroutine waits for the next request. Over TLS it waits on the
+// descriptor too (watchTLS), holding no buffer, but a peek cannot tell the
+// client's close_notify from the bytes of its next request (TLS 1.3
+// encrypts alerts): bytes that arrive while the request is still served
+// are read through crypto/tls, into pre. Before that goroutine starts,
+// tlsQuiet checks that crypto/tls holds no bytes of a next request.
 
 // aLongTimeAgo is a read deadline that has passed: a read with it returns
 // what is buffered, or a timeout without a system call.
@@ -64,10 +65,32 @@ func (c *conn) tlsBuffered() bool {
 	return err == nil
 }
 
-// readTLS is waitReadable while a request is served over TLS: a read
-// through crypto/tls into pre, which returns bytes of the next request,
-// or the client's close_notify or close as an error, or a timeout.
-func (c *conn) readTLS() error {
+// tlsQuiet reports whether a TLS connection may be watched on its
+// descriptor while its request is served: crypto/tls holds no bytes of a
+// next request, and the handler set no read deadline of its own (which
+// the check, clearing the deadline, would undo).
+func (c *conn) tlsQuiet() bool {
+	if c.ownRead.Load() {
+		return false
+	}
+	buffered := c.tlsBuffered()
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return !buffered
+}
+
+// watchTLS is waitReadable while a request is served over TLS: it waits
+// on the descriptor and, if bytes arrive while the request is still
+// served, reads them through crypto/tls into pre: bytes of the next
+// request, or the client's close_notify or close as an error. Once the
+// response is done (the connection is no longer active), what arrives is
+// the next request's, which serve reads.
+func (c *conn) watchTLS() error {
+	if err := c.waitTLS(); err != nil {
+		return err
+	}
+	if c.state.Load() != stateActive {
+		return nil
+	}
 	if c.prep == nil {
 		c.prep = prePool.Get().(*[]byte)
 	}
@@ -78,15 +101,6 @@ func (c *conn) readTLS() error {
 	}
 	c.releasePre()
 	return err
-}
-
-// awaitIdleTLS makes a connection whose request is done wait for the next
-// one on the descriptor, with the idle timeout, on a fresh goroutine: the
-// one that read through crypto/tls during the request has a grown stack.
-func (c *conn) awaitIdleTLS() {
-	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-	c.tlsIdle = true
-	go c.await(false)
 }
 
 // waitTLS blocks until the TCP connection under a TLS connection has
