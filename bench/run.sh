@@ -37,7 +37,10 @@ passthrough)
 	plain="$bin/passthrough -listen {ADDR} -upstream {UPSTREAM}"
 	args+=(--candidate "sluice=$plain")
 	# TLS and HTTP/2 in F-H need passthrough's -tls-* flags (issue 16).
-	if "$bin/passthrough" -h 2>&1 | grep -q -- '-tls-no-resume'; then
+	# (Read the help whole: with pipefail, grep -q closing the pipe early
+	# would fail the pipeline.)
+	help=$("$bin/passthrough" -h 2>&1 || true)
+	if grep -q -- '-tls-no-resume' <<<"$help"; then
 		args+=(--candidate-tls "sluice=$plain -tls-cert {CERT} -tls-key {KEY} -tls-no-resume")
 	else
 		echo "bench: examples/passthrough has no -tls-cert/-tls-no-resume yet: sluice sits out F, G, H" >&2
