@@ -37,7 +37,8 @@ func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, er
 	if r.URL.Scheme != "" {
 		scheme = r.URL.Scheme
 	}
-	escaped := r.URL.EscapedPath()
+	orig := r.URL.EscapedPath()
+	escaped := orig
 	if escaped == "" {
 		escaped = "/" // absolute-form without a path: "http://host"
 	}
@@ -53,7 +54,7 @@ func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, er
 	if err != nil {
 		return nil, badTarget(fmt.Errorf("%w %q", err, r.URL.Host))
 	}
-	if p == r.URL.EscapedPath() && host == r.Host && urlHost == r.URL.Host {
+	if p == orig && host == r.Host && urlHost == r.URL.Host {
 		return r, nil
 	}
 	c := new(http.Request)

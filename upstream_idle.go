@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,7 +28,6 @@ type idleExchange struct {
 	cancel  context.CancelFunc
 	fired   atomic.Bool
 	gotHead atomic.Bool
-	mu      sync.Mutex // orders Stop/Reset between the two bodies
 }
 
 // roundTripIdle sends req with rt under an idle bound of d.
@@ -60,17 +58,11 @@ func (x *idleExchange) expire() {
 	x.cancel()
 }
 
-func (x *idleExchange) reset() {
-	x.mu.Lock()
-	x.timer.Reset(x.d)
-	x.mu.Unlock()
-}
+// reset and stop may run on the request body's goroutine and the
+// response's at once: an AfterFunc timer allows that.
+func (x *idleExchange) reset() { x.timer.Reset(x.d) }
 
-func (x *idleExchange) stop() {
-	x.mu.Lock()
-	x.timer.Stop()
-	x.mu.Unlock()
-}
+func (x *idleExchange) stop() { x.timer.Stop() }
 
 // wrap turns the error of a canceled exchange into the idle timeout it is.
 func (x *idleExchange) wrap(err error) error {

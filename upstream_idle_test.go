@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluiceproxy/sluice/internal/h1client"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -175,8 +175,10 @@ func TestStatusForUpstreamStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	_, stall := h1client.IdleConn(nc, 50*time.Millisecond, 0).Read(make([]byte, 1))
-	for _, err := range []error{stall, fmt.Errorf("reading upstream body: %w", stall)} {
+	_ = nc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, stall := nc.Read(make([]byte, 1))                                                // what a socket's idle bound gives
+	perStream := fmt.Errorf("sluice: upstream idle for 1s: %w", os.ErrDeadlineExceeded) // what idleExchange gives
+	for _, err := range []error{stall, fmt.Errorf("reading upstream body: %w", stall), perStream} {
 		if got := StatusFor(err); got != http.StatusGatewayTimeout {
 			t.Errorf("StatusFor(%v) = %d, want 504", err, got)
 		}
