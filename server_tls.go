@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluiceproxy/sluice/internal/h1server"
 	"github.com/sluiceproxy/sluice/internal/h2server"
 )
 
@@ -197,22 +198,10 @@ func (s *Server) serve(ln net.Listener) error {
 
 	var backoff time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := h1server.Accept(ln, &f.closing, &backoff)
 		if err != nil {
-			if f.closing.Load() {
-				return http.ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				// Out of file descriptors and the like: wait, as
-				// net/http does, instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		if tc, ok := nc.(*tls.Conn); ok {
 			if f.trackHandshake(tc, true) {
 				go s.handshake(tc, q)

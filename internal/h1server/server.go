@@ -160,6 +160,29 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// Accept returns the next connection of ln. A temporary failure (out of
+// file descriptors and the like) is waited out, as net/http does, instead
+// of spinning: backoff, zero at first, carries the wait between calls.
+// Once closing is set, a failure is http.ErrServerClosed.
+func Accept(ln net.Listener, closing *atomic.Bool, backoff *time.Duration) (net.Conn, error) {
+	for {
+		nc, err := ln.Accept()
+		if err == nil {
+			*backoff = 0
+			return nc, nil
+		}
+		if closing.Load() {
+			return nil, http.ErrServerClosed
+		}
+		var te interface{ Temporary() bool }
+		if !errors.As(err, &te) || !te.Temporary() {
+			return nil, err
+		}
+		*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
+		time.Sleep(*backoff)
+	}
+}
+
 // Serve accepts connections on ln and serves them until Shutdown or Close,
 // then returns http.ErrServerClosed; other accept failures that persist
 // end it with their error. It closes ln.
@@ -175,22 +198,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	defer ln.Close()
 	var backoff time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := Accept(ln, &s.closing, &backoff)
 		if err != nil {
-			if s.closing.Load() {
-				return http.ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				// Out of file descriptors and the like: wait, as
-				// net/http does, instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		c := newConn(s, nc)
 		if !s.trackConn(c, true) {
 			nc.Close()
