@@ -79,34 +79,6 @@ func (d *SingleHost) Direct(pr *ProxyRequest) error {
 	return nil
 }
 
-// ForwardProxy returns a Director for forward proxying: a request in
-// absolute form (GET http://host/path, RFC 9112 §3.2.2), as clients
-// configured with an HTTP proxy send it, goes to the host it names. Any
-// other request (origin form) goes to next, or gets ErrNoRoute if next is
-// nil, so one Proxy can be a forward and a reverse proxy at once.
-//
-// HTTPS through the proxy (CONNECT tunnels) is not supported: the Proxy
-// refuses CONNECT with 405. A forward proxy reaches any host its clients
-// name, loopback and private addresses included: restrict it with an
-// Authorizer (AllowFrom, a squid.Helper) before exposing it.
-func ForwardProxy(next Director) Director {
-	return DirectorFunc(func(pr *ProxyRequest) error {
-		in := pr.In.URL
-		if !in.IsAbs() {
-			if next == nil {
-				return ErrNoRoute
-			}
-			return next.Direct(pr)
-		}
-		if in.Scheme != "http" && in.Scheme != "https" {
-			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("sluice: forward proxy: scheme %q not supported", in.Scheme)}
-		}
-		pr.Out.URL.Scheme, pr.Out.URL.Host = in.Scheme, in.Host
-		pr.Out.Host = ""
-		return nil
-	})
-}
-
 // PrefixDirector is a Director that picks the upstream by host and path prefix.
 // The most specific route wins: a route with a host beats one without, and
 // a longer path prefix beats a shorter one. Build it with Add.
@@ -286,7 +258,13 @@ func joinURLPath(a, b *url.URL) (path, rawpath string) {
 // path without control characters).
 func checkTarget(out *http.Request) error {
 	u := out.URL
-	if !knownScheme(u.Scheme) {
+	if u.Scheme == "tcp" && out.Method == http.MethodConnect {
+		// A tunnel's target: host:port and nothing else.
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("%w: tunnel target %q is not tcp://host:port", errBadTarget, u.String())
+		}
+		out.Host = ""
+	} else if !knownScheme(u.Scheme) {
 		return fmt.Errorf("%w: scheme %q", errBadTarget, u.Scheme)
 	}
 	hosts := []string{u.Host, out.Host}

@@ -63,6 +63,8 @@ func StatusFor(err error) int {
 		return http.StatusOK
 	case errors.As(err, &se):
 		return se.Status
+	case errors.As(err, new(*dialRefusedError)):
+		return http.StatusForbidden
 	case errors.Is(err, errClientGone):
 		return StatusClientClosedRequest
 	case errors.Is(err, ErrNoRoute):

@@ -98,22 +98,3 @@ func ExampleChain() {
 	// 401 bad key
 	// 200 hello service-1
 }
-
-func ExampleForwardProxy() {
-	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "site: %s", r.URL.Path)
-	}))
-	defer site.Close()
-	front := httptest.NewServer(&sluice.Proxy{
-		Director:   sluice.ForwardProxy(nil),
-		Authorizer: sluice.AllowFrom(netip.MustParsePrefix("127.0.0.0/8")),
-	})
-	defer front.Close()
-
-	proxyURL, _ := url.Parse(front.URL)
-	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
-	req, _ := http.NewRequest("GET", site.URL+"/through/the/proxy", nil)
-	fmt.Println(fetch(c, req))
-	// Output:
-	// 200 site: /through/the/proxy
-}

@@ -2,8 +2,11 @@ package sluice
 
 import (
 	"bufio"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,6 +142,36 @@ func FuzzForwardedElement(f *testing.F) {
 		v := forwardedElement(netip.MustParseAddr("::1"), "::1", host, "http")
 		if !httpguts.ValidHeaderFieldValue(v) {
 			t.Fatalf("invalid Forwarded value %q for host %q", v, host)
+		}
+	})
+}
+
+// FuzzConnectAuthority checks the canonical form of CONNECT targets: an
+// accepted authority has a host and a port from 1 to 65535, and is its
+// own canonical form (the hooks and the dialer see one spelling).
+func FuzzConnectAuthority(f *testing.F) {
+	for _, s := range []string{"example.com:443", "EXAMPLE.com.:443", "[::1]:8443", "[0:0::1]:1", "127.0.0.1:0", "a@b:1", "host", "bücher.example:443", "2130706433:443"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, authority string) {
+		r := &http.Request{Method: http.MethodConnect, URL: &url.URL{Host: authority}, Host: authority, RequestURI: authority, ProtoMajor: 1, ProtoMinor: 1}
+		c, err := canonicalConnect(r)
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(c.URL.Host)
+		if err != nil || host == "" {
+			t.Fatalf("%q: canonical %q is not host:port", authority, c.URL.Host)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			t.Fatalf("%q: canonical port %q", authority, port)
+		}
+		if c.Host != c.URL.Host || c.RequestURI != c.URL.Host {
+			t.Fatalf("%q: Host %q, RequestURI %q, URL.Host %q differ", authority, c.Host, c.RequestURI, c.URL.Host)
+		}
+		again, err := canonicalConnect(c)
+		if err != nil || again.URL.Host != c.URL.Host {
+			t.Fatalf("%q: canonical %q is not a fixed point: %q, %v", authority, c.URL.Host, again.URL.Host, err)
 		}
 	})
 }

@@ -477,7 +477,14 @@ func checkRequest(r *http.Request) error {
 		return &Error{Status: http.StatusBadRequest, Err: errBadRequest("method in lower case")}
 	}
 	if r.Method == http.MethodConnect {
-		return &Error{Status: http.StatusMethodNotAllowed, Err: errBadRequest("CONNECT is not supported")}
+		switch {
+		case r.ProtoMajor != 1:
+			return &Error{Status: http.StatusMethodNotAllowed, Err: errBadRequest("CONNECT over HTTP/2 is not supported")}
+		case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
+			// A CONNECT's content has no meaning (RFC 9110 §9.3.6); bytes
+			// after its head belong to the tunnel.
+			return &Error{Status: http.StatusBadRequest, Err: errBadRequest("CONNECT with a body")}
+		}
 	}
 	if r.RequestURI == "*" {
 		// OPTIONS * asks about the server, not a resource: no route can

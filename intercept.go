@@ -381,6 +381,12 @@ func hasUpper(s string) bool {
 // path values on it), with escapedPath as its path if not empty. r's
 // target is canonical already (see canonicalRequest).
 func matchRequest(r *http.Request, escapedPath string) *http.Request {
+	if r.Method == http.MethodConnect {
+		// A tunnel is matched as the path "/" on its host, without its
+		// port, like any other request's host.
+		host, _, _ := net.SplitHostPort(r.URL.Host)
+		return &http.Request{Method: r.Method, Host: host, URL: &url.URL{Host: host, Path: "/"}, Header: r.Header, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor}
+	}
 	m := *r
 	u := *r.URL
 	m.URL = &u

@@ -203,6 +203,7 @@ type Proxy struct {
 
 	initOnce  sync.Once
 	transport http.RoundTripper
+	checked   atomic.Pointer[engine] // for exchanges with a DialCheck
 	identity  headerNames
 	routes    routeTable
 	shutdown  atomic.Bool
@@ -242,6 +243,33 @@ type ProxyRequest struct {
 	// its strong ETag is weakened and a gzip or deflate body is decoded
 	// first; see BodyFilter.
 	BodyFilter func(*http.Response) BodyFilter
+
+	// DialCheck, if not nil, is called with every address the Proxy is
+	// about to connect to for this exchange, once its name is resolved
+	// (so that the check holds however the name is spelled and whatever
+	// the DNS answers), and an error refuses the connection: the
+	// exchange fails with it, with its status if it is an *Error and 403
+	// otherwise, and is not retried. It is what keeps a forward proxy
+	// from reaching the network it runs in (package forward sets it).
+	// Directors set it; it applies to the Proxy's own engine and to
+	// CONNECT tunnels, and with a Transport set such an exchange fails
+	// with 500. Connections made under a DialCheck are pooled apart and
+	// never serve exchanges without one; a pooled HTTP/1.1 connection is
+	// checked again before reuse, an HTTP/2 or HTTPS one is not, so a
+	// Proxy should use one check for all its exchanges.
+	DialCheck func(addr netip.AddrPort) error
+
+	// ClientHello, if not nil, is called for a CONNECT tunnel with the
+	// TLS ClientHello the client sends first through it, or with nil if
+	// its first bytes are not a ClientHello, before any of them reach the
+	// target. Nothing is decrypted (the ClientHello travels in the
+	// clear), and every byte read is sent on. It lets a policy check the
+	// server name the client really asks for (ServerName, from SNI)
+	// against the CONNECT authority; with Encrypted Client Hello it is
+	// the public name. An error closes the tunnel: the client already
+	// has its 200. The ClientHello must arrive within 10 s and fit in
+	// 64 KiB. Directors set it.
+	ClientHello func(hello *tls.ClientHelloInfo) error
 
 	proxy      *Proxy
 	route      *route
@@ -409,6 +437,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// chunked requests keep their connection.)
 		w.Header().Set("Connection", "close")
 	}
+	if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
+		// A refused CONNECT closes the connection: the client may have
+		// sent the tunnel's first bytes already, which must not be read
+		// as a request. (The 200 that starts a tunnel has its own head.)
+		w.Header().Set("Connection", "close")
+	}
 	if err := checkRequest(r); err != nil {
 		// Whatever follows a refused request on this connection cannot be
 		// trusted to be framed as the client meant: close it. (HTTP/2
@@ -462,7 +496,7 @@ func (p *Proxy) init() {
 		if p.Transport != nil {
 			p.transport = p.Transport
 		} else {
-			p.transport = p.newEngine()
+			p.transport = p.newEngine(nil)
 		}
 		p.identity = newHeaderNames(p.IdentityHeaders...)
 	})
@@ -593,5 +627,8 @@ func (p *Proxy) CloseIdleConnections() {
 	p.init()
 	if c, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
+	}
+	if e := p.checked.Load(); e != nil {
+		e.CloseIdleConnections()
 	}
 }

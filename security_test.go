@@ -329,6 +329,18 @@ func TestAttackRoutesKeepEncodedSlash(t *testing.T) {
 	}
 }
 
+// absoluteForm is what package forward's Director does with an
+// absolute-form request, without its address check (this test's
+// transport does not dial).
+var absoluteForm = DirectorFunc(func(pr *ProxyRequest) error {
+	if !pr.In.URL.IsAbs() {
+		return ErrNoRoute
+	}
+	pr.Out.URL.Scheme, pr.Out.URL.Host = pr.In.URL.Scheme, pr.In.URL.Host
+	pr.Out.Host = ""
+	return nil
+})
+
 // forwardSetup is a forward proxy whose Authorizer refuses loopback
 // hosts, the kind of policy (block 127.0.0.1, 169.254.169.254) that must
 // see the host the request goes to; its transport records what it is
@@ -340,7 +352,7 @@ func forwardSetup(t *testing.T) (front string, authorized, reached func() []stri
 	logs := &logRecorder{}
 	p := &Proxy{
 		Logger:   logs.logger(),
-		Director: ForwardProxy(nil),
+		Director: absoluteForm,
 		Authorizer: AuthorizerFunc(func(pr *ProxyRequest) (Decision, error) {
 			mu.Lock()
 			auth = append(auth, pr.In.URL.String())

@@ -1031,7 +1031,7 @@ func TestServerUploadCanceled(t *testing.T) {
 	}
 }
 
-// A request the Proxy refuses (here CONNECT, which it does not tunnel)
+// A request the Proxy refuses (here CONNECT, which it does not tunnel over HTTP/2)
 // ends only its own stream: the HTTP/2 connection serves the next one,
 // with no GOAWAY in between (over HTTP/1.1 the connection closes, since
 // what follows a refused request cannot be trusted to be framed right).

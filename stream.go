@@ -1,12 +1,14 @@
 package sluice
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"os"
@@ -88,6 +90,9 @@ var defaultRetry = RetryPolicy{Attempts: 2}
 // StatusFor. After the response started, a failure is returned wrapped so
 // that the Proxy aborts the client connection.
 func (pr *ProxyRequest) Forward(w http.ResponseWriter) error {
+	if pr.In.Method == http.MethodConnect {
+		return pr.proxy.serveConnect(w, pr)
+	}
 	if pr.upgrade != "" {
 		return pr.proxy.serveUpgrade(w, pr)
 	}
@@ -143,6 +148,9 @@ func isGRPC(ct []string) bool {
 func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	p := pr.proxy
 	p.init()
+	if pr.In.Method == http.MethodConnect {
+		return nil, errTunnelTransport
+	}
 	if pr.In.ProtoMajor < 2 && isGRPC(pr.In.Header["Content-Type"]) {
 		return nil, &Error{Status: http.StatusHTTPVersionNotSupported, Err: errGRPCOverHTTP1}
 	}
@@ -196,7 +204,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 	eng, _ := p.transport.(*engine)
 	obs, _ := director.(Observer)
 	pr.hooks.pr = pr
-	traced := false
+	traced, checked := false, false
 	first := time.Now()
 	for {
 		*pr.Out.URL = orig
@@ -210,6 +218,16 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		}
 		if err := checkTarget(pr.Out); err != nil {
 			return nil, err
+		}
+		if pr.DialCheck != nil && !checked {
+			// Its own engine: connections made under a DialCheck are
+			// never handed to exchanges without one (see DialCheck).
+			if eng == nil {
+				return nil, errDialCheckTransport
+			}
+			eng = p.checkedEngine()
+			*pr.Out = *pr.Out.WithContext(withDialCheck(pr.Out.Context(), pr.DialCheck))
+			checked = true
 		}
 		start := time.Now()
 		var res *http.Response
@@ -280,7 +298,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 
 // retryable reports whether the failed attempt may be made again.
 func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Time, hasBody bool, bs bodyState) bool {
-	if errors.Is(err, errClientGone) || pr.sent1xx || bs.err != nil {
+	var refused *dialRefusedError
+	if errors.Is(err, errClientGone) || pr.sent1xx || bs.err != nil || errors.As(err, &refused) {
 		return false
 	}
 	if policy.Duration > 0 && time.Since(first) > policy.Duration {
@@ -1046,7 +1065,11 @@ func (e *engine) CloseIdleConnections() {
 // pool limits and its upstream TLS configuration. Neither client
 // negotiates compression of its own (the client's Accept-Encoding passes
 // through untouched) or takes a proxy from the environment.
-func (p *Proxy) newEngine() *engine {
+//
+// check, if not nil, makes the engine of exchanges with a DialCheck: its
+// dialers call it with each address before connecting, and the HTTP/1.1
+// pool before reusing a connection.
+func (p *Proxy) newEngine(check func(context.Context, netip.AddrPort) error) *engine {
 	dial := p.DialTimeout
 	if dial == 0 {
 		dial = DefaultDialTimeout
@@ -1080,6 +1103,7 @@ func (p *Proxy) newEngine() *engine {
 			ReadIdleTimeout:       upIdle,
 			WriteIdleTimeout:      upIdle,
 			Logger:                p.Logger,
+			CheckAddr:             check,
 		},
 		h2: h2client.New(h2client.Config{
 			DialTimeout:           dial,
@@ -1089,7 +1113,21 @@ func (p *Proxy) newEngine() *engine {
 			ExpectContinueTimeout: DefaultExpectContinueTimeout,
 			TLS:                   p.UpstreamTLS,
 			TLSFor:                p.UpstreamTLSFor,
+			CheckAddr:             check,
 		}),
 		idle: max(upIdle, 0),
 	}
+}
+
+// checkedEngine returns the engine of exchanges with a DialCheck, made on
+// first use.
+func (p *Proxy) checkedEngine() *engine {
+	if e := p.checked.Load(); e != nil {
+		return e
+	}
+	e := p.newEngine(checkAddr)
+	if p.checked.CompareAndSwap(nil, e) {
+		return e
+	}
+	return p.checked.Load()
 }

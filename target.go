@@ -3,6 +3,7 @@ package sluice
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 
@@ -21,6 +22,9 @@ import (
 // encoded slash unless keepEncodedSlash, a backslash, an encoded NUL, ".."
 // above the root, a malformed host) is refused with a 400 *Error.
 func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, error) {
+	if r.Method == http.MethodConnect {
+		return canonicalConnect(r)
+	}
 	if r.URL.Opaque != "" || r.URL.Scheme != "" && r.URL.Scheme != "http" && r.URL.Scheme != "https" {
 		return nil, badTarget(fmt.Errorf("not an origin-form or http(s) absolute-form target: %q", r.RequestURI))
 	}
@@ -70,6 +74,33 @@ func canonicalRequest(r *http.Request, keepEncodedSlash bool) (*http.Request, er
 	if u.IsAbs() {
 		c.RequestURI = u.String() // absolute-form stays absolute
 	}
+	return c, nil
+}
+
+// canonicalConnect returns a CONNECT request with its authority-form
+// target (RFC 9112 §3.2.3: host and port, nothing else) in canonical
+// form, in URL.Host, Host and RequestURI alike. The port is required.
+func canonicalConnect(r *http.Request) (*http.Request, error) {
+	u := r.URL
+	if u.Scheme != "" || u.Opaque != "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" ||
+		u.Host == "" || r.RequestURI != u.Host {
+		return nil, badTarget(fmt.Errorf("CONNECT target %q is not host:port", r.RequestURI))
+	}
+	authority, err := canonical.Host(u.Host, "")
+	if err != nil {
+		return nil, badTarget(fmt.Errorf("%w %q", err, u.Host))
+	}
+	if _, port, err := net.SplitHostPort(authority); err != nil || port == "" || port == "0" {
+		return nil, badTarget(fmt.Errorf("CONNECT target %q without a port", u.Host))
+	}
+	if authority == u.Host && r.Host == authority {
+		return r, nil
+	}
+	c := new(http.Request)
+	*c = *r
+	c.URL = &url.URL{Host: authority}
+	c.Host = authority
+	c.RequestURI = authority
 	return c, nil
 }
 

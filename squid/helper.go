@@ -7,7 +7,10 @@
 //	h, err := squid.Start(squid.Config{Command: "/usr/local/bin/filter", Children: 4, Concurrency: 16})
 //	if err != nil { ... }
 //	defer h.Close()
-//	p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.ForwardProxy(backend))}
+//	p := &sluice.Proxy{Authorizer: h, Director: h.Director(&forward.Director{Next: backend})}
+//
+// For a CONNECT request the helper gets the authority ("example.com:443")
+// as URL and CONNECT as method, as from Squid.
 package squid
 
 import (
@@ -188,8 +191,12 @@ func (h *Helper) Query(pr *sluice.ProxyRequest) (*Reply, error) {
 }
 
 // requestURL is the absolute URL of the request: its own for an
-// absolute-form request (forward proxying), else built from Host.
+// absolute-form request (forward proxying), its authority for a CONNECT
+// ("host:port", as Squid sends it), else built from Host.
 func requestURL(in *http.Request) string {
+	if in.Method == http.MethodConnect {
+		return in.URL.Host
+	}
 	if in.URL.IsAbs() {
 		return in.URL.String()
 	}
@@ -257,9 +264,16 @@ func (h *Helper) failure(pr *sluice.ProxyRequest, err error) (sluice.Decision, e
 // on the host the client asked a reverse-proxied request for (the Proxy's
 // own site) only changes the path and query, and next still picks the
 // upstream; any other rewrite-url sends the request to that URL's host,
-// with it as Host header.
+// with it as Host header. A CONNECT tunnel is never rewritten: it goes to
+// next (a forward.Director opens it), whatever the helper answered.
 func (h *Helper) Director(next sluice.Director) sluice.Director {
 	return sluice.DirectorFunc(func(pr *sluice.ProxyRequest) error {
+		if pr.In.Method == http.MethodConnect {
+			if next == nil {
+				return sluice.ErrNoRoute
+			}
+			return next.Direct(pr)
+		}
 		r, err := h.Query(pr)
 		if err != nil {
 			if _, ferr := h.failure(pr, err); ferr != nil {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/forward"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
 )
 
@@ -58,7 +60,7 @@ func TestHelperAuthorizerDirector(t *testing.T) {
 			t.Fatal(err)
 		}
 		target, _ := url.Parse(up.URL)
-		p := &sluice.Proxy{Authorizer: h, Director: h.Director(sluice.ForwardProxy(&sluice.SingleHost{Target: target}))}
+		p := &sluice.Proxy{Authorizer: h, Director: h.Director(&forward.Director{Next: &sluice.SingleHost{Target: target}, AllowAddrs: loopback})}
 		front := newFront(t, p)
 		c := noRedirect()
 
@@ -160,3 +162,6 @@ done
 		t.Errorf("upstream got (-want +got):\n%s", diff)
 	}
 }
+
+// loopback lets the forward.Director reach this test's upstreams.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}

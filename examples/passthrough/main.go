@@ -8,6 +8,7 @@
 //	go run ./examples/passthrough -deny /admin/ -deny 'POST /upload'
 //	go run ./examples/passthrough -tls-cert cert.pem -tls-key key.pem   # HTTPS, HTTP/2 and HTTP/1.1
 //	go run ./examples/passthrough -h2c                                  # HTTP/1.1 and h2c on one port
+//	go run ./examples/passthrough -forward   # TEST MODE: also an open forward proxy (curl -x), loopback included
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/forward"
 )
 
 // config is what the flags set.
@@ -43,6 +46,11 @@ type config struct {
 	tlsCert, tlsKey string // serve TLS with this key pair (h2 and http/1.1 by ALPN)
 	h2c             bool   // h2c with prior knowledge next to HTTP/1.1 on a plain listener
 	tlsNoResume     bool   // no TLS session tickets
+
+	// forward also makes the proxy an open forward proxy (absolute-form
+	// requests and CONNECT) to any host and port, loopback and private
+	// addresses included: a test mode for checks from outside.
+	forward bool
 }
 
 // patterns is a repeatable flag.
@@ -83,6 +91,9 @@ Usage: passthrough [flags]
 	flag.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
 	flag.BoolVar(&cfg.h2c, "h2c", false, "accept cleartext HTTP/2 with prior knowledge (h2c) next to HTTP/1.1 on a plain listener")
 	flag.BoolVar(&cfg.tlsNoResume, "tls-no-resume", false, "no TLS session resumption: no session tickets (Go keeps no session cache)")
+	flag.BoolVar(&cfg.forward, "forward", false, "TEST MODE, never expose it: also act as an open forward proxy (curl -x; absolute-form "+
+		"requests and CONNECT tunnels) to ANY host and port, loopback and private addresses included; "+
+		"examples/url-filter is the filtering, safe-by-default forward proxy")
 	flag.Parse()
 	if *server != "sluice" && *server != "net/http" {
 		fmt.Fprintf(os.Stderr, "passthrough: bad -server %q: want sluice or net/http\n", *server)
@@ -139,8 +150,16 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https") {
 		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
 	}
+	var director sluice.Director = &sluice.SingleHost{Target: target}
+	if cfg.forward {
+		director = &forward.Director{
+			Next:       director,
+			AnyPort:    true,
+			AllowAddrs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+		}
+	}
 	proxy := &sluice.Proxy{
-		Director:              &sluice.SingleHost{Target: target},
+		Director:              director,
 		ResponseHeaderTimeout: cfg.timeout,
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 	}
@@ -181,7 +200,10 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		}
 		scheme = "https"
 	}
-	slog.Info("passthrough: proxying", "url", scheme+"://"+ln.Addr().String()+"/", "upstream", upstream, "h2c", cfg.h2c)
+	slog.Info("passthrough: proxying", "url", scheme+"://"+ln.Addr().String()+"/", "upstream", upstream, "h2c", cfg.h2c, "forward", cfg.forward)
+	if cfg.forward {
+		slog.Warn("passthrough: -forward: an open forward proxy to any host, loopback and private addresses included (test mode)")
+	}
 
 	return sluice.Serve(ctx, srv, ln, 0)
 }

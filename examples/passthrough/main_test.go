@@ -7,11 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/realserver"
+	"github.com/sluiceproxy/sluice/internal/testcert"
 )
 
 func TestStarterProxiesDemo(t *testing.T) {
@@ -309,5 +314,69 @@ func TestStarterTLSAndH2C(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// -forward: an open forward proxy next to the reverse one: absolute-form
+// requests and CONNECT tunnels to loopback, any port; curl -x over https
+// and Go's http.Transport with Proxy.
+func TestForwardFlag(t *testing.T) {
+	leaktest.Check(t)
+	curl := realserver.LookPath(t, "curl", "apt-get install curl")
+	cert, roots, caFile := testcert.Localhost(t)
+	site := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "site "+r.Proto+" "+r.URL.Path)
+	}))
+	site.EnableHTTP2 = true
+	site.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	site.StartTLS()
+	defer site.Close()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "plain "+r.URL.Path)
+	}))
+	defer plain.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, config{timeout: 5 * time.Second, forward: true}) }()
+	proxy := "http://" + ln.Addr().String()
+	_, sitePort, _ := net.SplitHostPort(site.Listener.Addr().String())
+
+	out, err := exec.Command(curl, "-sS", "--max-time", "10", "--cacert", caFile, "-x", proxy,
+		"https://localhost:"+sitePort+"/tls").CombinedOutput()
+	if err != nil || string(out) != "site HTTP/2.0 /tls" {
+		t.Errorf("curl -x https: %v %q", err, out)
+	}
+	pu, _ := url.Parse(proxy)
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for url, want := range map[string]string{
+		"https://localhost:" + sitePort + "/go": "site HTTP/2.0 /go",
+		plain.URL + "/abs":                      "plain /abs",
+		proxy + "/small":                        strings.Repeat("x", 100), // origin form: the demo upstream
+	} {
+		res, err := c.Get(url)
+		if err != nil {
+			t.Errorf("GET %s: %v", url, err)
+			continue
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if url == proxy+"/small" {
+			if len(b) != 100 {
+				t.Errorf("GET %s: %d bytes, want 100", url, len(b))
+			}
+		} else if string(b) != want {
+			t.Errorf("GET %s: %q, want %q", url, b, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
 	}
 }

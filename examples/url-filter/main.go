@@ -2,19 +2,24 @@
 // manner of Squid and ExaProxy: every request is put to an external helper
 // program over Squid's url_rewrite_program line protocol, which allows
 // it, denies it, rewrites it to another URL or redirects the client.
-// X-Forwarded-For names the real requester (seen through trusted load
-// balancers with -trusted), and tracking cookies are stripped on the way.
+// HTTPS is filtered too: a CONNECT goes to the helper as "host:port" (as
+// Squid sends it), only to the ports of -connect-ports, and the tunnel's
+// TLS ClientHello must ask for the host the helper allowed (-match-sni).
+// Forwarded requests and tunnels never reach loopback, private or cloud
+// metadata addresses (-allow-addrs to open some). X-Forwarded-For names
+// the real requester (seen through trusted load balancers with -trusted),
+// and tracking cookies are stripped on the way.
 //
 // With no flags it runs the sample helper (./helper, built in) against an
 // embedded demo backend:
 //
 //	go run ./examples/url-filter
-//	curl http://127.0.0.1:8080/old/page              # rewritten to /new/page
-//	curl -x http://127.0.0.1:8080 http://ads.example/ # forward proxy: blocked
+//	curl http://127.0.0.1:8080/old/page                 # rewritten to /new/page
+//	curl -x http://127.0.0.1:8080 http://ads.example/    # forward proxy: blocked
+//	curl -x http://127.0.0.1:8080 https://ads.example/   # CONNECT: blocked too
 //
 // Any Squid url_rewrite helper works with -helper PATH (add -concurrency N
-// if it understands channel IDs). HTTPS forward proxying (CONNECT) is not
-// supported.
+// if it understands channel IDs).
 package main
 
 import (
@@ -30,12 +35,14 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/examples/url-filter/internal/rules"
+	"github.com/sluiceproxy/sluice/forward"
 	"github.com/sluiceproxy/sluice/squid"
 )
 
@@ -55,6 +62,9 @@ type config struct {
 	bypass       bool
 	trusted      []netip.Prefix
 	stripCookies []string
+	connectPorts []uint16
+	allowAddrs   []netip.Prefix
+	matchSNI     bool
 }
 
 // description is what -h prints before the flags.
@@ -63,14 +73,17 @@ const description = `url-filter: a filtering forward and reverse proxy, Squid st
 Every request is put to a url_rewrite helper program over Squid's line
 protocol, which allows it, denies it (403), rewrites it to another URL or
 redirects the client. Requests in absolute form (curl -x) are forward
-proxied; the others go to -upstream. X-Forwarded-For names the real
-requester (-trusted for load balancers in front) and tracking cookies are
-stripped. With no flags the built-in sample helper filters an embedded
-demo backend:
+proxied, HTTPS through CONNECT tunnels (the helper gets "host:port"); the
+others go to -upstream. Forwarded requests never reach loopback, private
+or link-local (cloud metadata) addresses unless -allow-addrs says so.
+X-Forwarded-For names the real requester (-trusted for load balancers in
+front) and tracking cookies are stripped. With no flags the built-in
+sample helper filters an embedded demo backend:
 
   go run ./examples/url-filter
   curl http://127.0.0.1:8080/old/page
   curl -x http://127.0.0.1:8080 http://ads.example/
+  curl -x http://127.0.0.1:8080 https://ads.example/
 
 Flags:
 `
@@ -79,7 +92,7 @@ Flags:
 // and the flags to out and returns flag.ErrHelp.
 func parseFlags(args []string, out io.Writer) (config, error) {
 	var cfg config
-	var helperArgs, trusted, strip string
+	var helperArgs, trusted, strip, ports, allow string
 	fs := flag.NewFlagSet("url-filter", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -97,6 +110,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.BoolVar(&cfg.bypass, "bypass", false, "let requests through when the helper fails (default: 503)")
 	fs.StringVar(&trusted, "trusted", "", "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed")
 	fs.StringVar(&strip, "strip-cookies", "_ga,_gid,_fbp", "comma-separated cookie names removed from requests")
+	fs.StringVar(&ports, "connect-ports", "443", "comma-separated ports CONNECT tunnels may reach (Squid's SSL_ports)")
+	fs.StringVar(&allow, "allow-addrs", "", "comma-separated CIDRs that forwarded requests may reach although not public (loopback, private, link-local are refused otherwise)")
+	fs.BoolVar(&cfg.matchSNI, "match-sni", true, "close a tunnel whose TLS ClientHello asks for another server name than the CONNECT host (or that is not TLS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -117,6 +133,25 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		cfg.trusted = append(cfg.trusted, p)
 	}
 	cfg.stripCookies = splitList(strip)
+	for _, s := range splitList(ports) {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			errs = append(errs, fmt.Errorf("-connect-ports %q: want port numbers such as 443,8443", s))
+			continue
+		}
+		cfg.connectPorts = append(cfg.connectPorts, uint16(n))
+	}
+	if len(cfg.connectPorts) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("-connect-ports: want at least one port"))
+	}
+	for _, s := range splitList(allow) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-allow-addrs %q: want CIDRs such as 10.1.0.0/16: %w", s, err))
+			continue
+		}
+		cfg.allowAddrs = append(cfg.allowAddrs, p)
+	}
 	return cfg, errors.Join(append(errs, cfg.check())...)
 }
 
@@ -221,9 +256,17 @@ func newFilter(cfg config, upstream *url.URL) (*filter, error) {
 	if err != nil {
 		return nil, err
 	}
+	fwd := &forward.Director{
+		Next:         &sluice.SingleHost{Target: upstream},
+		ConnectPorts: cfg.connectPorts,
+		AllowAddrs:   cfg.allowAddrs,
+	}
+	if cfg.matchSNI {
+		fwd.CheckHello = forward.MatchServerName
+	}
 	p := &sluice.Proxy{
 		Authorizer:     sluice.Chain(h, stripCookies(cfg.stripCookies)),
-		Director:       h.Director(sluice.ForwardProxy(&sluice.SingleHost{Target: upstream})),
+		Director:       h.Director(fwd),
 		TrustedProxies: cfg.trusted,
 		Via:            "url-filter",
 	}

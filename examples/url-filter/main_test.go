@@ -1,22 +1,31 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluiceproxy/sluice/examples/internal/demotest"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/realserver"
+	"github.com/sluiceproxy/sluice/internal/testcert"
 )
 
 // buildHelper builds the sample helper program for the test.
@@ -87,6 +96,7 @@ func TestURLFilter(t *testing.T) {
 				children: 1, concurrency: 4, timeout: 500 * time.Millisecond, bypass: bypass,
 				trusted:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 				stripCookies: []string{"_ga"},
+				connectPorts: []uint16{443}, allowAddrs: loopback,
 			})
 			frontURL, _ := url.Parse(front)
 			direct := &http.Client{
@@ -136,6 +146,111 @@ func TestURLFilter(t *testing.T) {
 	}
 }
 
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// TestHTTPSThroughConnect filters HTTPS: curl -x with https:// URLs
+// and raw CONNECT exchanges, against a local TLS site.
+func TestHTTPSThroughConnect(t *testing.T) {
+	leaktest.Check(t)
+	curl := realserver.LookPath(t, "curl", "apt-get install curl")
+	helper := buildHelper(t)
+	cert, _, caFile := testcert.Localhost(t)
+	site := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "tls site "+r.URL.Path)
+	}))
+	site.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	site.StartTLS()
+	t.Cleanup(site.Close)
+	siteURL, _ := url.Parse(site.URL)
+	port, _ := strconv.ParseUint(siteURL.Port(), 10, 16)
+	backend := httptest.NewServer(demoHandler())
+	t.Cleanup(backend.Close)
+
+	front := startFilter(t, config{
+		listen: "127.0.0.1:0", upstream: backend.URL,
+		helper: helper, helperArgs: []string{"-concurrency"},
+		children: 1, concurrency: 4, timeout: 5 * time.Second,
+		connectPorts: []uint16{uint16(port)}, allowAddrs: loopback, matchSNI: true,
+	})
+	proxyAddr := strings.TrimPrefix(front, "http://")
+	curlVia := func(args ...string) (string, error) {
+		out, err := exec.Command(curl, append([]string{"-sS", "--max-time", "10", "--cacert", caFile, "-x", front}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct {
+		name, url, want string
+		fail            bool
+	}{
+		{"allowed", fmt.Sprintf("https://localhost:%d/page", port), "tls site /page", false},
+		// The sample helper blocks ads.example; the proxy resolves the
+		// name, so a blocked name never reaches DNS: the helper decides
+		// first.
+		{"blocked host", "https://ads.example/", "CONNECT tunnel failed, response 403", true},
+		{"blocked subdomain", fmt.Sprintf("https://x.blocked.example:%d/", port), "CONNECT tunnel failed, response 403", true},
+		{"port not listed", "https://localhost:8443/", "CONNECT tunnel failed, response 403", true},
+	} {
+		out, err := curlVia(tt.url)
+		if tt.fail != (err != nil) || !strings.Contains(out, tt.want) {
+			t.Errorf("%s: curl %v, output %q; want %q (failure %v)", tt.name, err, out, tt.want, tt.fail)
+		}
+	}
+
+	// A raw CONNECT, with the start of a TLS ClientHello right behind
+	// the request head: the 200 has no body framing, and the helper's
+	// answer for a blocked host is a 403 that closes the connection.
+	for _, tt := range []struct {
+		authority  string
+		wantStatus int
+	}{
+		{fmt.Sprintf("localhost:%d", port), http.StatusOK},
+		{"blocked.example:443", http.StatusForbidden},
+		{"localhost", http.StatusBadRequest},
+	} {
+		c, err := net.Dial("tcp", proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", tt.authority, tt.authority)
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatalf("CONNECT %s: %v", tt.authority, err)
+		}
+		if res.StatusCode != tt.wantStatus {
+			t.Errorf("CONNECT %s: %d, want %d", tt.authority, res.StatusCode, tt.wantStatus)
+		}
+		if res.StatusCode == http.StatusOK {
+			// TLS through the tunnel, verified against the site's name.
+			tc := tls.Client(&bufferedConn{Conn: c, r: br}, &tls.Config{ServerName: "localhost", RootCAs: mustPool(t, caFile)})
+			if err := tc.Handshake(); err != nil {
+				t.Errorf("TLS through the raw tunnel: %v", err)
+			}
+		} else if !res.Close {
+			t.Errorf("CONNECT %s: refused without closing the connection", tt.authority)
+		}
+		c.Close()
+	}
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func mustPool(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(b)
+	return p
+}
+
 // TestTrustedBalancer puts url-filter behind a trusted load balancer: the
 // helper and the upstream both see the real requester.
 func TestTrustedBalancer(t *testing.T) {
@@ -147,7 +262,8 @@ func TestTrustedBalancer(t *testing.T) {
 		listen: "127.0.0.1:0", upstream: backend.URL,
 		helper: helper, helperArgs: []string{"-test-hooks"}, // no channel IDs
 		children: 2, concurrency: 0, timeout: 5 * time.Second,
-		trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		trusted:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		connectPorts: []uint16{443},
 	})
 	c := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(c.CloseIdleConnections)
@@ -177,6 +293,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"-trusted", "10.0.0.0/33"}, "-trusted"},
 		{[]string{"-upstream", "127.0.0.1:9000"}, "-upstream"},
 		{[]string{"-listen", "8080"}, "-listen"},
+		{[]string{"-connect-ports", "443,x"}, "-connect-ports"},
+		{[]string{"-connect-ports", ""}, "-connect-ports"},
+		{[]string{"-allow-addrs", "10.0.0.0/8,nope"}, "-allow-addrs"},
+		{[]string{"-connect-ports", "443, 8443", "-allow-addrs", "10.0.0.0/8", "-match-sni=false"}, ""},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

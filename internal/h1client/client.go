@@ -22,9 +22,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1wire"
@@ -94,6 +96,13 @@ type Client struct {
 	// bytes and is therefore never reused; one that buffers reads of its
 	// own must not implement it.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// CheckAddr, if set, is called with the context of the request and
+	// the address of every connection before it is made (once the name
+	// is resolved, before connect(2)) and before a pooled one is reused;
+	// an error refuses the address (a refused pooled connection is
+	// closed, and a new one dialed). It replaces DialContext. Unix-domain
+	// sockets are refused.
+	CheckAddr func(ctx context.Context, addr netip.AddrPort) error
 
 	// The hot path takes no lock of the Client: hosts is replaced, not
 	// changed, when an upstream is added (under mu), and janitorOn
@@ -286,7 +295,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.reusable("while idle") {
+		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.reusable("while idle") || c.refused(ctx, pc.nc) {
 			pc.nc.Close()
 			continue
 		}
@@ -294,7 +303,10 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		return pc, true, nil
 	}
 	dial := c.DialContext
-	if dial == nil {
+	if c.CheckAddr != nil {
+		d := net.Dialer{Timeout: c.dialTimeout(), KeepAlive: 30 * time.Second, ControlContext: c.control}
+		dial = d.DialContext
+	} else if dial == nil {
 		d := net.Dialer{Timeout: c.dialTimeout(), KeepAlive: 30 * time.Second}
 		dial = d.DialContext
 	} else if c.DialTimeout > 0 {
@@ -314,6 +326,25 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 	pc.lr = h1wire.LimitReader{R: idleReader{pc}, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc, false, nil
+}
+
+// control is net.Dialer.ControlContext under CheckAddr.
+func (c *Client) control(ctx context.Context, network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || network != "tcp4" && network != "tcp6" && network != "tcp" {
+		return fmt.Errorf("h1client: %s address %q not checkable", network, address)
+	}
+	return c.CheckAddr(ctx, ap)
+}
+
+// refused reports whether CheckAddr refuses the peer of a pooled
+// connection for the request of ctx.
+func (c *Client) refused(ctx context.Context, nc net.Conn) bool {
+	if c.CheckAddr == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
+	return err != nil || c.CheckAddr(ctx, ap) != nil
 }
 
 // putIdle returns a connection to the pool, or closes it if the pool is

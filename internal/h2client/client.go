@@ -38,7 +38,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -94,6 +96,14 @@ type Config struct {
 
 	// DialContext, if set, replaces net.Dialer.DialContext (tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// CheckAddr, if set, is called with the context of the request that
+	// causes a dial and the address of every connection before it is
+	// made (once the name is resolved, before connect(2)); an error
+	// refuses the address. It replaces DialContext. Pooled connections
+	// are not checked again: a Client with CheckAddr must only carry
+	// requests under the same check.
+	CheckAddr func(ctx context.Context, addr netip.AddrPort) error
 }
 
 // Client carries requests to https:// upstreams (HTTP/2 or HTTP/1.1, as
@@ -169,12 +179,21 @@ func (c *Client) dialTimeout() time.Duration {
 }
 
 func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if c.cfg.DialContext != nil {
+	if c.cfg.DialContext != nil && c.cfg.CheckAddr == nil {
 		ctx, cancel := context.WithTimeout(ctx, c.dialTimeout())
 		defer cancel()
 		return c.cfg.DialContext(ctx, network, addr)
 	}
 	d := net.Dialer{Timeout: c.dialTimeout(), KeepAlive: 30 * time.Second}
+	if c.cfg.CheckAddr != nil {
+		d.ControlContext = func(ctx context.Context, network, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil || network != "tcp4" && network != "tcp6" && network != "tcp" {
+				return fmt.Errorf("h2client: %s address %q not checkable", network, address)
+			}
+			return c.cfg.CheckAddr(ctx, ap)
+		}
+	}
 	return d.DialContext(ctx, network, addr)
 }
 

@@ -69,7 +69,11 @@ func (r *Rules) Serve(in io.Reader, out io.Writer) error {
 			if len(fields) > 1 {
 				client, _, _ = strings.Cut(fields[1], "/")
 			}
-			answer, ok := r.decide(fields[0], client)
+			method := ""
+			if len(fields) > 3 {
+				method = fields[3]
+			}
+			answer, ok := r.decide(fields[0], client, method)
 			if !ok {
 				continue // /hang
 			}
@@ -124,9 +128,16 @@ func NormalizeHost(host string) (string, error) {
 	return strings.TrimRight(strings.ToLower(host), "."), nil
 }
 
-// decide returns the answer for one URL, or false to stay silent.
-func (r *Rules) decide(raw, client string) (string, bool) {
+// decide returns the answer for one URL, or false to stay silent. For a
+// CONNECT the URL is the tunnel's "host:port", as Squid sends it.
+func (r *Rules) decide(raw, client, method string) (string, bool) {
 	u, err := url.Parse(raw)
+	if method == "CONNECT" {
+		u, err = &url.URL{Host: raw}, nil
+		if _, _, e := net.SplitHostPort(raw); e != nil {
+			err = e
+		}
+	}
 	if err != nil || u.Host == "" {
 		return `BH message="unparseable URL"`, true
 	}

@@ -51,6 +51,10 @@ func TestBlockSpellings(t *testing.T) {
 		url  string
 		want string // answer prefix
 	}{
+		{"blocked.example:443", "ERR"}, // CONNECT
+		{"A.Ads.Example.:8443", "ERR"}, // CONNECT
+		{"example.com:443", "OK"},      // CONNECT
+		{"example.com", "BH"},          // CONNECT without a port
 		{"http://blocked.example/", "ERR"},
 		{"http://Blocked.Example./", "ERR"},
 		{"http://blocked.example.:80/", "ERR"},
@@ -69,7 +73,11 @@ func TestBlockSpellings(t *testing.T) {
 		{"http://[::1]:80/", "OK"},
 	}
 	for _, tt := range tests {
-		got, _ := r.decide(tt.url, "-")
+		method := "GET"
+		if !strings.Contains(tt.url, "://") {
+			method = "CONNECT"
+		}
+		got, _ := r.decide(tt.url, "-", method)
 		if !strings.HasPrefix(got, tt.want) {
 			t.Errorf("%s: %s, want %s", tt.url, got, tt.want)
 		}
