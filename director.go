@@ -23,6 +23,13 @@ import (
 // would use are all unavailable (503). Any other error fails the request
 // with 502. A Director that leaves an invalid target (empty host, control
 // characters) also gets 502: the Proxy never sends a malformed request.
+//
+// A CONNECT request (a tunnel) reaches the Director too, once (there are
+// no retries): to open the tunnel, the Director sets pr.Out.URL to
+// tcp://host:port, the address to connect to (package forward's Director
+// sets the authority the client named). Any other target refuses the
+// CONNECT with 405, so Directors written for reverse proxying, which set
+// http(s) targets, never open tunnels. See docs/authorization.md.
 type Director interface {
 	Direct(pr *ProxyRequest) error
 }

@@ -48,7 +48,8 @@ func removeHopByHop(h http.Header) (teTrailers bool) {
 }
 
 // sanitizeRequestHeader prepares the outbound request's header: hop-by-hop
-// fields are removed, "TE: trailers" is kept (gRPC and others need it) and
+// fields (Proxy-Authorization and Proxy-Connection among them) and Proxy
+// are removed, "TE: trailers" is kept (gRPC and others need it) and
 // an upgrade the proxy is willing to tunnel is announced again. An h2c
 // upgrade is never forwarded: the proxy speaks HTTP/1.1 to the client.
 //
@@ -73,6 +74,9 @@ func sanitizeRequestHeader(h http.Header, upgrade string) {
 		h.Set("Te", "trailers")
 	}
 	delete(h, "Http2-Settings")
+	// "Proxy" is no field of HTTP, and CGI-style upstreams take it for
+	// their HTTP_PROXY setting ("httpoxy", CVE-2016-5385).
+	delete(h, "Proxy")
 	if upgrade != "" {
 		h.Set("Connection", "Upgrade")
 		h.Set("Upgrade", upgrade)

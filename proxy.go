@@ -197,8 +197,9 @@ type Proxy struct {
 	// is used.
 	Logger *slog.Logger
 
-	// WebSocket configures upgraded connections. If nil, WebSocket and
-	// other upgrades are tunnelled transparently with default limits.
+	// WebSocket configures upgraded connections and CONNECT tunnels. If
+	// nil, WebSocket and other upgrades are tunnelled transparently with
+	// default limits.
 	WebSocket *WebSocketConfig
 
 	initOnce  sync.Once

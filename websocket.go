@@ -26,12 +26,13 @@ import (
 
 // WebSocketConfig configures the tunnels the Proxy makes for upgraded
 // connections (WebSocket and other protocols switched to with Upgrade,
-// RFC 9110 §7.8).
+// RFC 9110 §7.8) and for CONNECT requests.
 type WebSocketConfig struct {
 	// IdleTimeout ends a tunnel when neither side sent a byte for this
 	// long; WebSocket peers get a close frame with code 1001 (going away)
 	// first. It applies to transparent tunnels and is the default of
-	// wsmsg.Interceptor.IdleTimeout. If zero, tunnels never time out.
+	// wsmsg.Interceptor.IdleTimeout. If zero, upgraded connections never
+	// time out, and CONNECT tunnels after DefaultConnectIdleTimeout.
 	IdleTimeout time.Duration
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -445,4 +446,45 @@ func FuzzResponse(f *testing.F) {
 			t.Fatalf("read %d bytes of a %d-byte body without error", len(b), res.ContentLength)
 		}
 	})
+}
+
+// CheckAddr is asked before each dial and before each reuse: a pooled
+// connection it refuses is closed, never used.
+func TestCheckAddr(t *testing.T) {
+	leaktest.Check(t)
+	s := newServer(t, keepAlive(func(*http.Request, []byte) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }))
+	var refuse atomic.Bool
+	var asked atomic.Int32
+	c := &Client{CheckAddr: func(_ context.Context, ap netip.AddrPort) error {
+		asked.Add(1)
+		if ap.String() != s.addr {
+			t.Errorf("CheckAddr(%v), want %s", ap, s.addr)
+		}
+		if refuse.Load() {
+			return errors.New("refused")
+		}
+		return nil
+	}}
+	t.Cleanup(c.CloseIdleConnections)
+	if _, body := get(t, c, "http://"+s.addr+"/", nil); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if _, body := get(t, c, "http://"+s.addr+"/", nil); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if n, a := s.accepts.Load(), asked.Load(); n != 1 || a != 2 {
+		t.Errorf("%d connections, %d checks; want 1 connection (reused) checked twice", n, a)
+	}
+	refuse.Store(true)
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	if res, err := c.Do(req, nil); err == nil {
+		res.Body.Close()
+		t.Fatal("request went through a refused address")
+	}
+	if n := s.accepts.Load(); n != 1 {
+		t.Errorf("%d connections after the refusal, want 1 (none dialed)", n)
+	}
+	if idle := len(c.pool(s.addr).idle); idle != 0 {
+		t.Errorf("%d idle connections left after the refusal, want 0", idle)
+	}
 }
