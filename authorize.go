@@ -69,6 +69,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, pr *ProxyRequest) bool {
 			return false
 		}
 		if !d.Allow {
+			pr.rec.ErrorClass = classPolicy
 			h := d.Response
 			if h == nil {
 				h = http.HandlerFunc(forbidden)

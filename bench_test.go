@@ -23,7 +23,7 @@ func (w *discardWriter) WriteHeader(int)             {}
 // benchUpstream is a raw HTTP/1.1 upstream that answers every request
 // with the same 100-byte response and allocates nothing per request, so
 // that the benchmarks count the proxy's allocations, not the upstream's.
-func benchUpstream(b *testing.B) *url.URL {
+func benchUpstream(b testing.TB) *url.URL {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n" +
 		"Date: Thu, 26 Nov 2026 00:00:00 GMT\r\n\r\n" + strings.Repeat("x", 100))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -137,4 +137,14 @@ func BenchmarkSanitize(b *testing.B) {
 		pr := p.newProxyRequest(req)
 		p.releaseProxyRequest(pr)
 	}
+}
+
+// BenchmarkProxyRecord is BenchmarkProxy with an OnExchange hook that
+// reads the Record, as an access logger would.
+func BenchmarkProxyRecord(b *testing.B) {
+	u := benchUpstream(b)
+	var n int64
+	p := &Proxy{Director: &SingleHost{Target: u}, OnExchange: func(rec *Record) { n += rec.ResponseBytes + int64(rec.Status) }}
+	b.Cleanup(p.CloseIdleConnections)
+	benchHandler(b, p)
 }

@@ -190,6 +190,7 @@ func (w *responseWriter) readFromBounded(rf io.ReaderFrom, r io.Reader) (int64, 
 		n, err := rf.ReadFrom(lr)
 		lr.N = left - n
 		total += n
+		w.written += n
 		if err != nil || n < want {
 			return total, err
 		}

@@ -104,6 +104,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, pr *ProxyRequest) error {
 		t.kill()
 	}
 	t.run()
+	t.record(pr)
 	return nil
 }
 

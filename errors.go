@@ -120,8 +120,18 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 	attrs := []any{
 		"method", r.Method, "uri", r.RequestURI, "status", status, "err", err,
 	}
-	if pr != nil && pr.Out != nil && pr.Out.URL.Host != "" {
-		attrs = append(attrs, "upstream", pr.Out.URL.Host)
+	if pr != nil {
+		pr.rec.Err = err
+		if pr.rec.RequestID != "" {
+			attrs = append(attrs, "request_id", pr.rec.RequestID)
+		}
+		if pr.Out != nil && pr.Out.URL.Host != "" {
+			attrs = append(attrs, "upstream", pr.Out.URL.Host)
+		}
+		if len(pr.tried) > 0 {
+			// Every upstream tried, the last one included.
+			attrs = append(attrs, "attempts", pr.attempt+1, "tried", append(pr.tried[:len(pr.tried):len(pr.tried)], pr.Out.URL.Host))
+		}
 	}
 	if errors.Is(err, errBadTarget) {
 		attrs = append(attrs, "director_bug", true)
@@ -139,6 +149,9 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, pr *ProxyRequest, e
 		panic(http.ErrAbortHandler)
 	}
 	level("sluice: exchange failed", attrs...)
+	if pr != nil {
+		pr.rec.Status = status // unless something is written: see deliver
+	}
 	if status == StatusClientClosedRequest {
 		// Nothing is written, and the connection is closed rather than
 		// left for the server to finish with an empty 200 should the

@@ -42,8 +42,8 @@ func (f BodyFilterFunc) FilterBody(dst io.Writer, chunk []byte, end bool) error 
 // Filter returns an Interceptor that forwards the request and streams the
 // response body through the filter newFilter returns for it (nil leaves
 // the response untouched). Before forwarding it limits the request's
-// Accept-Encoding to codings the proxy can decode (see
-// LimitAcceptEncoding) and removes Range and If-Range, so the upstream
+// Accept-Encoding to the client's preferences among gzip and deflate
+// (identity if none is left) and removes Range and If-Range, so the upstream
 // sends a whole representation the filter can read.
 func Filter(newFilter func(res *http.Response) BodyFilter) Interceptor {
 	return InterceptorFunc(func(w http.ResponseWriter, pr *ProxyRequest) error {

@@ -197,6 +197,34 @@ type Proxy struct {
 	// is used.
 	Logger *slog.Logger
 
+	// OnExchange, if not nil, gets the Record of every exchange, once,
+	// when it ends: after the response body, the error page, the denial,
+	// the abort, the end of the tunnel. It runs on the request's
+	// goroutine before ServeHTTP returns (a slow hook holds the
+	// connection); the Record is valid only during the call. Package
+	// accesslog writes access log lines from it. Filling the Record in
+	// costs no allocation.
+	OnExchange func(rec *Record)
+
+	// OnAttempt, if not nil, is called for each attempt to reach an
+	// upstream, once the Director picked it and before the request is
+	// sent: it may add fields to pr.Out (a trace context) and put values
+	// in its context. The function it returns, if not nil, gets how the
+	// attempt ended: when it failed, or when its response body was closed
+	// (for a 101, when the tunnel ended). It serves upstream metrics and
+	// client spans; Observer is the Director's own view of the same.
+	OnAttempt func(pr *ProxyRequest) func(Result)
+
+	// RequestIDHeader, if not empty, turns request IDs on, under that
+	// header name (usually "X-Request-ID"): a valid ID (1 to 128 visible
+	// ASCII characters) sent by a peer in TrustedProxies is kept, any
+	// other request gets a new one (32 hex digits). The ID goes upstream
+	// in that header, back to the client in the response, into every log
+	// line of the Proxy and into the Record. If empty, the Proxy adds no
+	// such header (a transparent proxy changes nothing by default) and a
+	// client's is forwarded as any other field.
+	RequestIDHeader string
+
 	// WebSocket configures upgraded connections and CONNECT tunnels. If
 	// nil, WebSocket and other upgrades are tunnelled transparently with
 	// default limits.
@@ -289,12 +317,20 @@ type ProxyRequest struct {
 	wroteHeaders atomic.Bool // set by the transport's goroutine
 	sent1xx      bool        // a 1xx response reached the client: no retry
 	timeout      time.Duration
+	rec          Record         // see Record; filled in when OnExchange is set
+	attemptStart time.Time      // when the current attempt was sent
+	bodyUsed     bool           // body was started for this request
 	stopTimer    func()         // ends the timers of SetTimeout
 	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }
 
 // Proxy returns the Proxy handling the request.
 func (pr *ProxyRequest) Proxy() *Proxy { return pr.proxy }
+
+// Record returns the exchange's Record as far as it is known. Hooks may
+// read it (RequestID, Start, Attempts) and set CloseCode; it is filled
+// in only when the Proxy's OnExchange is set, but for RequestID.
+func (pr *ProxyRequest) Record() *Record { return &pr.rec }
 
 // Context returns the request's context, canceled when the client goes
 // away, the Proxy's handler returns or the bound of SetTimeout expires.
@@ -404,6 +440,8 @@ func (pr *ProxyRequest) localRequest() *http.Request {
 	r.Close = pr.In.Close
 	if r.Body == nil {
 		r.Body = http.NoBody
+	} else if pr.proxy.OnExchange != nil && r.Body != http.NoBody {
+		r.Body = &countedBody{ReadCloser: r.Body, n: &pr.rec.RequestBytes}
 	}
 	return r
 }
@@ -428,6 +466,10 @@ func refusesAmbiguousFraming(w http.ResponseWriter) bool {
 // ServeHTTP runs the request through the pipeline described on Proxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
+	var start time.Time
+	if p.OnExchange != nil {
+		start = time.Now()
+	}
 	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 && !refusesAmbiguousFraming(w) {
 		// net/http drops a Content-Length sent along with chunked framing
 		// (RFC 9112 §6.3), so the handler cannot tell a smuggling attempt
@@ -452,17 +494,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
 		}
-		p.fail(w, r, nil, err)
+		p.failEarly(w, r, err, start)
 		return
 	}
 	cr, err := canonicalRequest(r, p.KeepEncodedSlashes)
 	if err != nil {
-		p.fail(w, r, nil, err)
+		p.failEarly(w, r, err, start)
 		return
 	}
 	r = cr
 	pr := p.newProxyRequest(r)
 	defer p.releaseProxyRequest(pr)
+	if p.OnExchange != nil {
+		pr.rec.start(r, start)
+		defer p.finishExchange(&pr.rec, pr)
+	}
 	pr.rw = responseWriter{ResponseWriter: w}
 	pr.w = &pr.rw
 	p.boundClient(pr, w)
@@ -523,6 +569,9 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 	sanitizeRequestHeader(pr.Out.Header, pr.upgrade)
 	p.dropForged(pr.Out.Header, isTrusted(pr.peer, p.TrustedProxies))
 	p.setForwarded(pr)
+	if p.RequestIDHeader != "" {
+		p.setRequestID(pr)
+	}
 	return pr
 }
 
@@ -552,7 +601,8 @@ func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
 // (see boundClient).
 type responseWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	written int64 // body bytes
 
 	idle     time.Duration  // ClientIdleTimeout, if the Proxy applies it
 	wd       writeDeadliner // the server's, when idle > 0
@@ -578,7 +628,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	w.arm()
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 // ReadFrom lets the server's writer move large bodies with sendfile or
@@ -588,13 +640,18 @@ func (w *responseWriter) ReadFrom(r io.Reader) (int64, error) {
 		w.status = http.StatusOK
 	}
 	rf, _ := w.ResponseWriter.(io.ReaderFrom)
-	if w.idle > 0 {
-		return w.readFromBounded(rf, r)
+	var n int64
+	var err error
+	switch {
+	case w.idle > 0:
+		return w.readFromBounded(rf, r) // counts what it writes
+	case rf != nil:
+		n, err = rf.ReadFrom(r)
+	default:
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
 	}
-	if rf != nil {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	w.written += n
+	return n, err
 }
 
 // Flush implements http.Flusher for handlers that assert it directly.

@@ -198,6 +198,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		}
 		pr.body.start(pr.Out.Body, limit, pr.Out.ContentLength)
 		pr.body.trailersTo(pr)
+		pr.bodyUsed = true
 	}
 	orig := *pr.Out.URL
 	origHost := pr.Out.Host
@@ -229,7 +230,13 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			*pr.Out = *pr.Out.WithContext(withDialCheck(pr.Out.Context(), pr.DialCheck))
 			checked = true
 		}
+		var done func(Result)
+		if p.OnAttempt != nil {
+			done = p.OnAttempt(pr)
+		}
 		start := time.Now()
+		pr.attemptStart = start
+		pr.rec.Connect = 0
 		var res *http.Response
 		var err error
 		if eng != nil && (pr.Out.URL.Scheme == "http" || pr.Out.URL.Scheme == "unix") {
@@ -259,9 +266,18 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 				res, err = p.transport.RoundTrip(pr.Out)
 			}
 		}
+		if p.OnExchange != nil {
+			pr.rec.Upstream = pr.Out.URL.Host
+			a := Result{Upstream: pr.Out.URL.Host, Err: err}
+			if err == nil {
+				a.Status = res.StatusCode
+				pr.rec.UpstreamHeader = time.Since(pr.rec.Start)
+			}
+			pr.rec.Attempts = append(pr.rec.Attempts, a) // its Duration: see deliver
+		}
 		if err == nil {
-			if obs != nil {
-				ob := &observedBody{rc: res.Body, obs: obs, pr: pr,
+			if obs != nil || done != nil {
+				ob := &observedBody{rc: res.Body, obs: obs, done: done, pr: pr,
 					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
 				res.Body = ob
 				// A 101 body is the upgraded connection: keep it writable.
@@ -284,8 +300,15 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
+		failed := Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)}
+		if p.OnExchange != nil {
+			pr.rec.Attempts[len(pr.rec.Attempts)-1] = failed
+		}
 		if obs != nil {
-			obs.Observe(pr, Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)})
+			obs.Observe(pr, failed)
+		}
+		if done != nil {
+			done(failed)
 		}
 		if !pr.retryable(err, policy, first, hasBody, bs) || pr.attempt+1 >= attempts {
 			return nil, err
@@ -321,10 +344,17 @@ func (pr *ProxyRequest) retryable(err error, policy *RetryPolicy, first time.Tim
 // so that a RoundTripper other than sluice's engine reports 1xx
 // responses and the writing of the request head.
 func (pr *ProxyRequest) traceRequest() {
+	var getConn time.Time
 	trace := &httptrace.ClientTrace{
 		Got100Continue: pr.got100Continue,
 		Got1xxResponse: pr.got1xxResponse,
 		WroteHeaders:   func() { pr.wroteHeaders.Store(true) },
+		GetConn:        func(string) { getConn = time.Now() },
+		GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused && !getConn.IsZero() {
+				pr.rec.Connect = time.Since(getConn) // TLS handshake included
+			}
+		},
 	}
 	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
 }
@@ -334,6 +364,8 @@ func (pr *ProxyRequest) traceRequest() {
 type exchangeHooks struct{ pr *ProxyRequest }
 
 func (h *exchangeHooks) WroteHeaders() { h.pr.wroteHeaders.Store(true) }
+
+func (h *exchangeHooks) GotConn(dial time.Duration) { h.pr.rec.Connect = dial }
 
 func (h *exchangeHooks) Got1xx(code int, header http.Header) {
 	if code == http.StatusContinue {
@@ -823,10 +855,12 @@ func clientBodyError(err error, http2 bool) error {
 	return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed request body: %w", err)}
 }
 
-// observedBody reports the end of a response body to an Observer.
+// observedBody reports the end of a response body to an Observer and to
+// the function OnAttempt returned.
 type observedBody struct {
 	rc    io.ReadCloser
 	obs   Observer
+	done  func(Result)
 	pr    *ProxyRequest
 	res   Result
 	start time.Time
@@ -883,7 +917,12 @@ func (b *observedBody) Close() error {
 	err := b.rc.Close()
 	b.once.Do(func() {
 		b.res.Duration = time.Since(b.start)
-		b.obs.Observe(b.pr, b.res)
+		if b.obs != nil {
+			b.obs.Observe(b.pr, b.res)
+		}
+		if b.done != nil {
+			b.done(b.res)
+		}
 	})
 	return err
 }

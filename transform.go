@@ -206,7 +206,8 @@ func decodeJSON(b []byte, v any) error {
 // its strong ETag is weakened (and a HEAD response loses Content-Length)
 // so that it agrees with the transformed GET. Intercept asks the upstream
 // for a whole representation in a coding the proxy can decode: it removes
-// Range and If-Range and limits Accept-Encoding with LimitAcceptEncoding.
+// Range and If-Range and limits Accept-Encoding to the client's
+// preferences among gzip and deflate (identity if none is left).
 //
 // When Func changes the body, the response gets:
 //   - Content-Length set to the new size (chunked framing dropped);
@@ -330,14 +331,14 @@ type readCloser struct {
 	io.Closer
 }
 
-// LimitAcceptEncoding rewrites the Accept-Encoding of an outbound request
+// limitAcceptEncoding rewrites the Accept-Encoding of an outbound request
 // so that the upstream can only choose a content coding the proxy decodes
 // for a transform: the client's own preferences restricted to gzip and
 // deflate (with their weights), or "identity" if none is left. Upstream
 // compression is kept when the client accepts it, and an upstream that
 // honors Accept-Encoding never sends br or zstd that a transform could
 // not read (RFC 9110 §12.5.3).
-func LimitAcceptEncoding(h http.Header) {
+func limitAcceptEncoding(h http.Header) {
 	var keep []string
 	for _, v := range h.Values("Accept-Encoding") {
 		for part := range strings.SplitSeq(v, ",") {
@@ -366,7 +367,7 @@ func LimitAcceptEncoding(h http.Header) {
 // prepareTransform asks the upstream for a whole representation in a
 // coding the proxy can decode.
 func prepareTransform(h http.Header) {
-	LimitAcceptEncoding(h)
+	limitAcceptEncoding(h)
 	h.Del("Range")
 	h.Del("If-Range")
 }

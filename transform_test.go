@@ -259,9 +259,9 @@ func TestLimitAcceptEncoding(t *testing.T) {
 		if tt.in != "" {
 			h.Set("Accept-Encoding", tt.in)
 		}
-		LimitAcceptEncoding(h)
+		limitAcceptEncoding(h)
 		if got := h.Get("Accept-Encoding"); got != tt.want {
-			t.Errorf("LimitAcceptEncoding(%q) = %q, want %q", tt.in, got, tt.want)
+			t.Errorf("limitAcceptEncoding(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -369,7 +369,7 @@ func FuzzLimitAcceptEncoding(f *testing.F) {
 	f.Add("deflate;q=, identity;q=0")
 	f.Fuzz(func(t *testing.T, v string) {
 		h := http.Header{"Accept-Encoding": {v}}
-		LimitAcceptEncoding(h)
+		limitAcceptEncoding(h)
 		got := h.Values("Accept-Encoding")
 		if len(got) != 1 {
 			t.Fatalf("%d values", len(got))
@@ -379,7 +379,7 @@ func FuzzLimitAcceptEncoding(f *testing.F) {
 			switch strings.ToLower(strings.TrimSpace(coding)) {
 			case "gzip", "x-gzip", "deflate", "identity":
 			default:
-				t.Fatalf("LimitAcceptEncoding(%q) kept %q", v, coding)
+				t.Fatalf("limitAcceptEncoding(%q) kept %q", v, coding)
 			}
 		}
 	})

@@ -228,6 +228,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 		t.shutdown(ws.StatusGoingAway, "proxy shutting down")
 	}
 	t.run()
+	t.record(pr)
 	return nil
 }
 
@@ -375,6 +376,7 @@ type tunnel struct {
 	idle     time.Duration
 
 	small [2][512]byte
+	moved [2]int64 // bytes written: client to upstream, upstream to client
 
 	start      time.Time    // with its monotonic clock reading
 	lastActive atomic.Int64 // time.Since(start) at the last read
@@ -426,6 +428,13 @@ func (t *tunnel) checkIdle() {
 		return
 	}
 	t.shutdown(ws.StatusGoingAway, "idle timeout")
+}
+
+// record adds the bytes the tunnel moved to pr's Record (run has
+// returned: both pumps are done).
+func (t *tunnel) record(pr *ProxyRequest) {
+	pr.rec.RequestBytes += t.moved[0]
+	pr.rec.ResponseBytes += t.moved[1]
 }
 
 // kill closes both connections; the pumps return promptly.
@@ -482,7 +491,8 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 		if t.ws {
 			tr.Advance(t.pending)
 		}
-		_, err := dst.Write(t.pending)
+		n, err := dst.Write(t.pending)
+		t.moved[i] += int64(n)
 		t.pending = nil
 		if err != nil {
 			t.kill()
@@ -517,7 +527,9 @@ func (t *tunnel) pump(i int, src io.Reader, dst io.Writer, srcConn net.Conn, toU
 			if t.ws {
 				tr.Advance(buf[:n])
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			w, werr := dst.Write(buf[:n])
+			t.moved[i] += int64(w)
+			if werr != nil {
 				t.kill()
 				return
 			}

@@ -49,6 +49,9 @@ type Hooks interface {
 	Got1xx(code int, header http.Header)
 	// WroteHeaders is called once the request head was written.
 	WroteHeaders()
+	// GotConn is called with the connection the request goes on: dial
+	// is the time it took to connect, 0 for a pooled one.
+	GotConn(dial time.Duration)
 }
 
 // Client is an HTTP/1.1 client for http:// upstreams. Its zero value is
@@ -205,6 +208,13 @@ func (c *Client) Do(req *http.Request, hooks Hooks) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		if hooks != nil {
+			if reused {
+				hooks.GotConn(0)
+			} else {
+				hooks.GotConn(pc.dialed)
+			}
+		}
 		res, err := pc.roundTrip(req, hooks)
 		if err == nil {
 			return res, nil
@@ -318,11 +328,12 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 	if strings.HasPrefix(addr, "/") {
 		network = "unix" // a Unix-domain socket's path (scheme "unix" in Do)
 	}
+	t0 := time.Now()
 	nc, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, false, err
 	}
-	pc := &conn{client: c, pool: hp, nc: nc, probe: newProber(nc)}
+	pc := &conn{client: c, pool: hp, nc: nc, probe: newProber(nc), dialed: time.Since(t0)}
 	pc.lr = h1wire.LimitReader{R: idleReader{pc}, N: -1, TooLarge: errHeaderTooLarge}
 	pc.acquireBuffers()
 	return pc, false, nil

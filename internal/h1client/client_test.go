@@ -189,10 +189,12 @@ func TestCloseDelimitedAndConnectionClose(t *testing.T) {
 type recHooks struct {
 	codes []int
 	wrote bool
+	dials []time.Duration
 }
 
 func (h *recHooks) Got1xx(code int, _ http.Header) { h.codes = append(h.codes, code) }
 func (h *recHooks) WroteHeaders()                  { h.wrote = true }
+func (h *recHooks) GotConn(d time.Duration)        { h.dials = append(h.dials, d) }
 
 func TestInformationalAndExpectContinue(t *testing.T) {
 	leaktest.Check(t)
@@ -212,6 +214,17 @@ func TestInformationalAndExpectContinue(t *testing.T) {
 	res.Body.Close()
 	if diff := cmp.Diff([]int{103}, h.codes); diff != "" || !h.wrote {
 		t.Errorf("1xx (-want +got):\n%s wrote=%v", diff, h.wrote)
+	}
+	// GotConn: the time to connect for a new connection, 0 for a pooled one.
+	req, _ = http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	res, err = c.Do(req, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if len(h.dials) != 2 || h.dials[0] <= 0 || h.dials[1] != 0 {
+		t.Errorf("GotConn got %v, want a dial time then 0 (pooled)", h.dials)
 	}
 
 	// An upstream that rejects at once: the body must not be sent.

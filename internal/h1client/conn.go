@@ -29,6 +29,7 @@ type conn struct {
 	pool      *hostPool
 	nc        net.Conn
 	probe     *prober
+	dialed    time.Duration // how long connecting took
 	lr        h1wire.LimitReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
