@@ -500,9 +500,11 @@ func TestProxyProtocolCurl(t *testing.T) {
 }
 
 // HAProxy in front of a Server, in TCP mode with send-proxy (v1) and
-// send-proxy-v2: the client reaches HAProxy over IPv6 (::1), HAProxy
-// reaches the Server over IPv4 (127.0.0.1), so the upstream's
-// X-Forwarded-For says ::1 only if the header was believed.
+// send-proxy-v2: the handler sees the client's own address and port
+// (not HAProxy's connection to the Server), and the upstream's
+// X-Forwarded-For names the client. The client reaches HAProxy over IPv6
+// (::1) where the machine has it, and HAProxy the Server over IPv4
+// (127.0.0.1), so that the addresses differ too.
 func TestProxyProtocolHAProxy(t *testing.T) {
 	leaktest.Check(t)
 	haproxy := "/usr/sbin/haproxy"
@@ -526,7 +528,13 @@ func TestProxyProtocolHAProxy(t *testing.T) {
 		s.ProxyProtocol = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	})
 
-	v1Port, v2Port := freeLoopbackPort(t, "[::1]"), freeLoopbackPort(t, "[::1]")
+	host, clientIP := "[::1]", "::1"
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		host, clientIP = "127.0.0.1", "127.0.0.1"
+	} else {
+		ln.Close()
+	}
+	v1Port, v2Port := freeLoopbackPort(t, host), freeLoopbackPort(t, host)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global
 	maxconn 100
@@ -536,16 +544,16 @@ defaults
 	timeout client 30s
 	timeout server 30s
 frontend v1
-	bind [::1]:%d
+	bind %s:%d
 	default_backend v1
 backend v1
 	server sluice %s send-proxy
 frontend v2
-	bind [::1]:%d
+	bind %s:%d
 	default_backend v2
 backend v2
 	server sluice %s send-proxy-v2
-`, v1Port, addr, v2Port, addr)
+`, host, v1Port, addr, host, v2Port, addr)
 	cfgFile := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -563,14 +571,20 @@ backend v2
 		<-exited
 	})
 
-	tr := &http.Transport{DisableKeepAlives: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var clientAddrs sync.Map // the client's own addresses, by path
 	for _, tt := range []struct {
 		name string
 		port int
 	}{{"send-proxy", v1Port}, {"send-proxy-v2", v2Port}} {
-		url := fmt.Sprintf("http://[::1]:%d/%s", tt.port, tt.name)
+		url := fmt.Sprintf("http://%s:%d/%s", host, tt.port, tt.name)
+		tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := new(net.Dialer).DialContext(ctx, network, addr)
+			if err == nil {
+				clientAddrs.Store("/"+tt.name, c.LocalAddr().String())
+			}
+			return c, err
+		}}
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		var res *http.Response
 		var err error
 		// HAProxy may still be starting: its listener refuses until then.
@@ -592,13 +606,15 @@ backend v2
 		if res.StatusCode != 200 {
 			t.Errorf("%s: %s", tt.name, res.Status)
 		}
-		if v, _ := remotes.Load("/" + tt.name); !strings.HasPrefix(fmt.Sprint(v), "[::1]:") {
-			t.Errorf("%s: the handler saw RemoteAddr %v, want [::1]:port", tt.name, v)
+		got, _ := remotes.Load("/" + tt.name)
+		want, _ := clientAddrs.Load("/" + tt.name)
+		if got != want {
+			t.Errorf("%s: the handler saw RemoteAddr %v, want the client's %v", tt.name, got, want)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if diff := cmp.Diff([]string{"::1", "::1"}, seen); diff != "" {
+	if diff := cmp.Diff([]string{clientIP, clientIP}, seen); diff != "" {
 		t.Errorf("X-Forwarded-For at the upstream (-want +got):\n%s", diff)
 	}
 }
@@ -612,4 +628,58 @@ func freeLoopbackPort(t *testing.T, host string) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// A TLS listener that does not come from TLSListener hides the raw
+// connection: a listed peer's connection is closed, with a warning.
+func TestProxyProtocolForeignTLSListener(t *testing.T) {
+	leaktest.Check(t)
+	cert := newTestPKI(t).issue(t, "server", false)
+	logs := &logRecorder{}
+	srv := &Server{Handler: echoAddrs(), Logger: logs.logger(), ProxyProtocol: loopbackPeers}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	if got := exchange(t, ln.Addr().String(), ppV2("203.0.113.7:1", "192.0.2.1:443")+"\x16\x03\x01"); got != "" {
+		t.Errorf("answered %q, want the connection closed", got)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "TLSListener") {
+		t.Errorf("logged %q, want a warning naming TLSListener", logs)
+	}
+}
+
+// Bodies move both ways through a connection whose addresses a header
+// gave (the wrapper keeps *net.TCPConn's ReadFrom, so splice(2), and its
+// descriptor for the idle wait).
+func TestProxyProtocolLargeBodies(t *testing.T) {
+	leaktest.Check(t)
+	const size = 4 << 20
+	upstream := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Header().Set("X-Got", fmt.Sprint(n))
+		w.Write(bytes.Repeat([]byte("d"), size))
+	})
+	_, addr := ppServer(t, proxyTo(t, upstream.URL), false, nil)
+	tr := &http.Transport{DialContext: ppDialer(ppV1("203.0.113.7:40000", "192.0.2.1:80"))}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	for i := range 3 { // on one connection
+		res, err := c.Post("http://"+addr+"/up", "application/octet-stream", bytes.NewReader(bytes.Repeat([]byte("u"), size/4)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || n != size || res.Header.Get("X-Got") != fmt.Sprint(size/4) {
+			t.Errorf("exchange %d: got %d bytes (%v), the upstream %s; want %d and %d", i, n, err, res.Header.Get("X-Got"), size, size/4)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -378,8 +379,9 @@ func TestReceive(t *testing.T) {
 			if _, isTCP := c.(*net.TCPConn); isTCP {
 				_, rf := got.(io.ReaderFrom)
 				_, cw := got.(interface{ CloseWrite() error })
-				if !rf || !cw {
-					t.Errorf("%s: %T: ReaderFrom %v, CloseWrite %v; want both", tt.name, got, rf, cw)
+				_, sc := got.(syscall.Conn)
+				if !rf || !cw || !sc {
+					t.Errorf("%s: %T: ReaderFrom %v, CloseWrite %v, syscall.Conn %v; want all", tt.name, got, rf, cw, sc)
 				}
 			}
 			if rest, _ := io.ReadAll(got); string(rest) != after {
