@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -150,9 +151,33 @@ type Server struct {
 	// net/http's defaults.
 	HTTP2 *http.HTTP2Config
 
+	// ProxyProtocol lists the peers that put a PROXY protocol header
+	// (version 1 or 2: HAProxy's send-proxy and send-proxy-v2, the layer
+	// 4 load balancers of AWS, Google Cloud and Azure) in front of each
+	// connection to tell the client's address. A connection from one of
+	// them must start with that header, before the TLS handshake on a TLS
+	// listener; the header's source becomes the connection's remote
+	// address, the Request.RemoteAddr that a Proxy's TrustedProxies,
+	// AllowFrom, Squid helpers and X-Forwarded-For go by, and its
+	// destination the local address (http.LocalAddrContextKey). The
+	// sender's health checks (version 2 LOCAL, version 1 UNKNOWN) keep
+	// the connection's own addresses. A missing, malformed or incomplete
+	// header, or one relaying UDP or a Unix socket, closes the connection
+	// (logged at debug level); the header and the TLS handshake together
+	// must be done within ReadHeaderTimeout. Connections from any other
+	// peer are served as they are: a PROXY header from them is a
+	// malformed request (400), never believed. Peers are matched by their
+	// TCP address; on a TLS listener, the header is read when the
+	// listener comes from TLSListener (as with ServeTLS and
+	// ListenAndServeTLS), and a listed peer's connection from another TLS
+	// listener is closed (logged at warning level). If nil, no peer sends
+	// a header.
+	ProxyProtocol []netip.Prefix
+
 	// Logger receives handler panics (error level), request heads that
-	// timed out (info), and clients' HTTP/2 protocol errors and failed TLS
-	// handshakes (debug). If nil, slog.Default().
+	// timed out (info), and clients' HTTP/2 protocol errors, failed TLS
+	// handshakes and refused PROXY protocol headers (debug). If nil,
+	// slog.Default().
 	Logger *slog.Logger
 
 	once  sync.Once

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/internal/h1server"
 	"github.com/sluiceproxy/sluice/internal/h2server"
+	"github.com/sluiceproxy/sluice/internal/proxyproto"
 )
 
 // front is what Server adds around its HTTP/1.1 server: the accept loop,
@@ -25,10 +26,10 @@ type front struct {
 	h1, h2, h2c bool // the protocols served
 	h2srv       *h2server.Server
 
-	closing    atomic.Bool
-	mu         sync.Mutex
-	listeners  map[*net.Listener]struct{}
-	handshakes map[*tls.Conn]struct{}
+	closing   atomic.Bool
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	pending   map[net.Conn]struct{} // reading a PROXY header or in the TLS handshake
 }
 
 // DefaultHTTP2MaxReadFrameSize is the largest HTTP/2 frame Server accepts
@@ -124,7 +125,10 @@ func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
 // (NextProtos) offer "h2" and "http/1.1" as Protocols allows, the user's
 // other protocols kept, and, when certFile or keyFile is set or the
 // configuration has no certificate of its own, the key pair loaded from
-// them. It lets a TLS server run under the Serve function:
+// them. Serve reads the PROXY protocol header of a peer of ProxyProtocol
+// before the TLS handshake only on a listener TLSListener returned, itself
+// (not wrapped in another listener). It lets a TLS server run under the
+// Serve function:
 //
 //	tl, err := srv.TLSListener(ln, "cert.pem", "key.pem")
 //	...
@@ -147,7 +151,26 @@ func (s *Server) TLSListener(ln net.Listener, certFile, keyFile string) (net.Lis
 		}
 		cfg.Certificates = append([]tls.Certificate{cert}, cfg.Certificates...)
 	}
-	return tls.NewListener(ln, cfg), nil
+	return &tlsListener{Listener: ln, cfg: cfg}, nil
+}
+
+// tlsListener is what TLSListener returns: tls.NewListener's listener,
+// whose configuration Serve can reach, so that it accepts from the
+// listener under it and reads a PROXY protocol header (see
+// Server.ProxyProtocol) before the handshake.
+type tlsListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+// Accept returns the next connection, wrapped in TLS (its handshake is
+// done on its first read or write).
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(c, l.cfg), nil
 }
 
 // alpn returns a copy of protos with "h2" and "http/1.1" present or
@@ -167,10 +190,11 @@ func alpn(protos []string, h1, h2 bool) []string {
 }
 
 // serve is Server.Serve: it accepts connections on ln and routes each to
-// the HTTP/1.1 or the HTTP/2 server. A *tls.Conn first completes its
-// handshake on a goroutine of its own, then goes where its ALPN protocol
-// says; a plain connection goes to the HTTP/1.1 server, which hands it
-// on when it starts with the h2c preface.
+// the HTTP/1.1 or the HTTP/2 server. A connection from a peer of
+// ProxyProtocol first has its PROXY header read, and a *tls.Conn its
+// handshake completed, on a goroutine of its own (prepare); then a TLS
+// connection goes where its ALPN protocol says, a plain one to the
+// HTTP/1.1 server, which hands it on when it starts with the h2c preface.
 func (s *Server) serve(ln net.Listener) error {
 	h1 := s.server()
 	f := &s.front
@@ -196,44 +220,115 @@ func (s *Server) serve(ln net.Listener) error {
 		<-h1done
 	}()
 
+	// A listener from TLSListener is served from the one under it: a
+	// PROXY header comes before the TLS handshake.
+	raw, tlsCfg := ln, (*tls.Config)(nil)
+	if tl, ok := ln.(*tlsListener); ok {
+		raw, tlsCfg = tl.Listener, tl.cfg
+	}
 	var backoff time.Duration
 	for {
-		nc, err := h1server.Accept(ln, &f.closing, &backoff)
+		nc, err := h1server.Accept(raw, &f.closing, &backoff)
 		if err != nil {
 			return err
 		}
-		if tc, ok := nc.(*tls.Conn); ok {
-			if f.trackHandshake(tc, true) {
-				go s.handshake(tc, q)
+		header := s.sendsProxyHeader(nc)
+		if tlsCfg != nil && !header {
+			nc = tls.Server(nc, tlsCfg)
+		}
+		if _, isTLS := nc.(*tls.Conn); isTLS || header {
+			if f.trackPending(nc, true) {
+				go s.prepare(nc, header, tlsCfg, q)
 			} else {
-				tc.Close()
+				nc.Close()
 			}
 			continue
 		}
-		switch {
-		case f.h1:
-			if !q.Push(nc) {
-				nc.Close()
-			}
-		case f.h2c:
-			f.h2srv.ServeConn(nc)
-		default:
-			nc.Close()
-		}
+		s.dispatch(nc, q)
 	}
 }
 
-// handshake completes the TLS handshake of tc, bounded by
-// ReadHeaderTimeout, and hands tc to the server of the protocol it
-// negotiated (ALPN, RFC 7301): "h2" to HTTP/2, anything else (or none) to
-// HTTP/1.1. The handshake's goroutine, its stack grown by the
-// cryptography, ends there: the connection is served on fresh ones.
+// dispatch hands a plain connection to the HTTP/1.1 server (which passes
+// it on to HTTP/2 if it starts with the h2c preface), or to the HTTP/2
+// server when h2c is the only protocol served.
+func (s *Server) dispatch(nc net.Conn, q *h2server.Queue) {
+	f := &s.front
+	switch {
+	case f.h1:
+		if !q.Push(nc) {
+			nc.Close()
+		}
+	case f.h2c:
+		f.h2srv.ServeConn(nc)
+	default:
+		nc.Close()
+	}
+}
+
+// sendsProxyHeader reports whether nc's peer is one of ProxyProtocol.
+func (s *Server) sendsProxyHeader(nc net.Conn) bool {
+	if len(s.ProxyProtocol) == 0 {
+		return false
+	}
+	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
+	return ok && isTrusted(ta.AddrPort().Addr().Unmap().WithZone(""), s.ProxyProtocol)
+}
+
+// prepare does, on the connection's own goroutine, what waits on the
+// client before a request can be read: the PROXY header when header is
+// set (then the TLS handshake with tlsCfg, if not nil), the TLS handshake
+// of a *tls.Conn. Both together are bounded by ReadHeaderTimeout (see
+// handshakeTimeout); Shutdown and Close end them (front.stop). The
+// connection then goes to its server.
+func (s *Server) prepare(nc net.Conn, header bool, tlsCfg *tls.Config, q *h2server.Queue) {
+	f := &s.front
+	defer f.trackPending(nc, false)
+	if d := s.handshakeTimeout(); d > 0 {
+		_ = nc.SetDeadline(time.Now().Add(d))
+	}
+	c := nc
+	if header {
+		if _, ok := nc.(*tls.Conn); ok {
+			// A TLS listener that does not come from TLSListener: the
+			// header is under the TLS connection, whose addresses
+			// cannot be changed.
+			s.logger().Warn("sluice: PROXY protocol on a TLS listener not made by Server.TLSListener: connection closed", "remote", nc.RemoteAddr().String())
+			nc.Close()
+			return
+		}
+		pc, _, err := proxyproto.Receive(nc)
+		if err != nil {
+			s.logger().Debug("sluice: PROXY protocol header refused", "remote", nc.RemoteAddr().String(), "error", err)
+			nc.Close()
+			return
+		}
+		if c = pc; tlsCfg != nil {
+			c = tls.Server(c, tlsCfg)
+		}
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		s.handshake(tc, q)
+		return
+	}
+	// The HTTP/1.1 server sets the read deadline itself.
+	_ = c.SetDeadline(time.Time{})
+	s.dispatch(c, q)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// handshake completes the TLS handshake of tc, within the deadline that
+// prepare set, and hands tc to the server of the protocol it negotiated
+// (ALPN, RFC 7301): "h2" to HTTP/2, anything else (or none) to HTTP/1.1.
+// The handshake's goroutine, its stack grown by the cryptography, ends
+// there: the connection is served on fresh ones.
 func (s *Server) handshake(tc *tls.Conn, q *h2server.Queue) {
 	f := &s.front
-	defer f.trackHandshake(tc, false)
-	if d := s.handshakeTimeout(); d > 0 {
-		_ = tc.SetDeadline(time.Now().Add(d))
-	}
 	if err := tc.Handshake(); err != nil {
 		s.handshakeFailed(tc, err)
 		return
@@ -280,11 +375,7 @@ func (s *Server) handshakeFailed(tc *tls.Conn, err error) {
 		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		err = errors.New("client sent an HTTP request to an HTTPS server")
 	}
-	logger := s.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	logger.Debug("sluice: TLS handshake failed", "remote", tc.RemoteAddr().String(), "error", err)
+	s.logger().Debug("sluice: TLS handshake failed", "remote", tc.RemoteAddr().String(), "error", err)
 }
 
 // looksLikeHTTP reports whether the first five bytes of a connection that
@@ -314,25 +405,26 @@ func (f *front) track(ln *net.Listener, add bool) bool {
 	return true
 }
 
-func (f *front) trackHandshake(tc *tls.Conn, add bool) bool {
+func (f *front) trackPending(nc net.Conn, add bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !add {
-		delete(f.handshakes, tc)
+		delete(f.pending, nc)
 		return true
 	}
 	if f.closing.Load() {
 		return false
 	}
-	if f.handshakes == nil {
-		f.handshakes = make(map[*tls.Conn]struct{})
+	if f.pending == nil {
+		f.pending = make(map[net.Conn]struct{})
 	}
-	f.handshakes[tc] = struct{}{}
+	f.pending[nc] = struct{}{}
 	return true
 }
 
 // stop stops accepting: the listeners close, and so do connections still
-// in their TLS handshake (no request of theirs has begun).
+// waiting for their PROXY header or in their TLS handshake (no request of
+// theirs has begun).
 func (f *front) stop() {
 	f.closing.Store(true)
 	f.mu.Lock()
@@ -340,8 +432,8 @@ func (f *front) stop() {
 	for ln := range f.listeners {
 		(*ln).Close()
 	}
-	for tc := range f.handshakes {
-		tc.Close()
+	for nc := range f.pending {
+		nc.Close()
 	}
 }
 

@@ -9,11 +9,13 @@
 //	go run ./examples/passthrough -tls-cert cert.pem -tls-key key.pem   # HTTPS, HTTP/2 and HTTP/1.1
 //	go run ./examples/passthrough -h2c                                  # HTTP/1.1 and h2c on one port
 //	go run ./examples/passthrough -forward   # TEST MODE: also an open forward proxy (curl -x), loopback included
+//	go run ./examples/passthrough -proxy-protocol 10.0.0.0/8            # behind an L4 load balancer sending PROXY headers
 package main
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -51,6 +53,38 @@ type config struct {
 	// requests and CONNECT) to any host and port, loopback and private
 	// addresses included: a test mode for checks from outside.
 	forward bool
+
+	// proxyProtocol are the peers whose connections start with a PROXY
+	// protocol header (sluice.Server.ProxyProtocol).
+	proxyProtocol []netip.Prefix
+}
+
+// prefixes is a repeatable flag of comma-separated CIDR prefixes; a bare
+// address is a prefix of its own (/32, /128).
+type prefixes []netip.Prefix
+
+func (p *prefixes) String() string {
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *prefixes) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		pr, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return fmt.Errorf("%q is neither a CIDR prefix nor an address", f)
+			}
+			pr = netip.PrefixFrom(a, a.BitLen())
+		}
+		*p = append(*p, pr.Masked())
+	}
+	return nil
 }
 
 // patterns is a repeatable flag.
@@ -94,6 +128,11 @@ Usage: passthrough [flags]
 	flag.BoolVar(&cfg.forward, "forward", false, "TEST MODE, never expose it: also act as an open forward proxy (curl -x; absolute-form "+
 		"requests and CONNECT tunnels) to ANY host and port, loopback and private addresses included; "+
 		"examples/url-filter is the filtering, safe-by-default forward proxy")
+	flag.Var((*prefixes)(&cfg.proxyProtocol), "proxy-protocol", "connections from `CIDR[,CIDR]` (an L4 load balancer: HAProxy with "+
+		"send-proxy or send-proxy-v2, AWS NLB, ...; a bare address is a /32 or /128) start with a PROXY protocol header, "+
+		"v1 or v2, before TLS if any, and the client address it gives is the one X-Forwarded-For names. From these peers "+
+		"the header is required (a connection without it is closed), from any other it is refused (400); repeatable; "+
+		"needs -server sluice")
 	flag.Parse()
 	if *server != "sluice" && *server != "net/http" {
 		fmt.Fprintf(os.Stderr, "passthrough: bad -server %q: want sluice or net/http\n", *server)
@@ -104,6 +143,10 @@ Usage: passthrough [flags]
 		os.Exit(2)
 	}
 	cfg.netHTTP = *server == "net/http"
+	if cfg.netHTTP && len(cfg.proxyProtocol) > 0 {
+		fmt.Fprintln(os.Stderr, "passthrough: -proxy-protocol needs -server sluice (net/http's server does not read PROXY headers)")
+		os.Exit(2)
+	}
 	if err := run(*listen, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "passthrough:", err)
 		os.Exit(1)
@@ -136,6 +179,9 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	defer ln.Close()
 	if cfg.clientTimeout < 0 {
 		return fmt.Errorf("-client-timeout %v: must not be negative", cfg.clientTimeout)
+	}
+	if cfg.netHTTP && len(cfg.proxyProtocol) > 0 {
+		return errors.New("-proxy-protocol needs -server sluice")
 	}
 	upstream := cfg.upstream
 	if upstream == "" {
@@ -183,6 +229,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		WriteIdleTimeout:  cfg.clientTimeout,
 		Protocols:         protocols,
 		TLSConfig:         &tls.Config{SessionTicketsDisabled: cfg.tlsNoResume},
+		ProxyProtocol:     cfg.proxyProtocol,
 	}
 	var srv sluice.HTTPServer = s
 	if cfg.netHTTP {
@@ -200,7 +247,8 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		}
 		scheme = "https"
 	}
-	slog.Info("passthrough: proxying", "url", scheme+"://"+ln.Addr().String()+"/", "upstream", upstream, "h2c", cfg.h2c, "forward", cfg.forward)
+	slog.Info("passthrough: proxying", "url", scheme+"://"+ln.Addr().String()+"/", "upstream", upstream, "h2c", cfg.h2c, "forward", cfg.forward,
+		"proxy_protocol", (*prefixes)(&cfg.proxyProtocol).String())
 	if cfg.forward {
 		slog.Warn("passthrough: -forward: an open forward proxy to any host, loopback and private addresses included (test mode)")
 	}
