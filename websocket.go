@@ -646,6 +646,13 @@ func (s *tunnelSet) remove(t liveConn) {
 	s.mu.Unlock()
 }
 
+// len returns the number of live connections.
+func (s *tunnelSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
 // snapshot returns the live connections and a channel closed when none is
 // left.
 func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
@@ -665,6 +672,12 @@ func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
 	}
 	return all, s.empty
 }
+
+// OpenTunnels returns the number of tunnels open now: upgraded
+// connections (WebSocket and others, transparent or served through
+// ProxyRequest.Upgrade) and CONNECT tunnels. Their Records arrive when
+// they end; this is the gauge for the ones under way.
+func (p *Proxy) OpenTunnels() int { return p.conns.len() }
 
 // Shutdown ends the Proxy's hijacked connections, which
 // http.Server.Shutdown does not see: new upgrades get 503, every WebSocket
