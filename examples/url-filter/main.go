@@ -7,7 +7,8 @@
 // TLS ClientHello must ask for the host the helper allowed (-match-sni).
 // Forwarded requests and tunnels never reach loopback, private or cloud
 // metadata addresses (-allow-addrs to open some). X-Forwarded-For names
-// the real requester (seen through trusted load balancers with -trusted),
+// the real requester (seen through trusted L7 load balancers with
+// -trusted, or L4 ones sending the PROXY protocol with -proxy-protocol),
 // and tracking cookies are stripped on the way.
 //
 // With no flags it runs the sample helper (./helper, built in) against an
@@ -65,6 +66,7 @@ type config struct {
 	connectPorts []uint16
 	allowAddrs   []netip.Prefix
 	matchSNI     bool
+	proxyProto   []netip.Prefix
 }
 
 // description is what -h prints before the flags.
@@ -92,7 +94,7 @@ Flags:
 // and the flags to out and returns flag.ErrHelp.
 func parseFlags(args []string, out io.Writer) (config, error) {
 	var cfg config
-	var helperArgs, trusted, strip, ports, allow string
+	var helperArgs, trusted, strip, ports, allow, pp string
 	fs := flag.NewFlagSet("url-filter", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -112,6 +114,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&strip, "strip-cookies", "_ga,_gid,_fbp", "comma-separated cookie names removed from requests")
 	fs.StringVar(&ports, "connect-ports", "443", "comma-separated ports CONNECT tunnels may reach (Squid's SSL_ports)")
 	fs.StringVar(&allow, "allow-addrs", "", "comma-separated CIDRs that forwarded requests may reach although not public (loopback, private, link-local are refused otherwise)")
+	fs.StringVar(&pp, "proxy-protocol", "", "comma-separated CIDRs of L4 load balancers that send a PROXY protocol header (v1 or v2): the client address comes from it")
 	fs.BoolVar(&cfg.matchSNI, "match-sni", true, "close a tunnel whose TLS ClientHello asks for another server name than the CONNECT host (or that is not TLS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -143,6 +146,14 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	}
 	if len(cfg.connectPorts) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("-connect-ports: want at least one port"))
+	}
+	for _, s := range splitList(pp) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-proxy-protocol %q: want CIDRs such as 10.0.0.0/8: %w", s, err))
+			continue
+		}
+		cfg.proxyProto = append(cfg.proxyProto, p)
 	}
 	for _, s := range splitList(allow) {
 		p, err := netip.ParsePrefix(s)
@@ -326,7 +337,7 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	srv := &sluice.Server{Handler: f.proxy}
+	srv := &sluice.Server{Handler: f.proxy, ProxyProtocol: cfg.proxyProto}
 	addr := ln.Addr().String()
 	slog.Info("url-filter: listening", "url", "http://"+addr+"/", "upstream", cfg.upstream,
 		"try", "curl http://"+addr+"/old/page ; curl -x http://"+addr+" http://ads.example/")

@@ -275,6 +275,45 @@ func TestTrustedBalancer(t *testing.T) {
 	}
 }
 
+// TestProxyProtocol: behind an L4 load balancer that sends PROXY
+// headers (curl --haproxy-protocol stands in for it), the helper and the
+// upstream see the address the header names, not the balancer's.
+func TestProxyProtocol(t *testing.T) {
+	leaktest.Check(t)
+	curl := realserver.LookPath(t, "curl", "apt-get install curl")
+	helper := buildHelper(t)
+	backend := httptest.NewServer(demoHandler())
+	t.Cleanup(backend.Close)
+	front := startFilter(t, config{
+		listen: "127.0.0.1:0", upstream: backend.URL,
+		helper: helper, helperArgs: []string{"-test-hooks"},
+		children: 1, timeout: 5 * time.Second, connectPorts: []uint16{443},
+		proxyProto: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+	})
+	// curl sends "PROXY TCP4 127.0.0.1 127.0.0.1 ..." with its own
+	// address: what changes is that the header is required and read.
+	out, err := exec.Command(curl, "-sS", "--max-time", "10", "--haproxy-protocol", front+"/whoami").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "GET /whoami?client=127.0.0.1") || !strings.Contains(string(out), "X-Forwarded-For: 127.0.0.1\n") {
+		t.Errorf("through PROXY protocol: %v\n%s", err, out)
+	}
+	// A header naming another client: that address is the requester.
+	c, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET /whoami HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.Contains(string(b), "GET /whoami?client=203.0.113.7") || !strings.Contains(string(b), "X-Forwarded-For: 203.0.113.7\n") {
+		t.Errorf("client named by the PROXY header not used:\n%s", b)
+	}
+	// Without the header, a listed peer's connection is refused.
+	if out, err := exec.Command(curl, "-sS", "--max-time", "10", front+"/whoami").CombinedOutput(); err == nil {
+		t.Errorf("a listed peer without a PROXY header was served: %s", out)
+	}
+}
+
 // TestFlags: settings that cannot work are refused at start, naming the
 // flag; -h says what the program is before the flags.
 func TestFlags(t *testing.T) {
@@ -296,6 +335,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"-connect-ports", "443,x"}, "-connect-ports"},
 		{[]string{"-connect-ports", ""}, "-connect-ports"},
 		{[]string{"-allow-addrs", "10.0.0.0/8,nope"}, "-allow-addrs"},
+		{[]string{"-proxy-protocol", "10.0.0.0/33"}, "-proxy-protocol"},
 		{[]string{"-connect-ports", "443, 8443", "-allow-addrs", "10.0.0.0/8", "-match-sni=false"}, ""},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	}
