@@ -160,7 +160,12 @@ func (p *Pool) passiveFailure(u *Upstream) {
 	p.logger().Warn("balance: target down (passive)", "id", u.id, "failures", n, "window", window, "cool_down", cool)
 	p.rebuild()
 	p.publish(u.id, cool)
-	time.AfterFunc(cool, p.rebuild)
+	time.AfterFunc(cool, func() {
+		if u.passiveUntil.Load() <= p.now() {
+			p.logger().Info("balance: target back (passive cool-down over)", "id", u.id, "cool_down", cool)
+		}
+		p.rebuild()
+	})
 }
 
 // runHealth runs rounds of active checks until ctx is done.

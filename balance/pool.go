@@ -90,12 +90,19 @@ type Pool struct {
 	epoch    time.Time
 	marks    chan downMark
 
+	running    atomic.Bool // Run is running
+	warnedIdle atomic.Bool // the warning that Run is not running was logged
+
 	syncMu sync.Mutex // serializes Syncs: a load applied after a newer one would undo it
 
 	mu    sync.Mutex           // serializes changes of ups and state
 	ups   map[string]*Upstream // by host: members and draining ex-members
 	state atomic.Pointer[poolState]
 }
+
+// runGrace is how long a Pool with Health serves before it warns that Run
+// is not running (a program starts Run right before serving).
+const runGrace = 5 * time.Second
 
 // Member is one target as a Registry stores it.
 type Member struct {
@@ -480,6 +487,9 @@ func (p *Pool) rebuildLocked() {
 // already tried when it can.
 func (p *Pool) Direct(pr *sluice.ProxyRequest) error {
 	p.init()
+	if p.Health != nil && !p.running.Load() && !p.warnedIdle.Load() && time.Since(p.epoch) > runGrace && p.warnedIdle.CompareAndSwap(false, true) {
+		p.logger().Warn("balance: Health is set but Run is not running: no active health checks (call go pool.Run(ctx))")
+	}
 	st := p.state.Load()
 	if st.picker == nil {
 		pr.ResponseHeader().Set("Retry-After", strconv.Itoa(p.retryAfter(st)))
@@ -626,6 +636,8 @@ func (p *Pool) downReason(u *Upstream) string {
 // and health is passive only.
 func (p *Pool) Run(ctx context.Context) {
 	p.init()
+	p.running.Store(true)
+	defer p.running.Store(false)
 	if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 		p.logger().Warn("balance: sync failed", "err", err)
 	}

@@ -440,7 +440,8 @@ func TestPoolPassiveHealth(t *testing.T) {
 		}
 	})
 	steady := newBackend(t, "steady")
-	pool := &Pool{Logger: quiet(), Passive: &PassiveHealth{Failures: 2, Window: time.Minute, CoolDown: 50 * time.Millisecond}}
+	logs := &logRecorder{}
+	pool := &Pool{Logger: logs.logger(), Passive: &PassiveHealth{Failures: 2, Window: time.Minute, CoolDown: 50 * time.Millisecond}}
 	mustAdd(t, pool, "flaky", flaky.URL())
 	mustAdd(t, pool, "steady", steady.URL)
 	px := poolServer(t, pool, func(p *sluice.Proxy) { p.Retry = &sluice.RetryPolicy{Attempts: 2, Idempotent: true} })
@@ -464,6 +465,32 @@ func TestPoolPassiveHealth(t *testing.T) {
 		_, backend, _ := lbDo(c, "GET", px+"/", "")
 		return backend == "flaky"
 	})
+	// Both changes are logged: down, and back.
+	for _, want := range []string{"target down (passive)", "target back (passive cool-down over)"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// A Pool with active health checks whose Run never started says so,
+// once, after its grace.
+func TestPoolWarnsWithoutRun(t *testing.T) {
+	logs := &logRecorder{}
+	pool := &Pool{Logger: logs.logger(), Health: &HealthCheck{Path: "/health"}}
+	mustAdd(t, pool, "a", "http://127.0.0.1:1")
+	pr := &sluice.ProxyRequest{In: httptest.NewRequest("GET", "/", nil)}
+	pr.Out = pr.In.Clone(pr.In.Context())
+	pool.Direct(pr)
+	if strings.Contains(logs.String(), "Run is not running") {
+		t.Fatal("warned within the grace")
+	}
+	pool.epoch = pool.epoch.Add(-runGrace - time.Second)
+	pool.Direct(pr)
+	pool.Direct(pr)
+	if n := strings.Count(logs.String(), "Run is not running"); n != 1 {
+		t.Errorf("warned %d times, want once:\n%s", n, logs.String())
+	}
 }
 
 func TestPoolWebSocketThroughObserver(t *testing.T) {
