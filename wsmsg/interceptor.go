@@ -233,6 +233,13 @@ func (ic *Interceptor) Intercept(w http.ResponseWriter, pr *sluice.ProxyRequest)
 		stop := context.AfterFunc(ctx, func() { s.closeAll(ws.StatusGoingAway, "proxy shutting down") })
 		defer stop()
 		s.run()
+		// The session's end in the exchange's Record: bytes each way
+		// (frames as sent, headers included) and the close code.
+		rec := pr.Record()
+		rec.RequestBytes += s.upstream.w.(*countWriter).n
+		rec.ResponseBytes += s.client.w.(*countWriter).n
+		code, _ := s.closeStatus()
+		rec.CloseCode = int(code)
 	})
 }
 

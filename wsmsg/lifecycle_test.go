@@ -82,7 +82,17 @@ func TestInterceptorOnClose(t *testing.T) {
 					got <- closed{code, reason}
 				},
 			}
-			p, c, u := frameSetup(t, ic, "")
+			type recorded struct {
+				code      int
+				sent, got int64
+				status    int
+			}
+			recs := make(chan recorded, 2)
+			p, c, u := frameSetup(t, ic, "", func(p *sluice.Proxy) {
+				p.OnExchange = func(rec *sluice.Record) {
+					recs <- recorded{rec.CloseCode, rec.RequestBytes, rec.ResponseBytes, rec.Status}
+				}
+			})
 			tt.end(t, p, c, u)
 			select {
 			case g := <-got:
@@ -102,6 +112,16 @@ func TestInterceptorOnClose(t *testing.T) {
 			}
 			if len(got) != 0 {
 				t.Errorf("OnClose called twice")
+			}
+			// The exchange's Record: once, with the session's close code
+			// and the bytes relayed (a close frame at least went upstream).
+			select {
+			case r := <-recs:
+				if r.code != int(tt.want.Code) || r.status != http.StatusSwitchingProtocols || r.sent == 0 {
+					t.Errorf("Record: close code %d status %d bytes %d/%d; want code %d, 101, bytes sent", r.code, r.status, r.sent, r.got, tt.want.Code)
+				}
+			case <-time.After(wstest.Deadline):
+				t.Fatal("no Record")
 			}
 		})
 	}

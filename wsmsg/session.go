@@ -115,6 +115,30 @@ func sendableCode(code ws.StatusCode) ws.StatusCode {
 
 // peer is one side of a session: where frames are read from and written
 // to.
+// closeStatus is the close code and reason the session ended with:
+// 1006 (abnormal closure) if no close frame was exchanged.
+func (s *Session) closeStatus() (ws.StatusCode, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		return ws.StatusAbnormalClosure, s.reason
+	}
+	return s.code, s.reason
+}
+
+// countWriter counts the bytes written to a peer, for the Record. Writes
+// to a peer are serialized (peer.wmu).
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 type peer struct {
 	name     string // "client" or "upstream", for logs and close reasons
 	br       *bufio.Reader
@@ -169,9 +193,9 @@ func (ic *Interceptor) newSession(ctx context.Context, pr *sluice.ProxyRequest, 
 		log: logger(p), ctx: ctx, cancel: cancel, start: time.Now(),
 		max:  ic.MaxMessageSize,
 		idle: ic.IdleTimeout,
-		client: &peer{name: "client", br: u.ClientReader, w: u.Client, closer: u.Client, conn: u.Client,
+		client: &peer{name: "client", br: u.ClientReader, w: &countWriter{w: u.Client}, closer: u.Client, conn: u.Client,
 			deflate: clientDeflate},
-		upstream: &peer{name: "upstream", br: bufio.NewReaderSize(u.Upstream, 4096), w: u.Upstream, closer: u.Upstream,
+		upstream: &peer{name: "upstream", br: bufio.NewReaderSize(u.Upstream, 4096), w: &countWriter{w: u.Upstream}, closer: u.Upstream,
 			conn: u.UpstreamConn, upstream: true, deflate: upDeflate},
 		subprotocol: strings.TrimSpace(u.Response.Header.Get("Sec-WebSocket-Protocol")),
 	}
@@ -191,12 +215,7 @@ func (s *Session) run() {
 		// callbacks that may still use it.
 		s.inflight.Wait()
 		if s.ic.OnClose != nil {
-			s.mu.Lock()
-			code, reason := s.code, s.reason
-			if !s.closed {
-				code = ws.StatusAbnormalClosure
-			}
-			s.mu.Unlock()
+			code, reason := s.closeStatus()
 			s.ic.OnClose(s, code, reason)
 		}
 	}()

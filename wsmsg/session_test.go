@@ -23,11 +23,14 @@ import (
 
 // frameSetup starts a Proxy whose "/" route relays WebSockets message by
 // message with ic, in front of a raw upstream, and opens one session.
-func frameSetup(t *testing.T, ic *Interceptor, header string) (*sluice.Proxy, *wstest.Peer, *wstest.Peer) {
+func frameSetup(t *testing.T, ic *Interceptor, header string, configure ...func(*sluice.Proxy)) (*sluice.Proxy, *wstest.Peer, *wstest.Peer) {
 	t.Helper()
 	leaktest.Check(t)
 	up := wstest.NewUpstream(t)
 	p := &sluice.Proxy{Director: &sluice.SingleHost{Target: up.URL}}
+	for _, c := range configure {
+		c(p)
+	}
 	p.Handle("/", ic)
 	srv := newTestProxy(t, p)
 	c, res := wstest.Dial(t, srv, header, nil)
