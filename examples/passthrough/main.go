@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/accesslog"
 	"github.com/sluiceproxy/sluice/forward"
 )
 
@@ -57,6 +58,12 @@ type config struct {
 	// proxyProtocol are the peers whose connections start with a PROXY
 	// protocol header (sluice.Server.ProxyProtocol).
 	proxyProtocol []netip.Prefix
+
+	// accessLog is "", "slog" or "combined": an access log line per
+	// exchange on standard output (package accesslog).
+	accessLog string
+	// requestID is the request ID header ("" for none).
+	requestID string
 }
 
 // prefixes is a repeatable flag of comma-separated CIDR prefixes; a bare
@@ -128,6 +135,8 @@ Usage: passthrough [flags]
 	flag.BoolVar(&cfg.forward, "forward", false, "TEST MODE, never expose it: also act as an open forward proxy (curl -x; absolute-form "+
 		"requests and CONNECT tunnels) to ANY host and port, loopback and private addresses included; "+
 		"examples/url-filter is the filtering, safe-by-default forward proxy")
+	flag.StringVar(&cfg.accessLog, "access-log", "", `an access log line per exchange on standard output: "slog" (structured, key=value) or "combined" (nginx's format)`)
+	flag.StringVar(&cfg.requestID, "request-id", "", "request ID `HEADER` (e.g. X-Request-ID): made for each request (kept from -trusted peers), sent upstream and back, logged")
 	flag.Var((*prefixes)(&cfg.proxyProtocol), "proxy-protocol", "connections from `CIDR[,CIDR]` (an L4 load balancer: HAProxy with "+
 		"send-proxy or send-proxy-v2, AWS NLB, ...; a bare address is a /32 or /128) start with a PROXY protocol header, "+
 		"v1 or v2, before TLS if any, and the client address it gives is the one X-Forwarded-For names. From these peers "+
@@ -204,8 +213,20 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 			AllowAddrs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
 		}
 	}
+	var onExchange func(*sluice.Record)
+	switch cfg.accessLog {
+	case "":
+	case "slog":
+		onExchange = accesslog.Slog(slog.New(slog.NewTextHandler(os.Stdout, nil)))
+	case "combined":
+		onExchange = accesslog.Combined(os.Stdout)
+	default:
+		return fmt.Errorf("-access-log %q: want slog or combined", cfg.accessLog)
+	}
 	proxy := &sluice.Proxy{
 		Director:              director,
+		OnExchange:            onExchange,
+		RequestIDHeader:       cfg.requestID,
 		ResponseHeaderTimeout: cfg.timeout,
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -378,5 +379,56 @@ func TestForwardFlag(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// -access-log writes a line per exchange to standard output; -request-id
+// sends an ID upstream and back, and puts it in the line.
+func TestAccessLogFlag(t *testing.T) {
+	leaktest.Check(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = stdout }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, ln, config{timeout: 5 * time.Second, accessLog: "slog", requestID: "X-Request-Id"})
+	}()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String() + "/small?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	id := res.Header.Get("X-Request-Id")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	w.Close()
+	out, _ := io.ReadAll(r)
+	line := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "msg=access") {
+			line = l
+		}
+	}
+	for _, want := range []string{"method=GET", "path=/small", `query="x=1"`, "status=200", "resp_bytes=100", "request_id=" + id} {
+		if len(id) != 32 || !strings.Contains(line, want) {
+			t.Errorf("access line %q lacks %q (stdout: %q)", line, want, out)
+		}
+	}
+	if err := serve(context.Background(), ln, config{accessLog: "json"}); err == nil || !strings.Contains(err.Error(), "-access-log") {
+		t.Errorf("-access-log json: %v", err)
 	}
 }
