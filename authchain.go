@@ -51,6 +51,9 @@ func FailOpen(a Authorizer, logger *slog.Logger) Authorizer {
 		if l == nil {
 			l = slog.Default()
 		}
+		if id := pr.rec.RequestID; id != "" {
+			l = l.With("request_id", id)
+		}
 		l.Warn("sluice: authorizer failed, allowing (fail open)",
 			"method", pr.In.Method, "uri", pr.In.RequestURI, "err", err)
 		return Allow, nil

@@ -614,7 +614,7 @@ func (u *transfer) close() {
 	timeout := DefaultUploadCleanupTimeout
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.pr.Context()), timeout)
 	defer cancel()
-	log := u.pr.proxy.logger()
+	log := u.pr.logger()
 	for i := range u.plan.Objects {
 		o := &u.plan.Objects[i]
 		if o.Multipart != nil && o.Multipart.AbortURL != "" && !u.completed[i] {

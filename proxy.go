@@ -193,7 +193,8 @@ type Proxy struct {
 	// text body with StatusFor(err).
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
-	// Logger receives one line per failed exchange. If nil, slog.Default()
+	// Logger receives one line per failed exchange (with its request ID
+	// when RequestIDHeader is set). If nil, slog.Default()
 	// is used.
 	Logger *slog.Logger
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -259,6 +260,16 @@ func (p *Proxy) setRequestID(pr *ProxyRequest) {
 	pr.Out.Header.Set(name, id)
 	pr.ResponseHeader().Set(name, id)
 	pr.rec.RequestID = id
+}
+
+// logger is the Proxy's logger, with the request ID when there is one,
+// for the log lines about this exchange.
+func (pr *ProxyRequest) logger() *slog.Logger {
+	l := pr.proxy.logger()
+	if pr.rec.RequestID != "" {
+		return l.With("request_id", pr.rec.RequestID)
+	}
+	return l
 }
 
 // validRequestID accepts 1 to 128 visible ASCII characters.

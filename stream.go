@@ -313,7 +313,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		if !pr.retryable(err, policy, first, hasBody, bs) || pr.attempt+1 >= attempts {
 			return nil, err
 		}
-		p.logger().Debug("sluice: retrying", "upstream", pr.Out.URL.Host, "err", err)
+		pr.logger().Debug("sluice: retrying", "upstream", pr.Out.URL.Host, "err", err)
 		pr.tried = append(pr.tried, pr.Out.URL.Host)
 		pr.attempt++
 	}
