@@ -166,7 +166,10 @@ type Proxy struct {
 
 	// FlushInterval is how often a streamed response is flushed to the
 	// client. Responses of unknown length and text/event-stream responses
-	// are always flushed after every write. If zero, a response is flushed
+	// are always flushed after every write; the head of an event stream
+	// goes out at once, that of another response of unknown length (a
+	// long poll) with its first body bytes or, if they take longer than
+	// 100 ms, by itself. If zero, a response is flushed
 	// when the proxy's write buffer fills and when it ends; if negative,
 	// after every write.
 	FlushInterval time.Duration

@@ -524,6 +524,16 @@ func (pr *ProxyRequest) copyResponse(w http.ResponseWriter, res *http.Response) 
 		fw := &flushWriter{w: w, rc: http.NewResponseController(w), latency: interval}
 		defer fw.stop()
 		dst = fw
+		switch {
+		case isEventStream(res.Header.Get("Content-Type")):
+			// An event stream's head is the client's "open" event.
+			_ = fw.rc.Flush()
+		case interval < 0:
+			// A stream of unknown length (a long poll, a slow chunked
+			// answer): its head goes with the first body bytes, or by
+			// itself if they are slow to come.
+			fw.flushHeadAfter(streamHeadDelay)
+		}
 	}
 	if wt, ok := res.Body.(io.WriterTo); ok && interval == 0 {
 		// The engine's bodies of known length move socket to socket
@@ -581,6 +591,7 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 		return n, err
 	}
 	if f.latency < 0 {
+		f.pending = false
 		return n, f.rc.Flush()
 	}
 	if f.pending {
@@ -593,6 +604,19 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 		f.t.Reset(f.latency)
 	}
 	return n, nil
+}
+
+// streamHeadDelay is how long the head of a response of unknown length
+// waits for its first body bytes before it is sent alone.
+const streamHeadDelay = 100 * time.Millisecond
+
+// flushHeadAfter flushes what was written (the head) after d unless a
+// write flushed it first.
+func (f *flushWriter) flushHeadAfter(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = true
+	f.t = time.AfterFunc(d, f.delayedFlush)
 }
 
 func (f *flushWriter) delayedFlush() {
