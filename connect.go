@@ -98,13 +98,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, pr *ProxyRequest) error {
 		pending:  pending,
 		idle:     idle,
 	}
-	p.conns.add(t)
-	defer p.conns.remove(t)
-	if p.shutdown.Load() { // Shutdown started after the 200 was sent
-		t.kill()
-	}
-	t.run()
-	t.record(pr)
+	p.detachTunnel(pr.detach(), t)
 	return nil
 }
 

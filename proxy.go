@@ -324,6 +324,7 @@ type ProxyRequest struct {
 	rec          Record         // see Record; filled in when OnExchange is set
 	attemptStart time.Time      // when the current attempt was sent
 	bodyUsed     bool           // body was started for this request
+	detached     bool           // a tunnel took the exchange over: see detach
 	stopTimer    func()         // ends the timers of SetTimeout
 	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }

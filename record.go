@@ -167,6 +167,26 @@ func (rec *Record) fromRequest(r *http.Request) {
 	}
 }
 
+// detach returns a view of pr for a tunnel that outlives ServeHTTP: what
+// hooks may read of it (In, Out, ClientAddr, Attempt, Tried, Record...)
+// copied out of pr, which is recycled when ServeHTTP returns. pr's own
+// Record is then not delivered: the view's is, when the tunnel ends.
+func (pr *ProxyRequest) detach() *ProxyRequest {
+	v := &ProxyRequest{
+		In: pr.In, Out: pr.Out, ModifyResponse: pr.ModifyResponse, BodyFilter: pr.BodyFilter,
+		DialCheck: pr.DialCheck, ClientHello: pr.ClientHello,
+		proxy: pr.proxy, route: pr.route, peer: pr.peer, client: pr.client, respHeader: pr.respHeader,
+		attempt: pr.attempt, upgrade: pr.upgrade, attemptStart: pr.attemptStart,
+	}
+	v.tried = append(v.tried, pr.tried...)
+	v.rec = pr.rec
+	v.rec.Attempts = append(v.rec.attempts[:0], pr.rec.Attempts...)
+	v.rec.Status = pr.rw.status
+	v.rec.ResponseBytes += pr.rw.written
+	pr.detached = true
+	return v
+}
+
 // failEarly is fail for a request refused before its ProxyRequest exists
 // (malformed or ambiguous), with its Record.
 func (p *Proxy) failEarly(w http.ResponseWriter, r *http.Request, err error, start time.Time) {
@@ -186,6 +206,9 @@ func (p *Proxy) failEarly(w http.ResponseWriter, r *http.Request, err error, sta
 // response that started) is recorded, then goes on.
 func (p *Proxy) finishExchange(rec *Record, pr *ProxyRequest) {
 	v := recover()
+	if v == nil && pr != nil && pr.detached {
+		return // the tunnel delivers its Record when it ends
+	}
 	if v != nil {
 		if v == http.ErrAbortHandler { //nolint:errorlint // the sentinel itself is what net/http compares
 			if rec.Err == nil {

@@ -222,14 +222,37 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 	if n := br.Buffered(); n > 0 {
 		t.pending, _ = br.Peek(n)
 	}
+	view := pr.detach()
+	if oc, ok := up.rwc.(*observedConn); ok {
+		oc.ob.pr = view // the attempt ends with the tunnel, after pr is recycled
+	}
+	p.detachTunnel(view, t)
+	return nil
+}
+
+// detachTunnel runs t on goroutines of its own and returns, so that the
+// handler's goroutine, whose stack grew on the way to the switch, is not
+// kept for the life of the tunnel: that halves the memory of an idle
+// tunnel (BenchmarkWebSocketIdle: 38-40 KB to 19-21 KB). The tunnel's
+// Record, in view (see detach), goes to OnExchange when it ends.
+func (p *Proxy) detachTunnel(view *ProxyRequest, t *tunnel) {
 	p.conns.add(t)
-	defer p.conns.remove(t)
-	if p.shutdown.Load() { // Shutdown started after the 101 was sent
+	if p.shutdown.Load() { // Shutdown started after the switch
 		t.shutdown(ws.StatusGoingAway, "proxy shutting down")
 	}
-	t.run()
-	t.record(pr)
-	return nil
+	go func() {
+		defer p.conns.remove(t)
+		t.run()
+		t.record(view)
+		if p.OnExchange != nil {
+			defer func() {
+				if v := recover(); v != nil {
+					p.logger().Error("sluice: panic in OnExchange", "panic", v)
+				}
+			}()
+			p.deliver(&view.rec, view)
+		}
+	}()
 }
 
 // Upgraded is an upgrade the upstream accepted, handed by
