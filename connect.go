@@ -71,7 +71,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, pr *ProxyRequest) error {
 	if err != nil {
 		return err
 	}
-	client, br, err := pr.switchConnect(w)
+	client, br, err := pr.switchClient(w, http.StatusOK, make(http.Header))
 	if err != nil {
 		up.Close()
 		return err
@@ -123,38 +123,6 @@ func (p *Proxy) dialTunnel(pr *ProxyRequest, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// switchConnect hijacks the client connection and writes the 200 that
-// starts the tunnel, with the headers hooks added to ResponseHeader and
-// Via, never a Content-Length or Transfer-Encoding (RFC 9110 §9.3.6). The
-// returned reader holds the bytes the client sent right behind its
-// CONNECT request, then the connection.
-func (pr *ProxyRequest) switchConnect(w http.ResponseWriter) (net.Conn, *bufio.Reader, error) {
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return nil, nil, fmt.Errorf("sluice: cannot hijack client connection: %w", err)
-	}
-	_ = client.SetDeadline(time.Time{}) // the tunnel has its own bounds
-	pr.rw.status = http.StatusOK
-	h := make(http.Header, len(pr.respHeader)+1)
-	mergeHeader(h, pr.respHeader)
-	sanitizeResponseHeader(h, "")
-	delete(h, "Content-Length")
-	if pr.proxy.Via != "" {
-		addVia(h, 1, 1, pr.proxy.Via)
-	}
-	brw.WriteString("HTTP/1.1 200 Connection established\r\n")
-	if err := h.Write(brw); err != nil {
-		client.Close()
-		return nil, nil, &abortError{err}
-	}
-	brw.WriteString("\r\n")
-	if err := brw.Flush(); err != nil {
-		client.Close()
-		return nil, nil, &abortError{fmt.Errorf("%w: %w", errClientGone, err)}
-	}
-	return client, brw.Reader, nil
 }
 
 // peekClientHello reads the client's first bytes through br, within

@@ -167,25 +167,31 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h.Sum(nil))
 }
 
-// switchClient hijacks the client connection and writes the 101 with the
-// upstream's headers minus the hop-by-hop ones (RFC 9110 §7.6.1), keeping
-// Connection: Upgrade and Upgrade. The returned reader holds the bytes the
-// client sent right behind its upgrade request, then the connection.
-func (pr *ProxyRequest) switchClient(w http.ResponseWriter, h http.Header) (net.Conn, *bufio.Reader, error) {
+// switchClient hijacks the client connection and writes the head that
+// starts a tunnel: status (101, or 200 for CONNECT) with h minus the
+// hop-by-hop fields (RFC 9110 §7.6.1; Connection: Upgrade and Upgrade
+// kept for an upgrade) and any framing field, plus ResponseHeader's
+// fields and Via. The returned reader holds the bytes the client sent
+// right behind its request, then the connection.
+func (pr *ProxyRequest) switchClient(w http.ResponseWriter, status int, h http.Header) (net.Conn, *bufio.Reader, error) {
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, nil, fmt.Errorf("sluice: cannot hijack client connection: %w", err)
 	}
 	// The server may have set deadlines; the tunnel has its own.
 	_ = client.SetDeadline(time.Time{})
-	pr.rw.status = http.StatusSwitchingProtocols
+	pr.rw.status = status
 	sanitizeResponseHeader(h, pr.upgrade)
 	delete(h, "Content-Length")
 	mergeHeader(h, pr.respHeader)
 	if pr.proxy.Via != "" {
 		addVia(h, 1, 1, pr.proxy.Via)
 	}
-	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	if status == http.StatusOK {
+		brw.WriteString("HTTP/1.1 200 Connection established\r\n")
+	} else {
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	}
 	if err := h.Write(brw); err != nil {
 		client.Close()
 		return nil, nil, &abortError{err}
@@ -208,7 +214,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
 	if up == nil {
 		return err
 	}
-	client, br, err := pr.switchClient(w, up.res.Header)
+	client, br, err := pr.switchClient(w, http.StatusSwitchingProtocols, up.res.Header)
 	if err != nil {
 		up.Close()
 		return err
@@ -347,7 +353,7 @@ func (pr *ProxyRequest) Upgrade(w http.ResponseWriter, check func(res *http.Resp
 			return err
 		}
 	}
-	client, br, err := pr.switchClient(w, up.res.Header)
+	client, br, err := pr.switchClient(w, http.StatusSwitchingProtocols, up.res.Header)
 	if err != nil {
 		up.Close()
 		return err
