@@ -165,3 +165,16 @@ done
 
 // loopback lets the forward.Director reach this test's upstreams.
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// A CONNECT goes to the helper as Squid sends it: the authority as URL.
+func TestRequestURLConnect(t *testing.T) {
+	r := httptest.NewRequest(http.MethodConnect, "example.com:443", nil)
+	r.URL = &url.URL{Host: "example.com:443"}
+	if got := requestURL(r); got != "example.com:443" {
+		t.Errorf("CONNECT URL %q, want example.com:443", got)
+	}
+	r = httptest.NewRequest(http.MethodGet, "http://example.com/a?b=c", nil)
+	if got := requestURL(r); got != "http://example.com/a?b=c" {
+		t.Errorf("absolute-form URL %q", got)
+	}
+}
