@@ -143,6 +143,18 @@ func errorClass(err error) string {
 	return classUpstream
 }
 
+// ErrorClass names the kind of the attempt's failure, in the terms of
+// Record.ErrorClass ("timeout", "refused", "bad_response", "upstream",
+// "client", ...), or "" if it did not fail. Metrics and client spans
+// label attempts with it (OpenTelemetry's error.type). It allocates
+// nothing when the attempt did not fail.
+func (r Result) ErrorClass() string {
+	if r.Err == nil {
+		return "" // errorClass's errors.As targets escape
+	}
+	return errorClass(r.Err)
+}
+
 // errPanic marks a Record whose exchange ended in a panic.
 var errPanic = errors.New("sluice: panic in the handler")
 

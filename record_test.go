@@ -3,6 +3,7 @@ package sluice
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -321,3 +322,26 @@ func TestRecordAllocations(t *testing.T) {
 }
 
 var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// Result.ErrorClass classifies an attempt's failure as Record.ErrorClass
+// does an exchange's.
+func TestResultErrorClass(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{context.DeadlineExceeded, "timeout"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, "refused"},
+		{fmt.Errorf("%w: short head", errBadResponse), "bad_response"},
+		{fmt.Errorf("%w: reset", errClientGone), "client"},
+		{io.ErrUnexpectedEOF, "upstream"},
+	} {
+		if got := (Result{Err: tc.err}).ErrorClass(); got != tc.want {
+			t.Errorf("Result{Err: %v}.ErrorClass() = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = (Result{Status: 200}).ErrorClass() }); n != 0 {
+		t.Errorf("ErrorClass of a success: %v allocations", n)
+	}
+}
