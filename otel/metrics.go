@@ -3,7 +3,6 @@ package sluiceotel
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -353,9 +352,8 @@ func protocolVersion(proto string) string {
 // URL's host (the scheme's default port if it has none); a unix: upstream
 // has its socket path as server.address and no port.
 func serverAddress(scheme, hostport string) []attribute.KeyValue {
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
+	host, port := splitHostPort(hostport)
+	if port == "" {
 		switch scheme {
 		case "https":
 			port = "443"
@@ -368,4 +366,18 @@ func serverAddress(scheme, hostport string) []attribute.KeyValue {
 		kv = append(kv, semconv.ServerPort(n))
 	}
 	return kv
+}
+
+// splitHostPort splits host[:port] (the port may be missing, an IPv6
+// address is in brackets); unlike net.SplitHostPort, a missing port is
+// no error, and nothing is allocated.
+func splitHostPort(hostport string) (host, port string) {
+	host = hostport
+	if i := strings.LastIndexByte(hostport, ':'); i > strings.LastIndexByte(hostport, ']') {
+		host, port = hostport[:i], hostport[i+1:]
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return host, port
 }

@@ -2,7 +2,6 @@ package sluiceotel
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -32,18 +31,16 @@ func (in *instruments) startServerSpan(ctx context.Context, r *http.Request) (co
 	if r.Method != http.MethodConnect {
 		attrs = append(attrs, semconv.URLPath(r.URL.EscapedPath())) // the canonical one replaces it at the end
 	}
-	if host, port, err := net.SplitHostPort(r.Host); err == nil {
+	if host, port := splitHostPort(r.Host); host != "" {
 		attrs = append(attrs, semconv.ServerAddress(host))
 		if n, err := strconv.Atoi(port); err == nil {
 			attrs = append(attrs, semconv.ServerPort(n))
 		}
-	} else if r.Host != "" {
-		attrs = append(attrs, semconv.ServerAddress(r.Host))
 	}
 	if v := protocolVersion(r.Proto); v != "" {
 		attrs = append(attrs, semconv.NetworkProtocolVersion(v))
 	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	if host, _ := splitHostPort(r.RemoteAddr); host != "" {
 		attrs = append(attrs, semconv.NetworkPeerAddress(host))
 	}
 	if ua := r.UserAgent(); ua != "" {
