@@ -51,7 +51,7 @@ func spanByKind(spans []sdktrace.ReadOnlySpan, k trace.SpanKind) []sdktrace.Read
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]string {
 	m := make(map[attribute.Key]string)
 	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
