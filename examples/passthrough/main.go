@@ -10,6 +10,7 @@
 //	go run ./examples/passthrough -h2c                                  # HTTP/1.1 and h2c on one port
 //	go run ./examples/passthrough -forward   # TEST MODE: also an open forward proxy (curl -x), loopback included
 //	go run ./examples/passthrough -proxy-protocol 10.0.0.0/8            # behind an L4 load balancer sending PROXY headers
+//	go run ./examples/passthrough -metrics 127.0.0.1:9464               # Prometheus metrics at http://127.0.0.1:9464/metrics
 package main
 
 import (
@@ -31,6 +32,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/accesslog"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 	"github.com/sluiceproxy/sluice/forward"
 )
 
@@ -64,6 +66,12 @@ type config struct {
 	accessLog string
 	// requestID is the request ID header ("" for none).
 	requestID string
+
+	// metrics is the address of the admin listener serving /metrics
+	// ("" for none); metricsReady, if not nil, gets its URL once it
+	// listens (for tests).
+	metrics      string
+	metricsReady func(url string)
 }
 
 // prefixes is a repeatable flag of comma-separated CIDR prefixes; a bare
@@ -137,6 +145,7 @@ Usage: passthrough [flags]
 		"examples/url-filter is the filtering, safe-by-default forward proxy")
 	flag.StringVar(&cfg.accessLog, "access-log", "", `an access log line per exchange on standard output: "slog" (structured, key=value) or "combined" (nginx's format)`)
 	flag.StringVar(&cfg.requestID, "request-id", "", "request ID `HEADER` (e.g. X-Request-ID): made for each request (kept from -trusted peers), sent upstream and back, logged")
+	flag.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	flag.Var((*prefixes)(&cfg.proxyProtocol), "proxy-protocol", "connections from `CIDR[,CIDR]` (an L4 load balancer: HAProxy with "+
 		"send-proxy or send-proxy-v2, AWS NLB, ...; a bare address is a /32 or /128) start with a PROXY protocol header, "+
 		"v1 or v2, before TLS if any, and the client address it gives is the one X-Forwarded-For names. From these peers "+
@@ -239,12 +248,23 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		})))
 	}
 	defer proxy.CloseIdleConnections()
+	metrics, err := telemetry.Start(cfg.metrics, proxy, nil)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	if metrics.Addr != "" {
+		slog.Info("passthrough: metrics", "url", "http://"+metrics.Addr+"/metrics")
+		if cfg.metricsReady != nil {
+			cfg.metricsReady("http://" + metrics.Addr + "/metrics")
+		}
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(cfg.h2c)
 	s := &sluice.Server{
-		Handler:           proxy,
+		Handler:           metrics.Handler,
 		ReadHeaderTimeout: cfg.clientTimeout,
 		BodyIdleTimeout:   cfg.clientTimeout,
 		WriteIdleTimeout:  cfg.clientTimeout,
@@ -258,7 +278,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		if cfg.clientTimeout > 0 {
 			head = cfg.clientTimeout
 		}
-		srv = &http.Server{Handler: proxy, ReadHeaderTimeout: head, Protocols: protocols}
+		srv = &http.Server{Handler: metrics.Handler, ReadHeaderTimeout: head, Protocols: protocols}
 	}
 	scheme := "http"
 	if cfg.tlsCert != "" {
