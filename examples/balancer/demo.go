@@ -158,6 +158,10 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 {{range .Stats}}<tr{{if not .Healthy}} class="down"{{end}}><td>{{.ID}}</td><td>{{.URL}}</td><td>{{.Weight}}</td><td>{{.Healthy}}{{if not .Member}} (draining){{end}}</td><td>{{.Requests}}</td><td>{{.Failures}}</td><td>{{.InFlight}}</td><td>{{.Latency}}</td><td>{{.DownReason}}</td></tr>
 {{else}}<tr><td colspan="9">no targets: requests get 503</td></tr>{{end}}
 </table>
+<p>The same numbers are metrics, labelled sluice_target_id: sluice_pool_target_weight,
+sluice_pool_target_healthy (1 or 0), sluice_pool_target_requests_total, sluice_pool_target_failures_total,
+sluice_pool_target_in_flight and sluice_pool_target_latency_seconds{{if .Metrics}}, at <a href="{{.Metrics}}">{{.Metrics}}</a>{{else}}
+(start with -metrics ADDR to serve them){{end}}.</p>
 {{if .Demos}}<p>Embedded demo backends: stop one and watch health checks take it out while retries keep every request answered.</p>
 <table>{{range .Demos}}<tr><td>backend {{.N}}</td><td>{{.Addr}}</td><td>{{if .Up}}up{{else}}<span class="down">stopped</span>{{end}}</td>
 <td><form method="post" action="demo/{{if .Up}}stop{{else}}start{{end}}?n={{.N}}"><button>{{if .Up}}stop{{else}}start{{end}}</button></form></td></tr>{{end}}</table>{{end}}
@@ -165,16 +169,18 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 
 // statusHandler serves /_balancer/: the status page, the JSON statistics
 // and the demo backends' stop/start buttons (which refuse cross-origin
-// browser requests).
-func statusHandler(pool *balance.Pool, demos *demoSet) http.Handler {
+// browser requests). metricsURL is where the same numbers are served as
+// metrics, "" if they are not.
+func statusHandler(pool *balance.Pool, demos *demoSet, metricsURL string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_balancer/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = statusPage.Execute(w, struct {
-			Stats []balance.Stats
-			Demos []demoView
-		}{pool.Stats(), demos.list()})
+			Stats   []balance.Stats
+			Demos   []demoView
+			Metrics string
+		}{pool.Stats(), demos.list(), metricsURL})
 	})
 	mux.Handle("GET /_balancer/stats", pool.Handler())
 	mux.HandleFunc("POST /_balancer/demo/{action}", func(w http.ResponseWriter, r *http.Request) {

@@ -31,6 +31,11 @@
 //	balancer -listen {ADDR} -backends 0 -target {UPSTREAM} -health-path ''
 //
 //	go run ./examples/balancer -listen 127.0.0.1:8081 -admin 127.0.0.1:8078 -backends 0 -redis 127.0.0.1:6379
+//
+// With -metrics ADDR, Prometheus metrics are served at http://ADDR/metrics
+// on a listener of their own: the HTTP ones of OpenTelemetry's
+// conventions, and each target's numbers of the status page
+// (sluice_pool_target_*).
 package main
 
 import (
@@ -52,6 +57,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balance"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 )
 
 // description is what -h prints before the flags.
@@ -89,6 +95,11 @@ type config struct {
 	stripPrefix    string
 	attempts       int
 	targets        string
+
+	// metrics is the address serving /metrics ("" for none);
+	// metricsReady, if not nil, gets its URL once it listens (for tests).
+	metrics      string
+	metricsReady func(url string)
 }
 
 // parseFlags parses the command line. With -h it prints the description
@@ -117,6 +128,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "upstream response-header timeout (504 past it)")
 	fs.StringVar(&cfg.stripPrefix, "strip-prefix", "", "path prefix removed before forwarding, e.g. /app")
 	fs.IntVar(&cfg.attempts, "attempts", 3, "attempts per request, on different targets, when a retry is safe")
+	fs.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	fs.StringVar(&cfg.targets, "target", "", "comma-separated static target URLs, members without expiry (e.g. -backends 0 -target http://127.0.0.1:9000)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -138,6 +150,13 @@ func (cfg *config) check() error {
 		bad("-admin %q: want host:port: %w", cfg.admin, err)
 	} else if !isLoopback(host) && cfg.secret == "" {
 		bad("-admin %q is not a loopback address: set -secret, or anyone who reaches it can point the pool anywhere", cfg.admin)
+	}
+	if cfg.metrics != "" {
+		if _, _, err := net.SplitHostPort(cfg.metrics); err != nil {
+			bad("-metrics %q: want host:port: %w", cfg.metrics, err)
+		} else if (cfg.metrics == cfg.listen || cfg.metrics == cfg.admin) && !strings.HasSuffix(cfg.metrics, ":0") {
+			bad("-metrics %q: want a listener of its own, not -listen's or -admin's", cfg.metrics)
+		}
 	}
 	if cfg.admin == cfg.listen && !strings.HasSuffix(cfg.admin, ":0") {
 		bad("-admin and -listen are both %q: registration must not be served on the clients' port", cfg.admin)
@@ -256,6 +275,18 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 			Idempotent: true,
 		},
 	}
+	metrics, err := telemetry.Start(cfg.metrics, proxy, pool)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	metricsURL := ""
+	if metrics.Addr != "" {
+		metricsURL = "http://" + metrics.Addr + "/metrics"
+		if cfg.metricsReady != nil {
+			cfg.metricsReady(metricsURL)
+		}
+	}
 	registrar := &balance.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl,
 		MaxTargets: cfg.maxTargets, AllowLinkLocal: cfg.allowLinkLocal}
 
@@ -276,7 +307,7 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		demos = &demoSet{register: adminBase + "/register", secret: cfg.secret, ttl: cfg.ttl}
 		defer demos.closeAll()
 	}
-	admin := adminHandler(registrar, statusHandler(pool, demos), cfg.secret == "")
+	admin := adminHandler(registrar, statusHandler(pool, demos, metricsURL), cfg.secret == "")
 
 	defer proxy.CloseIdleConnections()
 
@@ -318,11 +349,11 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		}
 	}
 	slog.Info("balancer: listening", "url", base+"/", "admin", adminBase+"/", "status", adminBase+"/_balancer/",
-		"register", adminBase+"/register", "policy", cfg.policy, "shared", cfg.redis != "", "secret", cfg.secret != "")
+		"register", adminBase+"/register", "policy", cfg.policy, "shared", cfg.redis != "", "secret", cfg.secret != "", "metrics", metricsURL)
 	if ready != nil {
 		ready(base, adminBase)
 	}
-	srv := &sluice.Server{Handler: proxy}
+	srv := &sluice.Server{Handler: metrics.Handler}
 	return sluice.Serve(serveCtx, srv, ln, 0)
 }
 
