@@ -172,4 +172,3 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name, id string) flo
 	t.Errorf("no %s for target %s", name, id)
 	return -1
 }
-
