@@ -151,10 +151,10 @@ func (cfg *config) check() error {
 	} else if !isLoopback(host) && cfg.secret == "" {
 		bad("-admin %q is not a loopback address: set -secret, or anyone who reaches it can point the pool anywhere", cfg.admin)
 	}
-	if cfg.metrics != "" {
-		if _, _, err := net.SplitHostPort(cfg.metrics); err != nil {
-			bad("-metrics %q: want host:port: %w", cfg.metrics, err)
-		} else if (cfg.metrics == cfg.listen || cfg.metrics == cfg.admin) && !strings.HasSuffix(cfg.metrics, ":0") {
+	if err := telemetry.CheckAddr(cfg.metrics); err != nil {
+		bad("%w", err)
+	} else if cfg.metrics != "" {
+		if (cfg.metrics == cfg.listen || cfg.metrics == cfg.admin) && !strings.HasSuffix(cfg.metrics, ":0") {
 			bad("-metrics %q: want a listener of its own, not -listen's or -admin's", cfg.metrics)
 		}
 	}
@@ -280,12 +280,9 @@ func run(ctx context.Context, cfg config, ready func(base, admin string)) error 
 		return err
 	}
 	defer metrics.Close()
-	metricsURL := ""
-	if metrics.Addr != "" {
-		metricsURL = "http://" + metrics.Addr + "/metrics"
-		if cfg.metricsReady != nil {
-			cfg.metricsReady(metricsURL)
-		}
+	metricsURL := metrics.URL()
+	if metricsURL != "" && cfg.metricsReady != nil {
+		cfg.metricsReady(metricsURL)
 	}
 	registrar := &balance.Registrar{Pool: pool, Secret: cfg.secret, TTL: cfg.ttl,
 		MaxTargets: cfg.maxTargets, AllowLinkLocal: cfg.allowLinkLocal}

@@ -19,6 +19,8 @@
 //
 //	go run ./examples/direct-upload -s3-endpoint https://s3.example.com \
 //	    -s3-region eu-west-1 -s3-access-key AK -s3-secret-key SK -bucket uploads
+//
+// -metrics ADDR serves Prometheus metrics at http://ADDR/metrics.
 package main
 
 import (
@@ -41,6 +43,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 )
 
 // options are the command's flags.
@@ -52,6 +55,7 @@ type options struct {
 	maxSize    int64
 	formFiles  int
 	hashes     string
+	metrics    string // address serving /metrics; "" for none
 }
 
 func main() {
@@ -67,7 +71,12 @@ func main() {
 	flag.Int64Var(&o.maxSize, "max-size", 5<<30, "maximum size of one uploaded object in bytes")
 	flag.IntVar(&o.formFiles, "form-files", 4, "files pre-authorized per form upload")
 	flag.StringVar(&o.hashes, "hashes", "md5,sha256", "digests computed while streaming (md5,sha1,sha256,sha512)")
+	flag.StringVar(&o.metrics, "metrics", "", telemetry.Usage)
 	flag.Parse()
+	if err := telemetry.CheckAddr(o.metrics); err != nil {
+		fmt.Fprintln(os.Stderr, "direct-upload:", err)
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "direct-upload:", err)
 		os.Exit(1)
@@ -96,11 +105,27 @@ func run(o options) error {
 	cfg := appConfig{Store: o.store, SigningKey: key, PartSize: o.partSize, MaxSize: o.maxSize,
 		SinglePutMax: min(o.maxSize, 5<<30),
 		FormFiles:    o.formFiles, Expires: time.Hour, Hashes: splitList(o.hashes)}
-	d, err := start(ctx, cfg, o.listen, log, nil)
-	if err != nil {
+	metrics := &telemetry.Metrics{}
+	var merr error
+	d, err := start(ctx, cfg, o.listen, log, func(_ *app, proxy http.Handler) http.Handler {
+		// start serves its *sluice.Proxy through this.
+		if metrics, merr = telemetry.Start(o.metrics, proxy.(*sluice.Proxy), nil); merr != nil {
+			metrics = &telemetry.Metrics{}
+			return proxy
+		}
+		return metrics.Handler
+	})
+	if err != nil || merr != nil {
+		if err == nil {
+			err = errors.Join(merr, d.shutdown())
+		}
 		return err
 	}
+	defer metrics.Close()
 	fmt.Printf("direct-upload: open http://%s/ (curl -T bigfile http://%s/files/bigfile)\n", d.addr, d.addr)
+	if u := metrics.URL(); u != "" {
+		fmt.Printf("direct-upload: metrics at %s\n", u)
+	}
 	<-ctx.Done()
 	fmt.Println("direct-upload: shutting down")
 	return d.shutdown()

@@ -254,9 +254,9 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	}
 	defer metrics.Close()
 	if metrics.Addr != "" {
-		slog.Info("passthrough: metrics", "url", "http://"+metrics.Addr+"/metrics")
+		slog.Info("passthrough: metrics", "url", metrics.URL())
 		if cfg.metricsReady != nil {
-			cfg.metricsReady("http://" + metrics.Addr + "/metrics")
+			cfg.metricsReady(metrics.URL())
 		}
 	}
 	protocols := new(http.Protocols)

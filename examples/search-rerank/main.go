@@ -18,6 +18,8 @@
 // Against a real engine:
 //
 //	go run ./examples/search-rerank -upstream http://127.0.0.1:9200 -field title,body
+//
+// -metrics ADDR serves Prometheus metrics at http://ADDR/metrics.
 package main
 
 import (
@@ -38,6 +40,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 )
 
 // config is the starter's configuration, from the flags.
@@ -52,6 +55,7 @@ type config struct {
 	maxWindow   int
 	reranker    Reranker
 	logger      *slog.Logger
+	metrics     string // address serving /metrics, "" for none
 }
 
 // description is what -h prints before the flags.
@@ -89,6 +93,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.Int64Var(&cfg.maxRequest, "max-request", sluice.DefaultMaxRequestBody, "largest _search body rewritten; larger ones pass unmodified")
 	fs.Int64Var(&cfg.maxResponse, "max-response", sluice.DefaultMaxResponseBody, "largest engine response reranked; larger ones fail with 502")
 	fs.IntVar(&cfg.maxWindow, "max-window", DefaultMaxWindow, "largest from + size of a search (the engine's max_result_window); past it, or with a negative or non-integer size or from: 400")
+	fs.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -105,6 +110,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
 		errs = append(errs, fmt.Errorf("-listen %q: want host:port: %w", cfg.listen, err))
+	}
+	if err := telemetry.CheckAddr(cfg.metrics); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.maxRequest <= 0 {
 		errs = append(errs, fmt.Errorf("-max-request %d: want a positive size in bytes", cfg.maxRequest))
@@ -157,14 +165,19 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := telemetry.Start(cfg.metrics, proxy, nil)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	srv := &sluice.Server{Handler: proxy}
+	srv := &sluice.Server{Handler: metrics.Handler}
 	base := "http://" + ln.Addr().String()
 	slog.Info("search-rerank: proxying", "url", base+"/", "upstream", cfg.upstream,
-		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath)
+		"try", base+"/articles/_search?q=proxy+streaming&size=3", "status", base+cfg.statusPath, "metrics", metrics.URL())
 
 	return sluice.Serve(ctx, srv, ln, 0)
 }

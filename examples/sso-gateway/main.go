@@ -32,7 +32,8 @@
 //	open http://127.0.0.1:8080/tools/notebook/
 //
 // With -redis ADDR, sessions live in Redis, so several gateway instances
-// share them.
+// share them. -metrics ADDR serves Prometheus metrics at
+// http://ADDR/metrics.
 package main
 
 import (
@@ -53,6 +54,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 	"github.com/sluiceproxy/sluice/identity"
 	"github.com/sluiceproxy/sluice/wsmsg"
 )
@@ -65,6 +67,7 @@ type config struct {
 	signingKey []byte        // identity signature key; nil: random
 	wsReauth   time.Duration // how often open WebSockets are authorized again
 	secure     bool          // Secure session cookie (behind TLS)
+	metrics    string        // address serving /metrics; "" for none
 }
 
 // description is what -h prints before the flags.
@@ -100,6 +103,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&cfg.cacheTTL, "auth-cache", 5*time.Second, "how long an allow decision is reused (0 asks the identity provider every time)")
 	fs.DurationVar(&cfg.wsReauth, "ws-reauthorize", defaultWSReauth, "how often open WebSockets are authorized again (they end within this plus -auth-cache after a logout)")
 	fs.BoolVar(&cfg.secure, "cookie-secure", false, "mark the session cookie Secure: set it when clients reach the gateway over HTTPS (a TLS terminator in front)")
+	fs.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	fs.StringVar(&key, "signing-key", "", "secret for the identity header signature, at least 32 bytes (default: random, so tools must run in this process)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -123,6 +127,9 @@ func (cfg *config) check() error {
 		if _, _, err := net.SplitHostPort(cfg.redis); err != nil {
 			errs = append(errs, fmt.Errorf("-redis %q: want host:port: %w", cfg.redis, err))
 		}
+	}
+	if err := telemetry.CheckAddr(cfg.metrics); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.sessionTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("-session-ttl %s: want at least 1m", cfg.sessionTTL))
@@ -373,17 +380,22 @@ func run(ctx context.Context, cfg config, ready func(addr string, g *gateway)) e
 		return err
 	}
 	defer g.Close()
+	metrics, err := telemetry.Start(cfg.metrics, g.proxy, nil)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	srv := &sluice.Server{Handler: g.proxy}
+	srv := &sluice.Server{Handler: metrics.Handler}
 	addr := ln.Addr().String()
 	sessions := "memory"
 	if cfg.redis != "" {
 		sessions = "redis " + cfg.redis
 	}
-	slog.Info("sso-gateway: listening", "url", "http://"+addr+"/tools/notebook/", "sessions", sessions)
+	slog.Info("sso-gateway: listening", "url", "http://"+addr+"/tools/notebook/", "sessions", sessions, "metrics", metrics.URL())
 	if ready != nil {
 		ready(addr, g)
 	}

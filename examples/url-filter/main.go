@@ -20,7 +20,8 @@
 //	curl -x http://127.0.0.1:8080 https://ads.example/   # CONNECT: blocked too
 //
 // Any Squid url_rewrite helper works with -helper PATH (add -concurrency N
-// if it understands channel IDs).
+// if it understands channel IDs). -metrics ADDR serves Prometheus metrics
+// at http://ADDR/metrics.
 package main
 
 import (
@@ -42,6 +43,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 	"github.com/sluiceproxy/sluice/examples/url-filter/internal/rules"
 	"github.com/sluiceproxy/sluice/forward"
 	"github.com/sluiceproxy/sluice/squid"
@@ -67,6 +69,7 @@ type config struct {
 	allowAddrs   []netip.Prefix
 	matchSNI     bool
 	proxyProto   []netip.Prefix
+	metrics      string // address serving /metrics; "" for none
 }
 
 // description is what -h prints before the flags.
@@ -115,6 +118,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&ports, "connect-ports", "443", "comma-separated ports CONNECT tunnels may reach (Squid's SSL_ports)")
 	fs.StringVar(&allow, "allow-addrs", "", "comma-separated CIDRs that forwarded requests may reach although not public (loopback, private, link-local are refused otherwise)")
 	fs.StringVar(&pp, "proxy-protocol", "", "comma-separated CIDRs of L4 load balancers that send a PROXY protocol header (v1 or v2): the client address comes from it")
+	fs.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	fs.BoolVar(&cfg.matchSNI, "match-sni", true, "close a tunnel whose TLS ClientHello asks for another server name than the CONNECT host (or that is not TLS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -194,6 +198,9 @@ func (cfg *config) check() error {
 	}
 	if cfg.timeout <= 0 {
 		bad("-timeout %s: want a positive duration", cfg.timeout)
+	}
+	if err := telemetry.CheckAddr(cfg.metrics); err != nil {
+		bad("%w", err)
 	}
 	return errors.Join(errs...)
 }
@@ -333,14 +340,19 @@ func run(ctx context.Context, cfg config, ready func(addr string)) error {
 		return err
 	}
 	defer f.Close()
+	metrics, err := telemetry.Start(cfg.metrics, f.proxy, nil)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	srv := &sluice.Server{Handler: f.proxy, ProxyProtocol: cfg.proxyProto}
+	srv := &sluice.Server{Handler: metrics.Handler, ProxyProtocol: cfg.proxyProto}
 	addr := ln.Addr().String()
 	slog.Info("url-filter: listening", "url", "http://"+addr+"/", "upstream", cfg.upstream,
-		"try", "curl http://"+addr+"/old/page ; curl -x http://"+addr+" http://ads.example/")
+		"try", "curl http://"+addr+"/old/page ; curl -x http://"+addr+" http://ads.example/", "metrics", metrics.URL())
 	if ready != nil {
 		ready(addr)
 	}

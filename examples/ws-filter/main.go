@@ -6,6 +6,7 @@
 //
 //	go run ./examples/ws-filter
 //	go run ./examples/ws-filter -drop '(?i)casino' -max-session 1m -upstream http://127.0.0.1:9000
+//	go run ./examples/ws-filter -metrics 127.0.0.1:9464   # sessions open: sluice_active_tunnels at /metrics
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 	"github.com/sluiceproxy/sluice/wsmsg"
 )
 
@@ -31,6 +33,7 @@ type config struct {
 	Tag        string         // prefix added to the other messages to the upstream
 	MaxSession time.Duration  // sessions end with close 1008 after this long
 	Ping       time.Duration  // proxy pings to keep idle connections open
+	Metrics    string         // address serving /metrics; "" for none
 }
 
 func main() {
@@ -39,13 +42,18 @@ func main() {
 	drop := flag.String("drop", `(?i)\b(spam|password)\b`, "regular expression of messages to drop")
 	tag := flag.String("tag", "[checked] ", "prefix added to the messages that pass")
 	maxSession := flag.Duration("max-session", 10*time.Minute, "maximum WebSocket session time")
+	metrics := flag.String("metrics", "", telemetry.Usage)
 	flag.Parse()
+	if err := telemetry.CheckAddr(*metrics); err != nil {
+		fmt.Fprintln(os.Stderr, "ws-filter:", err)
+		os.Exit(2)
+	}
 	re, err := regexp.Compile(*drop)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ws-filter: bad -drop:", err)
 		os.Exit(2)
 	}
-	cfg := config{Drop: re, Tag: *tag, MaxSession: *maxSession, Ping: 30 * time.Second}
+	cfg := config{Drop: re, Tag: *tag, MaxSession: *maxSession, Ping: 30 * time.Second, Metrics: *metrics}
 	if err := run(*listen, *upstream, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "ws-filter:", err)
 		os.Exit(1)
@@ -93,12 +101,17 @@ func run(listen, upstream string, cfg config) error {
 		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
 	}
 	proxy := newProxy(target, cfg)
+	metrics, err := telemetry.Start(cfg.Metrics, proxy, nil)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	srv := &sluice.Server{Handler: proxy}
-	slog.Info("ws-filter: open this in two tabs", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream)
+	srv := &sluice.Server{Handler: metrics.Handler}
+	slog.Info("ws-filter: open this in two tabs", "url", "http://"+ln.Addr().String()+"/", "upstream", upstream, "metrics", metrics.URL())
 
 	return sluice.Serve(ctx, srv, ln, 0)
 }

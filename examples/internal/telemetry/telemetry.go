@@ -72,6 +72,26 @@ func Start(addr string, p *sluice.Proxy, pool *balance.Pool) (*Metrics, error) {
 	return m, nil
 }
 
+// URL is the address of the metrics, "" when they are off.
+func (m *Metrics) URL() string {
+	if m.Addr == "" {
+		return ""
+	}
+	return "http://" + m.Addr + "/metrics"
+}
+
+// CheckAddr reports whether addr is a valid -metrics value: empty, or
+// host:port.
+func CheckAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("-metrics %q: want host:port: %w", addr, err)
+	}
+	return nil
+}
+
 // Close ends the admin listener, once the service stopped serving.
 func (m *Metrics) Close() error {
 	if m.cancel == nil {
