@@ -1,11 +1,14 @@
 package sluiceotel
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sluiceproxy/sluice"
@@ -140,6 +143,8 @@ func TestTraceContext(t *testing.T) {
 				}
 			}
 
+			t.Logf("upstream got traceparent %s tracestate %q; spans:\n%s", up.traceparent, up.tracestate, spanTree(ended))
+
 			// What the spans say.
 			if srv.Name() != "GET /items/{id}" || cl.Name() != "GET" {
 				t.Errorf("span names %q, %q", srv.Name(), cl.Name())
@@ -232,6 +237,7 @@ func TestTraceOutcomes(t *testing.T) {
 			t.Errorf("%s: spans (-want +got):\n%s", tc.path, diff)
 			continue
 		}
+		t.Logf("GET %s:\n%s", tc.path, spanTree(ended))
 		srv := ended[len(ended)-1]
 		for _, sp := range ended[:len(ended)-1] {
 			if sp.Parent().SpanID() != srv.SpanContext().SpanID() {
@@ -277,4 +283,60 @@ func TestHooksChained(t *testing.T) {
 	if s.handler.Unwrap() != http.Handler(p) {
 		t.Error("Unwrap does not return the Proxy")
 	}
+}
+
+// spanTree draws spans as a tree, children under their parent in the
+// order they started, with IDs, duration, status and the attributes that
+// say what happened (go test -v shows it; docs/observability.md quotes
+// it).
+func spanTree(spans []sdktrace.ReadOnlySpan) string {
+	children := make(map[trace.SpanID][]sdktrace.ReadOnlySpan)
+	ids := make(map[trace.SpanID]bool)
+	for _, s := range spans {
+		ids[s.SpanContext().SpanID()] = true
+	}
+	var roots []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if p := s.Parent().SpanID(); s.Parent().IsValid() && ids[p] {
+			children[p] = append(children[p], s)
+		} else {
+			roots = append(roots, s)
+		}
+	}
+	byStart := func(ss []sdktrace.ReadOnlySpan) {
+		slices.SortFunc(ss, func(a, b sdktrace.ReadOnlySpan) int { return a.StartTime().Compare(b.StartTime()) })
+	}
+	keys := []attribute.Key{"http.response.status_code", "error.type", "http.route", "http.request.resend_count",
+		"server.address", "server.port", "url.full", "url.path", "client.address", "sluice.request_id"}
+	var b strings.Builder
+	var draw func(s sdktrace.ReadOnlySpan, depth int)
+	draw = func(s sdktrace.ReadOnlySpan, depth int) {
+		indent := strings.Repeat("    ", depth)
+		fmt.Fprintf(&b, "%s%s [%s] trace=%s span=%s", indent, s.Name(), s.SpanKind(), s.SpanContext().TraceID(), s.SpanContext().SpanID())
+		if s.Parent().IsValid() && depth == 0 {
+			fmt.Fprintf(&b, " parent=%s (remote)", s.Parent().SpanID())
+		}
+		fmt.Fprintf(&b, " %s status=%s\n", s.EndTime().Sub(s.StartTime()).Round(time.Microsecond), s.Status().Code)
+		a := attrs(s)
+		var kv []string
+		for _, k := range keys {
+			if v, ok := a[k]; ok {
+				kv = append(kv, string(k)+"="+v)
+			}
+		}
+		fmt.Fprintf(&b, "%s    %s\n", indent, strings.Join(kv, " "))
+		for _, l := range s.Links() {
+			fmt.Fprintf(&b, "%s    link: trace=%s span=%s\n", indent, l.SpanContext.TraceID(), l.SpanContext.SpanID())
+		}
+		kids := children[s.SpanContext().SpanID()]
+		byStart(kids)
+		for _, c := range kids {
+			draw(c, depth+1)
+		}
+	}
+	byStart(roots)
+	for _, r := range roots {
+		draw(r, 0)
+	}
+	return b.String()
 }
