@@ -196,9 +196,7 @@ func (c *conn) close() {
 // meanwhile cancels its context, and the handler's handoff says when the
 // connection is free.
 func (c *conn) await(busy bool) {
-	if busy {
-		c.waitMu.Lock()
-	}
+	// busy: startWaiting holds waitMu for this goroutine.
 	for {
 		err := c.waitReadable()
 		if busy {
@@ -400,6 +398,10 @@ func (c *conn) startWaiting() {
 	}
 	c.waiting = true
 	c.tlsBusy = c.tlsRaw != nil
+	// Locked here, not in the goroutine: a Hijack right after this must
+	// wait for the goroutine, even one not yet running, or it would
+	// start after the hijack and read the hijacker's bytes.
+	c.waitMu.Lock()
 	go c.await(true)
 }
 

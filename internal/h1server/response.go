@@ -437,6 +437,15 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	_ = c.nc.SetDeadline(time.Time{})
 	br := c.br
+	if n := len(c.pre); n > 0 {
+		// What the waiting goroutine read goes into br's buffer (it
+		// fits: the waiter starts only when br holds nothing, and pre
+		// is no larger), so that a hijacker that takes br.Buffered()
+		// and then reads the connection itself, as a tunnel splicing it
+		// does, loses none of it (net/http's background read byte is
+		// buffered the same way).
+		_, _ = br.Peek(min(n, br.Size()-br.Buffered()))
+	}
 	c.br = nil // the hijacker owns it now, with what it buffered
 	c.releaseBuffers()
 	return c.nc, bufio.NewReadWriter(br, bufio.NewWriter(c.nc)), nil

@@ -1105,6 +1105,73 @@ func TestPipelinedFragments(t *testing.T) {
 	}
 }
 
+// A hijacker that takes what the reader buffered and then reads the
+// connection itself (a CONNECT tunnel splicing it) gets every byte too:
+// what the waiting goroutine read is in the reader's buffer.
+func TestHijackAfterWaiterReadBuffered(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond) // the client's first bytes arrive meanwhile
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer nc.Close()
+		pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		nc.Write(pending)
+		buf := make([]byte, 10-len(pending))
+		n, _ := io.ReadFull(nc, buf)
+		nc.Write(buf[:n])
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	io.WriteString(c, "01234")
+	time.Sleep(60 * time.Millisecond)
+	io.WriteString(c, "56789")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(br)
+	if string(got) != "0123456789" {
+		t.Fatalf("hijacker echoed %q (%v)", got, err)
+	}
+}
+
+// A handler that hijacks at once, before the goroutine that waits for the
+// next request has even run, then answers (a CONNECT's 200) and reads the
+// connection itself gets what the client sends after the answer: that
+// goroutine never reads it. The race is narrow: many rounds.
+func TestHijackBeforeWaiterRuns(t *testing.T) {
+	leaktest.Check(t)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer nc.Close()
+		io.WriteString(nc, "ok\n")
+		buf := make([]byte, 4+brw.Reader.Buffered())
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		n := copy(buf, pending)
+		m, _ := io.ReadFull(nc, buf[n:4])
+		nc.Write(buf[:n+m])
+	}))
+	for i := range 1000 {
+		c, br := dial(t, addr)
+		io.WriteString(c, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if line, err := br.ReadString('\n'); line != "ok\n" {
+			t.Fatalf("round %d: answer %q (%v)", i, line, err)
+		}
+		io.WriteString(c, "ping")
+		got, err := io.ReadAll(br)
+		c.Close()
+		if string(got) != "ping" {
+			t.Fatalf("round %d: the hijacker got %q of %q (%v)", i, got, "ping", err)
+		}
+	}
+}
+
 // A handler that hijacks a request without Upgrade (so a goroutine already
 // waits for the next request, and may have read bytes) gets every byte
 // the client sent after the request.
