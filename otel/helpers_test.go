@@ -35,29 +35,28 @@ type stack struct {
 	served  *served
 }
 
-// served counts the requests whose handler returned: by then OnExchange
-// has recorded their metrics and ended their server span.
+// served counts the exchanges whose Record the instrumented OnExchange
+// has handled: their metrics are recorded, their server span ended. (A
+// tunnel's Record comes when it ends, after its handler returned.)
 type served struct {
-	h    http.Handler
 	mu   sync.Mutex
 	cond *sync.Cond
 	n    int
 }
 
-func (s *served) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() {
+// after makes p's OnExchange count its Records once it is done.
+func (s *served) after(p *sluice.Proxy) {
+	inner := p.OnExchange
+	p.OnExchange = func(rec *sluice.Record) {
+		inner(rec)
 		s.mu.Lock()
 		s.n++
 		s.cond.Broadcast()
 		s.mu.Unlock()
-	}()
-	s.h.ServeHTTP(w, r)
+	}
 }
 
-// Unwrap lets sluice.Serve find the Proxy through the Handler.
-func (s *served) Unwrap() http.Handler { return s.h }
-
-// wait returns once n requests were served, failing the test after 10 s.
+// wait returns once n exchanges were recorded, failing the test after 10 s.
 func (s *served) wait(t *testing.T, n int) {
 	t.Helper()
 	timer := time.AfterFunc(10*time.Second, func() {
@@ -73,7 +72,7 @@ func (s *served) wait(t *testing.T, n int) {
 		s.cond.Wait()
 	}
 	if s.n < n {
-		t.Fatalf("%d requests served, want %d", s.n, n)
+		t.Fatalf("%d exchanges recorded, want %d", s.n, n)
 	}
 }
 
@@ -100,9 +99,10 @@ func newStack(t *testing.T, p *sluice.Proxy, cfg Config) *stack {
 	t.Cleanup(p.CloseIdleConnections)
 	ms := httptest.NewServer(metrics)
 	t.Cleanup(ms.Close)
-	sv := &served{h: h}
+	sv := &served{}
 	sv.cond = sync.NewCond(&sv.mu)
-	return &stack{proxy: p, handler: h, url: "http://" + serve(t, sv), metrics: ms.URL + "/metrics", spans: rec, served: sv}
+	sv.after(p)
+	return &stack{proxy: p, handler: h, url: "http://" + serve(t, h), metrics: ms.URL + "/metrics", spans: rec, served: sv}
 }
 
 // serve runs h on a sluice.Server on a loopback port until the test

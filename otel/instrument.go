@@ -65,8 +65,10 @@ type Config struct {
 // counts the request in http.server.active_requests, then calls the
 // Proxy's ServeHTTP with the same http.ResponseWriter, so the Proxy keeps
 // every capability of the server's writer (io.ReaderFrom for splice,
-// hijacking for tunnels, flushing). sluice.Serve finds the Proxy through
-// Unwrap, to end its tunnels on shutdown.
+// hijacking for tunnels, flushing). The span ends and the request stops
+// being active when the Proxy delivers the exchange's Record (for a
+// tunnel, when it ends, after ServeHTTP returned). sluice.Serve finds the
+// Proxy through Unwrap, to end its tunnels on shutdown.
 type Handler struct {
 	proxy *sluice.Proxy
 	in    *instruments
@@ -98,8 +100,8 @@ func Instrument(p *sluice.Proxy, cfg Config) (*Handler, error) {
 	}
 	if prev := p.OnExchange; prev != nil {
 		p.OnExchange = func(rec *sluice.Record) {
-			prev(rec) // first: it may still add attributes to the span
-			in.onExchange(rec)
+			defer in.onExchange(rec) // even if prev panics: the span ends, the request stops being active
+			prev(rec)                // first: it may still add attributes to the span
 		}
 	} else {
 		p.OnExchange = in.onExchange
@@ -125,33 +127,25 @@ func Instrument(p *sluice.Proxy, cfg Config) (*Handler, error) {
 // ServeHTTP serves r through the Proxy, within the request's server span.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := h.in
-	active := in.activeOption(r)
+	ex := &exchange{active: in.activeOption(r)}
 	ctx := r.Context()
-	in.active.Int64UpDownCounter.Add(ctx, 1, active)
-	defer in.active.Int64UpDownCounter.Add(ctx, -1, active)
-
-	ctx, span := in.startServerSpan(ctx, r)
-	ex := &exchange{span: span}
-	defer ex.endIfOpen() // a Proxy whose OnExchange was replaced
+	in.active.Int64UpDownCounter.Add(ctx, 1, ex.active)
+	ctx, ex.span = in.startServerSpan(ctx, r)
+	// The Proxy delivers one Record per exchange, whatever happens: its
+	// OnExchange (onExchange) ends what starts here.
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, in, ex)))
 }
 
 // Unwrap returns the Proxy, for sluice.Serve.
 func (h *Handler) Unwrap() http.Handler { return h.proxy }
 
-// exchange is what the Handler knows of a request it serves; the
-// Proxy's OnExchange finds it in the Record's context (the key is the
-// *instruments, so that nested instrumented proxies do not mix theirs).
+// exchange is what the Handler started for a request; the Proxy's
+// OnExchange finds it in the Record's context (the key is the
+// *instruments, so that nested instrumented proxies do not mix theirs)
+// and ends it.
 type exchange struct {
-	span  trace.Span
-	ended bool
-}
-
-func (ex *exchange) endIfOpen() {
-	if !ex.ended {
-		ex.ended = true
-		ex.span.End()
-	}
+	span   trace.Span
+	active metric.AddOption // the request's attributes in http.server.active_requests
 }
 
 // trustedPeer is the default TrustTraceContext: the request's peer is in

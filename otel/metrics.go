@@ -250,8 +250,8 @@ func (in *instruments) onExchange(rec *sluice.Record) {
 			in.retries.Add(ctx, 1, metric.WithAttributes(semconv.ErrorTypeKey.String(orOther(a.ErrorClass()))))
 		}
 	}
-	if ex, _ := ctx.Value(in).(*exchange); ex != nil && !ex.ended {
-		ex.ended = true
+	if ex, _ := ctx.Value(in).(*exchange); ex != nil {
+		in.active.Int64UpDownCounter.Add(ctx, -1, ex.active)
 		in.endServerSpan(ex.span, rec, route, errType)
 	}
 }

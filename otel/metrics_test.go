@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balance"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The HTTP metrics have the semantic conventions' names, units, types and
@@ -252,26 +254,38 @@ func TestMetricsTunnels(t *testing.T) {
 	if msg, err := wsutil.ReadServerText(conn); err != nil || string(msg) != "hello" {
 		t.Fatalf("echo %q, %v", msg, err)
 	}
-	if n := tunnels(); n != 1 {
+	// A message went both ways: the tunnel runs.
+	fams := scrape(t, s.metrics)
+	if n := number(fams.find(t, "sluice_active_tunnels")); n != 1 {
 		t.Errorf("tunnels with a WebSocket open: %v, want 1", n)
+	}
+	// A session is an active request until it ends, as it is one
+	// request in http.server.request.duration.
+	if n := number(fams.find(t, "http_server_active_requests", "http_request_method", "GET")); n != 1 {
+		t.Errorf("active requests with a WebSocket open: %v, want 1", n)
 	}
 
 	tc, br := connect(t, strings.TrimPrefix(s.url, "http://"), tcp)
-	if n := tunnels(); n != 2 {
-		t.Errorf("tunnels with a WebSocket and a CONNECT tunnel open: %v, want 2", n)
-	}
 	io.WriteString(tc, "ping")
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("through the tunnel: %q, %v", buf, err)
 	}
+	if n := tunnels(); n != 2 {
+		t.Errorf("tunnels with a WebSocket and a CONNECT tunnel open: %v, want 2", n)
+	}
 
 	conn.Close()
 	tc.Close()
 	s.served.wait(t, 2)
-	fams := scrape(t, s.metrics)
+	fams = scrape(t, s.metrics)
 	if n := number(fams.find(t, "sluice_active_tunnels")); n != 0 {
 		t.Errorf("tunnels once both ended: %v", n)
+	}
+	for _, m := range fams.all("http_server_active_requests") {
+		if number(m) != 0 {
+			t.Errorf("active requests once both ended: %s", fams.dump("http_server_active_requests"))
+		}
 	}
 	for _, want := range [][]string{
 		{"http_request_method", "GET", "http_response_status_code", "101"},
@@ -284,6 +298,32 @@ func TestMetricsTunnels(t *testing.T) {
 	// The WebSocket's upstream attempt ends with the tunnel.
 	if m := fams.find(t, "http_client_request_duration_seconds", "http_response_status_code", "101"); m.Histogram.GetSampleCount() != 1 {
 		t.Errorf("101 attempt: %s", value(m))
+	}
+
+	// Their spans end with them: the session's server span with its
+	// attempt as child, both 101; the CONNECT's server span, 200.
+	type span struct {
+		Kind         trace.SpanKind
+		Name, Status string
+		Parent       bool // a child of the other span of the list
+	}
+	var got []span
+	ended := s.spans.Ended()
+	ids := make(map[trace.SpanID]bool)
+	for _, sp := range ended {
+		ids[sp.SpanContext().SpanID()] = true
+	}
+	for _, sp := range ended {
+		got = append(got, span{sp.SpanKind(), sp.Name(), attrs(sp)["http.response.status_code"], ids[sp.Parent().SpanID()]})
+	}
+	slices.SortFunc(got, func(a, b span) int { return strings.Compare(a.Name+a.Kind.String(), b.Name+b.Kind.String()) })
+	want := []span{
+		{trace.SpanKindServer, "CONNECT", "200", false},
+		{trace.SpanKindClient, "GET", "101", true},
+		{trace.SpanKindServer, "GET", "101", false},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tunnel spans (-want +got):\n%s", diff)
 	}
 }
 
