@@ -205,7 +205,9 @@ type Proxy struct {
 	// when it ends: after the response body, the error page, the denial,
 	// the abort, the end of the tunnel. It runs on the request's
 	// goroutine before ServeHTTP returns (a slow hook holds the
-	// connection); the Record is valid only during the call. Package
+	// connection), or, for a tunnel (upgrades, CONNECT), on the tunnel's
+	// goroutine when it ends, after ServeHTTP returned; the Record is
+	// valid only during the call. Package
 	// accesslog writes access log lines from it. Filling the Record in
 	// costs no allocation.
 	OnExchange func(rec *Record)
@@ -325,6 +327,7 @@ type ProxyRequest struct {
 	attemptStart time.Time      // when the current attempt was sent
 	bodyUsed     bool           // body was started for this request
 	detached     bool           // a tunnel took the exchange over: see detach
+	attemptDone  func(Result)   // a CONNECT tunnel's OnAttempt end, called when it ends
 	stopTimer    func()         // ends the timers of SetTimeout
 	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }

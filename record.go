@@ -188,7 +188,7 @@ func (pr *ProxyRequest) detach() *ProxyRequest {
 		In: pr.In, Out: pr.Out, ModifyResponse: pr.ModifyResponse, BodyFilter: pr.BodyFilter,
 		DialCheck: pr.DialCheck, ClientHello: pr.ClientHello,
 		proxy: pr.proxy, route: pr.route, peer: pr.peer, client: pr.client, respHeader: pr.respHeader,
-		attempt: pr.attempt, upgrade: pr.upgrade, attemptStart: pr.attemptStart,
+		attempt: pr.attempt, upgrade: pr.upgrade, attemptStart: pr.attemptStart, attemptDone: pr.attemptDone,
 	}
 	v.tried = append(v.tried, pr.tried...)
 	v.rec = pr.rec

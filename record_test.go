@@ -211,7 +211,10 @@ func TestRecordTunnels(t *testing.T) {
 	})
 	tcp := newTCPUpstream(t, echoUntilEOF)
 	u, _ := url.Parse(echo.URL)
-	p := &Proxy{OnExchange: recs.hook, Director: DirectorFunc(func(pr *ProxyRequest) error {
+	attempts := make(chan Result, 4)
+	p := &Proxy{OnExchange: recs.hook, OnAttempt: func(*ProxyRequest) func(Result) {
+		return func(r Result) { attempts <- r }
+	}, Director: DirectorFunc(func(pr *ProxyRequest) error {
 		if pr.In.Method == http.MethodConnect {
 			return tunnelDirector(pr)
 		}
@@ -246,6 +249,21 @@ func TestRecordTunnels(t *testing.T) {
 	cr := recs.wait(t, 2)[1]
 	if cr.Status != http.StatusOK || cr.Method != "CONNECT" || cr.Host != tcp.addr || cr.RequestBytes != 5 || cr.ResponseBytes != 8 {
 		t.Errorf("CONNECT record: %s %s status %d bytes %d/%d", cr.Method, cr.Host, cr.Status, cr.RequestBytes, cr.ResponseBytes)
+	}
+	if cr.Upstream != tcp.addr || len(cr.Attempts) != 1 || cr.Attempts[0].Duration <= 0 || cr.Connect <= 0 {
+		t.Errorf("CONNECT record: upstream %q attempts %+v connect %v", cr.Upstream, cr.Attempts, cr.Connect)
+	}
+	// OnAttempt heard of both ends: the WebSocket's upstream exchange and
+	// the CONNECT's dial, each when its tunnel ended.
+	for _, want := range []string{u.Host, tcp.addr} {
+		select {
+		case r := <-attempts:
+			if r.Upstream != want || r.Duration <= 0 {
+				t.Errorf("attempt %+v, want one to %s", r, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no attempt end for %s", want)
+		}
 	}
 }
 

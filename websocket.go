@@ -250,6 +250,9 @@ func (p *Proxy) detachTunnel(view *ProxyRequest, t *tunnel) {
 		defer p.conns.remove(t)
 		t.run()
 		t.record(view)
+		if view.attemptDone != nil {
+			view.attemptDone(Result{Upstream: view.rec.Upstream, Status: http.StatusOK, Duration: time.Since(view.attemptStart)})
+		}
 		if p.OnExchange != nil {
 			defer func() {
 				if v := recover(); v != nil {
