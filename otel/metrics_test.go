@@ -301,7 +301,8 @@ func TestMetricsTunnels(t *testing.T) {
 	}
 
 	// Their spans end with them: the session's server span with its
-	// attempt as child, both 101; the CONNECT's server span, 200.
+	// attempt as child, both 101; the CONNECT's server span with its dial
+	// as child, both 200.
 	type span struct {
 		Kind         trace.SpanKind
 		Name, Status string
@@ -318,6 +319,7 @@ func TestMetricsTunnels(t *testing.T) {
 	}
 	slices.SortFunc(got, func(a, b span) int { return strings.Compare(a.Name+a.Kind.String(), b.Name+b.Kind.String()) })
 	want := []span{
+		{trace.SpanKindClient, "CONNECT", "200", true}, // the dial, the tunnel's attempt
 		{trace.SpanKindServer, "CONNECT", "200", false},
 		{trace.SpanKindClient, "GET", "101", true},
 		{trace.SpanKindServer, "GET", "101", false},
