@@ -14,7 +14,8 @@ import (
 
 // AllowHosts returns a sluice.Authorizer that lets a request through only
 // if the host it is for (a CONNECT's authority, an absolute-form
-// request's host, else the Host header) matches one of hosts, and denies
+// request's host: the one Director connects to; else the Host header)
+// matches one of hosts, and denies
 // it with 403 otherwise. A pattern is a name ("example.com": that name
 // only), a wildcard ("*.example.com": every name under it, at any
 // depth, not example.com itself) or an IP literal ("192.0.2.1",
@@ -71,11 +72,13 @@ func AllowHosts(hosts ...string) sluice.Authorizer {
 	})
 }
 
-// requestHost returns the canonical host a request is for, IPv6 literals
+// requestHost returns the canonical host a request goes to, IPv6 literals
 // in brackets, and its port, the scheme's default if it has none.
 func requestHost(r *http.Request) (host, port string) {
 	hp := r.Host
-	if r.Method == http.MethodConnect {
+	if r.URL.Host != "" {
+		// A CONNECT's authority or an absolute-form request's host: the
+		// one Director connects to, whatever a Host header says.
 		hp = r.URL.Host
 	}
 	if h, p, err := net.SplitHostPort(hp); err == nil {

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,5 +228,69 @@ func TestCurlThroughForwardProxy(t *testing.T) {
 	out, _ := curlVia("-v", siteURL)
 	if !strings.Contains(out, "407") || !strings.Contains(out, `Proxy-Authenticate: Basic realm="test proxy", charset="UTF-8"`) {
 		t.Errorf("no 407 challenge in curl's trace:\n%s", out)
+	}
+}
+
+// What the Authorizers decide on is where the proxy goes: the canonical
+// spelling of the target, for CONNECT and absolute form alike, whatever
+// the client's spelling or Host header.
+func TestDecidedIsDialed(t *testing.T) {
+	gotHost := make(chan string, 4)
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotHost <- r.Host
+	}))
+	t.Cleanup(site.Close)
+	_, port, _ := net.SplitHostPort(site.Listener.Addr().String())
+	var mu sync.Mutex
+	var decided []string
+	proxy := startProxy(t, &sluice.Proxy{
+		Logger: quiet(),
+		Authorizer: sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
+			mu.Lock()
+			decided = append(decided, pr.In.URL.Host)
+			mu.Unlock()
+			return sluice.Allow, nil
+		}),
+		Director: &forward.Director{AllowAddrs: loopback, AnyPort: true},
+	})
+	want := "localhost:" + port
+	for _, req := range []string{
+		"GET http://LocalHost.:" + port + "/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+		"GET http://localhost:0" + port + "/x HTTP/1.1\r\nHost: localhost:" + port + "\r\nConnection: close\r\n\r\n",
+	} {
+		if res := raw(t, proxy, req); res.StatusCode != http.StatusOK {
+			t.Fatalf("%q: status %d", req, res.StatusCode)
+		}
+		if h := <-gotHost; h != want {
+			t.Errorf("%q: the site got Host %q, want %q", req, h, want)
+		}
+	}
+	// A CONNECT: the tunnel reaches the site, whose answer proves it.
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT LOCALHOST.:%s HTTP/1.1\r\nHost: evil.example:443\r\n\r\nGET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", port)
+	br := bufio.NewReader(c)
+	for range 2 { // the proxy's 200, then the site's
+		res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("through the tunnel: %v %v", res, err)
+		}
+	}
+	if h := <-gotHost; h != "t" {
+		t.Errorf("the tunnel reached a server that got Host %q", h)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, d := range decided {
+		if d != want {
+			t.Errorf("request %d: the Authorizer decided on %q, the proxy went to %q", i, d, want)
+		}
+	}
+	if len(decided) != 3 {
+		t.Errorf("%d decisions, want 3", len(decided))
 	}
 }

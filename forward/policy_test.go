@@ -117,6 +117,10 @@ func TestAllowHosts(t *testing.T) {
 		{"GET", "http://example.org/", "", false},
 		{"GET", "http://evil-example.com/", "", false},
 		{"GET", "http://example.com.evil/", "", false},
+		// The absolute-form target is where Director goes: a Host
+		// header naming an allowed host does not vouch for another.
+		{"GET", "http://example.org/", "example.com", false},
+		{"GET", "http://example.com/", "example.org", true},
 	} {
 		d, err := a.Authorize(request(tt.method, tt.target, tt.host))
 		if err != nil || d.Allow != tt.want {
