@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -337,14 +338,8 @@ func TestForwardFlag(t *testing.T) {
 	}))
 	defer plain.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, config{timeout: 5 * time.Second, forward: true}) }()
-	proxy := "http://" + ln.Addr().String()
+	addr, stop := startServe(t, config{timeout: 5 * time.Second, forward: true})
+	proxy := "http://" + addr
 	_, sitePort, _ := net.SplitHostPort(site.Listener.Addr().String())
 
 	out, err := exec.Command(curl, "-sS", "--max-time", "10", "--cacert", caFile, "-x", proxy,
@@ -376,10 +371,7 @@ func TestForwardFlag(t *testing.T) {
 			t.Errorf("GET %s: %q, want %q", url, b, want)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
+	stop()
 }
 
 // -access-log writes a line per exchange to standard output; -request-id
@@ -393,28 +385,17 @@ func TestAccessLogFlag(t *testing.T) {
 	stdout := os.Stdout
 	os.Stdout = w
 	defer func() { os.Stdout = stdout }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, ln, config{timeout: 5 * time.Second, accessLog: "slog", requestID: "X-Request-Id"})
-	}()
+	addr, stop := startServe(t, config{timeout: 5 * time.Second, accessLog: "slog", requestID: "X-Request-Id"})
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	res, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String() + "/small?x=1")
+	res, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/small?x=1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	id := res.Header.Get("X-Request-Id")
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
+	stop()
 	w.Close()
 	out, _ := io.ReadAll(r)
 	line := ""
@@ -428,7 +409,35 @@ func TestAccessLogFlag(t *testing.T) {
 			t.Errorf("access line %q lacks %q (stdout: %q)", line, want, out)
 		}
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := serve(context.Background(), ln, config{accessLog: "json"}); err == nil || !strings.Contains(err.Error(), "-access-log") {
 		t.Errorf("-access-log json: %v", err)
 	}
+}
+
+// startServe runs serve with cfg on a loopback listener; stop ends it
+// (and fails the test if serve failed). stop also runs at cleanup.
+func startServe(t *testing.T, cfg config) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, cfg) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
