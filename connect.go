@@ -67,29 +67,16 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, pr *ProxyRequest) error {
 	if err := checkTarget(pr.Out); err != nil {
 		return err
 	}
-	// The dial is the tunnel's one attempt, for OnAttempt and the Record.
-	var done func(Result)
-	if p.OnAttempt != nil {
-		done = p.OnAttempt(pr)
-	}
-	pr.attemptStart = time.Now()
-	pr.rec.Upstream = u.Host
+	// The dial is the tunnel's one attempt, for OnAttempt and the Record;
+	// being connected is its answer.
+	done := pr.beginAttempt()
 	up, err := p.dialTunnel(pr, u.Host)
 	if err != nil {
-		failed := Result{Upstream: u.Host, Err: err, Duration: time.Since(pr.attemptStart)}
-		if p.OnExchange != nil {
-			pr.rec.Attempts = append(pr.rec.Attempts, failed)
-		}
-		if done != nil {
-			done(failed)
-		}
+		pr.attemptFailed(err, nil, done)
 		return err
 	}
 	pr.rec.Connect = time.Since(pr.attemptStart)
-	if p.OnExchange != nil {
-		pr.rec.UpstreamHeader = time.Since(pr.rec.Start) // connected: the tunnel's answer
-		pr.rec.Attempts = append(pr.rec.Attempts, Result{Upstream: u.Host, Status: http.StatusOK})
-	}
+	pr.attemptAnswered(http.StatusOK)
 	pr.attemptDone = done
 	client, br, err := pr.switchClient(w, http.StatusOK, make(http.Header))
 	if err != nil {

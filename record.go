@@ -199,6 +199,46 @@ func (pr *ProxyRequest) detach() *ProxyRequest {
 	return v
 }
 
+// beginAttempt starts an attempt to reach the upstream pr.Out names: it
+// calls OnAttempt (before the clock starts) and returns what it gave.
+func (pr *ProxyRequest) beginAttempt() func(Result) {
+	var done func(Result)
+	if pr.proxy.OnAttempt != nil {
+		done = pr.proxy.OnAttempt(pr)
+	}
+	pr.attemptStart = time.Now()
+	pr.rec.Connect = 0
+	return done
+}
+
+// attemptAnswered records in the Record that the attempt got its answer
+// (a response head; for a tunnel, the connection). Its Duration comes
+// when the exchange ends (see deliver).
+func (pr *ProxyRequest) attemptAnswered(status int) {
+	if pr.proxy.OnExchange == nil {
+		return
+	}
+	pr.rec.Upstream = pr.Out.URL.Host
+	pr.rec.UpstreamHeader = time.Since(pr.rec.Start)
+	pr.rec.Attempts = append(pr.rec.Attempts, Result{Upstream: pr.Out.URL.Host, Status: status})
+}
+
+// attemptFailed records a failed attempt and reports it to the
+// Director's Observer and to the function OnAttempt returned.
+func (pr *ProxyRequest) attemptFailed(err error, obs Observer, done func(Result)) {
+	failed := Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(pr.attemptStart)}
+	if pr.proxy.OnExchange != nil {
+		pr.rec.Upstream = pr.Out.URL.Host
+		pr.rec.Attempts = append(pr.rec.Attempts, failed)
+	}
+	if obs != nil {
+		obs.Observe(pr, failed)
+	}
+	if done != nil {
+		done(failed)
+	}
+}
+
 // failEarly is fail for a request refused before its ProxyRequest exists
 // (malformed or ambiguous), with its Record.
 func (p *Proxy) failEarly(w http.ResponseWriter, r *http.Request, err error, start time.Time) {

@@ -230,13 +230,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 			*pr.Out = *pr.Out.WithContext(withDialCheck(pr.Out.Context(), pr.DialCheck))
 			checked = true
 		}
-		var done func(Result)
-		if p.OnAttempt != nil {
-			done = p.OnAttempt(pr)
-		}
-		start := time.Now()
-		pr.attemptStart = start
-		pr.rec.Connect = 0
+		done := pr.beginAttempt()
+		start := pr.attemptStart
 		var res *http.Response
 		var err error
 		if eng != nil && (pr.Out.URL.Scheme == "http" || pr.Out.URL.Scheme == "unix") {
@@ -266,16 +261,8 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 				res, err = p.transport.RoundTrip(pr.Out)
 			}
 		}
-		if p.OnExchange != nil {
-			pr.rec.Upstream = pr.Out.URL.Host
-			a := Result{Upstream: pr.Out.URL.Host, Err: err}
-			if err == nil {
-				a.Status = res.StatusCode
-				pr.rec.UpstreamHeader = time.Since(pr.rec.Start)
-			}
-			pr.rec.Attempts = append(pr.rec.Attempts, a) // its Duration: see deliver
-		}
 		if err == nil {
+			pr.attemptAnswered(res.StatusCode)
 			if obs != nil || done != nil {
 				ob := &observedBody{rc: res.Body, obs: obs, done: done, pr: pr,
 					res: Result{Upstream: pr.Out.URL.Host, Status: res.StatusCode}, start: start}
@@ -300,16 +287,7 @@ func (pr *ProxyRequest) RoundTrip() (*http.Response, error) {
 		case pr.In.Context().Err() != nil:
 			err = fmt.Errorf("%w: %w", errClientGone, err)
 		}
-		failed := Result{Upstream: pr.Out.URL.Host, Err: err, Duration: time.Since(start)}
-		if p.OnExchange != nil {
-			pr.rec.Attempts[len(pr.rec.Attempts)-1] = failed
-		}
-		if obs != nil {
-			obs.Observe(pr, failed)
-		}
-		if done != nil {
-			done(failed)
-		}
+		pr.attemptFailed(err, obs, done)
 		if !pr.retryable(err, policy, first, hasBody, bs) || pr.attempt+1 >= attempts {
 			return nil, err
 		}
