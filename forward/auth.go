@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -53,7 +54,7 @@ func AllowHosts(hosts ...string) sluice.Authorizer {
 				p.name = "[" + host + "]"
 			}
 		}
-		if p.wildcard && (p.name[0] == '[' || isIPv4(p.name)) {
+		if _, err := netip.ParseAddr(trimBrackets(p.name)); err == nil && p.wildcard {
 			panic(fmt.Sprintf("forward: AllowHosts: wildcard on an IP address %q", h))
 		}
 		pats = append(pats, p)
@@ -95,17 +96,6 @@ func requestHost(r *http.Request) (host, port string) {
 		return hp, "443"
 	}
 	return hp, "80"
-}
-
-func isIPv4(s string) bool {
-	n := 0
-	for _, f := range strings.Split(s, ".") {
-		if _, err := strconv.ParseUint(f, 10, 8); err != nil {
-			return false
-		}
-		n++
-	}
-	return n == 4
 }
 
 // BasicAuth returns a sluice.Authorizer that asks forward-proxy clients
