@@ -34,9 +34,9 @@ const (
 // Shutdown, Close), with a smaller cost per HTTP/1.1 connection:
 //
 //   - a keep-alive connection waiting for its next request holds no
-//     buffer and only the small stack of a fresh goroutine: under 5 KiB
-//     per idle connection in the shared benchmark, against 22.9 KiB for
-//     net/http (see the README); over TLS, crypto/tls keeps its own
+//     buffer and only the small stack of a fresh goroutine: 4.9-5.4 KiB
+//     per idle connection in the benchmark's runs, against 23 KiB for
+//     net/http (docs/benchmarks.md); over TLS, crypto/tls keeps its own
 //     record buffer, sized by the largest record the client sent;
 //   - a request costs no background-read goroutine: the goroutine that
 //     waits for the next request also notices a client that went away,
