@@ -306,8 +306,20 @@ func (s *Server) prepare(nc net.Conn, header bool, tlsCfg *tls.Config, q *h2serv
 			c = tls.Server(c, tlsCfg)
 		}
 	}
-	if tc, ok := c.(*tls.Conn); ok {
-		s.handshake(tc, q)
+	tc, isTLS := c.(*tls.Conn)
+	if isTLS {
+		if err := tc.Handshake(); err != nil {
+			s.handshakeFailed(tc, err)
+			return
+		}
+	}
+	// From here the connection's server tracks it for Shutdown; until
+	// then stop closes it, which it may have done during the handshake.
+	if !f.handOff(nc) {
+		return
+	}
+	if isTLS {
+		s.serveTLS(tc, q)
 		return
 	}
 	// The HTTP/1.1 server sets the read deadline itself.
@@ -322,17 +334,13 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// handshake completes the TLS handshake of tc, within the deadline that
-// prepare set, and hands tc to the server of the protocol it negotiated
-// (ALPN, RFC 7301): "h2" to HTTP/2, anything else (or none) to HTTP/1.1.
-// The handshake's goroutine, its stack grown by the cryptography, ends
-// there: the connection is served on fresh ones.
-func (s *Server) handshake(tc *tls.Conn, q *h2server.Queue) {
+// serveTLS hands tc, its handshake done within the deadline that prepare
+// set, to the server of the protocol it negotiated (ALPN, RFC 7301): "h2"
+// to HTTP/2, anything else (or none) to HTTP/1.1. The handshake's
+// goroutine, its stack grown by the cryptography, ends there: the
+// connection is served on fresh ones.
+func (s *Server) serveTLS(tc *tls.Conn, q *h2server.Queue) {
 	f := &s.front
-	if err := tc.Handshake(); err != nil {
-		s.handshakeFailed(tc, err)
-		return
-	}
 	switch h2 := tc.ConnectionState().NegotiatedProtocol == "h2"; {
 	case h2 && f.h2:
 		_ = tc.SetDeadline(time.Time{})
@@ -435,6 +443,20 @@ func (f *front) stop() {
 	for nc := range f.pending {
 		nc.Close()
 	}
+	clear(f.pending)
+}
+
+// handOff takes nc off the connections stop closes, as it goes to a
+// server that tracks it from now on. It reports false if stop closed nc
+// already (no request of its has begun).
+func (f *front) handOff(nc net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.pending[nc]; !ok {
+		return false
+	}
+	delete(f.pending, nc)
+	return true
 }
 
 // shutdown is Server.Shutdown: HTTP/1.1 connections end after their

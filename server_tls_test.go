@@ -467,6 +467,47 @@ func (h *h2Client) next() http2.Frame {
 	}
 }
 
+// A connection whose handshake ended is handed to its server, which
+// tracks it for Shutdown from then on: Shutdown must not close it as a
+// pending one any more. (It did, when the hand-off raced with Shutdown:
+// a request already running on a fresh HTTP/2 connection was cut with no
+// GOAWAY, once in about 60 runs of TestServerShutdownGOAWAY.)
+func TestFrontHandOff(t *testing.T) {
+	var f front
+	pending := func() (net.Conn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		if !f.trackPending(a, true) {
+			t.Fatal("trackPending refused a connection before stop")
+		}
+		return a, b
+	}
+	closed := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+
+	handed, handedPeer := pending()
+	if !f.handOff(handed) {
+		t.Fatal("handOff refused a pending connection")
+	}
+	cut, cutPeer := pending()
+	f.stop()
+	if closed(handedPeer) {
+		t.Error("stop closed a connection handed to its server")
+	}
+	if !closed(cutPeer) {
+		t.Error("stop left a pending connection open")
+	}
+	if f.handOff(cut) {
+		t.Error("handOff took a connection that stop closed")
+	}
+	if c, _ := net.Pipe(); f.trackPending(c, true) {
+		t.Error("trackPending took a connection after stop")
+	}
+}
+
 // Shutdown (and the Serve function when its context ends) sends GOAWAY
 // at once, lets the open stream finish, then closes the connection.
 func TestServerShutdownGOAWAY(t *testing.T) {
