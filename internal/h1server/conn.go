@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/h1wire"
+	"github.com/sluiceproxy/sluice/internal/park"
 )
 
 // Connection states. Shutdown closes only idle connections, and the
@@ -66,14 +67,14 @@ type conn struct {
 	// that the handler set a read deadline of its own, which ends the
 	// renewals for its request.
 	readIdle  time.Duration
-	readArmed time.Time
+	readArmed stamp
 	ownRead   atomic.Bool
 
 	// writeIdle is WriteIdleTimeout, renewed before writes (see
 	// armWrite) unless ownWrite tells that the handler set a write
 	// deadline of its own; writeArmed is when it was set.
 	writeIdle  time.Duration
-	writeArmed time.Time
+	writeArmed stamp
 	ownWrite   atomic.Bool
 
 	tlsState *tls.ConnectionState // of a *tls.Conn, once its handshake is done
@@ -103,6 +104,12 @@ type conn struct {
 	prep    *[]byte
 	fillErr error
 	waitMu  sync.Mutex
+
+	// A connection idle for parkAfter is parked (see park): idleUntil
+	// is when its wait for a request ends (zero: never), watch its
+	// parked wait.
+	idleUntil stamp
+	watch     atomic.Pointer[park.Watch]
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -140,8 +147,8 @@ func (s *source) Read(p []byte) (int, error) {
 	c := (*conn)(s)
 	if len(c.pre) == 0 {
 		if c.readIdle > 0 && !c.ownRead.Load() && !renewed(c.readArmed, c.readIdle) {
-			c.readArmed = time.Now()
-			_ = c.nc.SetReadDeadline(c.readArmed.Add(c.readIdle))
+			c.readArmed = now()
+			_ = c.nc.SetReadDeadline(c.readArmed.time().Add(c.readIdle))
 		}
 		return c.nc.Read(p)
 	}
@@ -207,6 +214,7 @@ func (c *conn) await(busy bool) {
 			}
 			msg := <-c.handoff
 			busy = false
+			c.cancel = nil // the request's context, done
 			c.waitMu.Unlock()
 			if msg == handoffHijacked {
 				return // what was read is the hijacker's now
@@ -223,6 +231,14 @@ func (c *conn) await(busy bool) {
 				continue
 			}
 		}
+		if err != nil && isTimeout(err) {
+			switch c.park() {
+			case parked:
+				return
+			case waitMore:
+				continue
+			}
+		}
 		if err != nil || !(c.state.CompareAndSwap(stateIdle, stateActive) || c.state.CompareAndSwap(stateNew, stateActive)) {
 			c.close()
 			c.releasePre()
@@ -232,6 +248,94 @@ func (c *conn) await(busy bool) {
 		c.serve()
 		return
 	}
+}
+
+// parkAfter is how long a connection waits for its next request on a
+// goroutine (woken by the runtime's poller, the cheapest way back) before
+// it is parked, its goroutine ended: long enough that a busy keep-alive
+// client is never parked between requests, short against the minutes an
+// idle browser connection stays open.
+const parkAfter = 500 * time.Millisecond
+
+// setIdleDeadline starts a wait for a request that may last d (no limit
+// if d <= 0): the read deadline is parkAfter from now when the connection
+// can be parked and its idle time is longer, the end of its idle time
+// otherwise.
+func (c *conn) setIdleDeadline(d time.Duration) {
+	t := now()
+	c.idleUntil = 0
+	if d > 0 {
+		c.idleUntil = t + stamp(d)
+	}
+	dl := c.idleUntil
+	if c.parkable() && (d <= 0 || d > parkAfter) {
+		dl = t + stamp(parkAfter)
+	}
+	_ = c.nc.SetReadDeadline(dl.time())
+}
+
+func (c *conn) parkable() bool {
+	return park.Supported && (c.rc != nil || c.tlsRaw != nil)
+}
+
+// What park did.
+const (
+	parked   = iota // the connection is parked: its goroutine ends
+	waitMore        // it could not be parked: wait on, up to idleUntil
+	idleOver        // its idle time is over
+)
+
+// park parks a connection whose wait for a request reached parkAfter,
+// until its client sends something or hangs up (then unparked serves it
+// on a new goroutine) or its idle time ends (then unparked closes it).
+func (c *conn) park() int {
+	left := time.Duration(1<<63 - 1)
+	if c.idleUntil != 0 {
+		if left = -c.idleUntil.since(); left <= 0 {
+			return idleOver
+		}
+	}
+	if !c.parkable() {
+		return idleOver // the read deadline was the end of the idle time
+	}
+	rc := c.rc
+	if rc == nil {
+		rc = c.tlsRaw
+	}
+	w, err := park.Start(rc, left, c.unparked)
+	if err != nil {
+		_ = c.nc.SetReadDeadline(c.idleUntil.time())
+		return waitMore
+	}
+	c.watch.Store(w)
+	// Shutdown or Close may have closed the connection before the watch
+	// was stored, not knowing it: then it is this goroutine's to end.
+	if st := c.state.Load(); (st != stateIdle && st != stateNew) && c.unpark() {
+		c.close()
+	}
+	return parked
+}
+
+// unpark stops the connection's parked wait, if any, and reports whether
+// it did (false: none, or unparked runs or is about to).
+func (c *conn) unpark() bool {
+	if w := c.watch.Swap(nil); w != nil {
+		return w.Stop()
+	}
+	return false
+}
+
+// unparked runs, on a goroutine of its own, when a parked connection's
+// client sent something or hung up (ready), or its idle time ended.
+func (c *conn) unparked(ready bool) {
+	c.watch.Store(nil)
+	if !ready {
+		c.close()
+		return
+	}
+	_ = c.nc.SetReadDeadline(c.idleUntil.time())
+	c.tlsIdle = c.tlsRaw != nil
+	c.await(false)
 }
 
 // waitReadable blocks until the connection has bytes to read (read into
@@ -273,9 +377,31 @@ const renewEvery = 8
 
 // renewed reports whether a deadline d after armed is recent enough to
 // need no renewal yet.
-func renewed(armed time.Time, d time.Duration) bool {
-	return !armed.IsZero() && time.Since(armed) < d/renewEvery
+func renewed(armed stamp, d time.Duration) bool {
+	return armed != 0 && armed.since() < d/renewEvery
 }
+
+// A stamp is a reading of the monotonic clock, kept as the time since
+// epoch: 8 bytes where a time.Time takes 24, for the instants every
+// connection keeps. Zero is none.
+type stamp time.Duration
+
+var epoch = time.Now()
+
+// now returns the current stamp, never zero.
+func now() stamp { return stamp(time.Since(epoch)) + 1 }
+
+// time returns s as a time.Time; a zero stamp is the zero Time (no
+// deadline).
+func (s stamp) time() time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return epoch.Add(time.Duration(s))
+}
+
+// since returns the time elapsed since s.
+func (s stamp) since() time.Duration { return time.Duration(now() - s) }
 
 // idleError is a read or write on the connection that waited longer than
 // an idle bound. It wraps the socket's timeout, so that errors.Is(err,
@@ -300,11 +426,11 @@ func (e *idleError) Temporary() bool { return false }
 func (c *conn) serve() {
 	for {
 		c.acquireReader()
-		c.readIdle, c.readArmed = 0, time.Time{}
+		c.readIdle, c.readArmed = 0, 0
 		c.ownRead.Store(false)
 		if c.ownWrite.Swap(false) {
 			_ = c.nc.SetWriteDeadline(time.Time{}) // the last handler's
-			c.writeArmed = time.Time{}
+			c.writeArmed = 0
 		}
 		_ = c.nc.SetReadDeadline(deadline(c.srv.readHeaderTimeout()))
 		if c.sniff {
@@ -368,7 +494,7 @@ func (c *conn) serve() {
 			c.close()
 			return
 		}
-		_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+		c.setIdleDeadline(c.srv.idleTimeout())
 		if c.rc == nil && c.tlsRaw == nil {
 			// No descriptor to wait on: wait on this goroutine, with
 			// the idle timeout until the next request's first byte.
@@ -380,6 +506,7 @@ func (c *conn) serve() {
 			continue
 		}
 		c.tlsIdle = c.tlsRaw != nil
+		c.cancel = nil // the request's context, done
 		go c.await(false)
 		return
 	}
@@ -414,7 +541,7 @@ func (c *conn) handOver(keep bool) {
 		c.handoff <- handoffClose
 		return
 	}
-	_ = c.nc.SetReadDeadline(deadline(c.srv.idleTimeout()))
+	c.setIdleDeadline(c.srv.idleTimeout())
 	c.handoff <- handoffKeep
 }
 

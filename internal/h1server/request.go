@@ -359,7 +359,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 		b.unread.Store(0)
 		b.sawEOF = true
 		if c.readIdle > 0 {
-			c.readIdle, c.readArmed = 0, time.Time{}
+			c.readIdle, c.readArmed = 0, 0
 			if !c.ownRead.Load() {
 				_ = c.nc.SetReadDeadline(time.Time{})
 			}

@@ -598,8 +598,8 @@ func (c *conn) armWrite() time.Duration {
 		return 0
 	}
 	if !renewed(c.writeArmed, c.writeIdle) {
-		c.writeArmed = time.Now()
-		_ = c.nc.SetWriteDeadline(c.writeArmed.Add(c.writeIdle))
+		c.writeArmed = now()
+		_ = c.nc.SetWriteDeadline(c.writeArmed.time().Add(c.writeIdle))
 	}
 	return c.writeIdle
 }
@@ -692,7 +692,7 @@ func (c *conn) spliceFrom(rf io.ReaderFrom, lr *io.LimitedReader) (int64, error)
 		if err != nil {
 			// A timeout may be the source's own deadline: it is the
 			// client's only when the client's deadline has passed.
-			if time.Since(c.writeArmed) < idle {
+			if c.writeArmed != 0 && c.writeArmed.since() < idle {
 				idle = 0
 			}
 			return total, c.writeError(err, idle)

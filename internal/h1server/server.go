@@ -207,7 +207,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		_ = nc.SetReadDeadline(deadline(s.firstByteTimeout()))
+		c.setIdleDeadline(s.firstByteTimeout())
 		go c.await(false)
 	}
 }
@@ -263,6 +263,7 @@ func (s *Server) closeIdle() bool {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.unpark()
 			c.nc.Close()
 			delete(s.conns, c)
 		}
@@ -302,9 +303,14 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		// The goroutine that owns c notices and forgets it.
+		// The goroutine that owns c notices and forgets it; a parked
+		// connection has none.
 		if c.state.Swap(stateClosed) != stateClosed {
+			stopped := c.unpark()
 			c.nc.Close()
+			if stopped {
+				delete(s.conns, c)
+			}
 		}
 	}
 	return nil

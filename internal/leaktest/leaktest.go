@@ -84,6 +84,9 @@ func ignored(stack string) bool {
 		"testing.runFuzzing",
 		"os/signal.",
 		"runtime.ensureSigM",
+		// The poller of parked idle connections lives as long as the
+		// process, like the runtime's own.
+		"internal/park.poll(",
 	} {
 		if strings.Contains(stack, s) {
 			return true
