@@ -72,15 +72,21 @@ func (pc *conn) idleState() idleState {
 // reusable reports whether the connection provably holds no byte past the
 // last response's framing, in its buffered reader or its socket, so that
 // it may carry another exchange. It is asked when the connection goes
-// back to the pool and again before it is taken out (as nginx closes a
-// cached upstream connection that turns readable): bytes that arrive in
-// between would otherwise be read as the next request's response. An
-// upstream that sent such bytes is logged, once per connection; when
-// says at which of the two moments they were seen.
-func (pc *conn) reusable(when string) bool {
+// back to the pool, about the buffered reader only (no system call), and
+// before it is taken out, about both (as nginx closes a cached upstream
+// connection that turns readable): bytes in the socket, whether they came
+// with the response or while the connection sat in the pool, would
+// otherwise be read as the next request's response. The look at the
+// socket is made once per exchange, at the last moment. An upstream that
+// sent such bytes is logged, once per connection; when says at which of
+// the two moments they were seen.
+func (pc *conn) reusable(when string, socket bool) bool {
 	state := idleData
 	if pc.br == nil || pc.br.Buffered() == 0 {
-		state = pc.idleState()
+		state = idleEmpty
+		if socket {
+			state = pc.idleState()
+		}
 	}
 	switch state {
 	case idleEmpty:

@@ -99,7 +99,7 @@ func BenchmarkReuseCheck(b *testing.B) {
 	pc := &conn{client: &Client{}, pool: &hostPool{}, probe: newProber(quietConn(b))}
 	b.ReportAllocs()
 	for b.Loop() {
-		if !pc.reusable("while idle") {
+		if !pc.reusable("while idle", true) {
 			b.Fatal("quiet connection not reusable")
 		}
 	}

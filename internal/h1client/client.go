@@ -176,10 +176,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // (the Host header is then req.Host, which the caller sets).
 //
 // One response per request: a connection goes back to the pool only if
-// it holds no byte past the end of the response, neither in its buffer
-// nor in its socket, and it is taken from the pool only if its socket is
-// still empty (a non-blocking peek, one system call, each time; see
-// conn.reusable). A connection that fails either check is closed, and
+// its buffer holds no byte past the end of the response, and it is taken
+// from the pool only if its buffer and its socket are still empty (a
+// non-blocking peek, one system call per exchange; see conn.reusable). A connection that fails either check is closed, and
 // one that holds bytes is logged: the upstream sent more than its
 // framing (a Content-Length shorter than the body, a body after a HEAD,
 // 204 or 304 head, or bytes while idle), and those bytes must never be
@@ -305,7 +304,7 @@ func (c *Client) getConn(ctx context.Context, addr string) (*conn, bool, error) 
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.reusable("while idle") || c.refused(ctx, pc.nc) {
+		if now.Sub(pc.idleSince) > c.idleTimeout() || !pc.reusable("while idle", true) || c.refused(ctx, pc.nc) {
 			pc.nc.Close()
 			continue
 		}

@@ -731,7 +731,7 @@ func (pc *conn) release() {
 	pc.mu.Lock()
 	reuse := pc.respReuse && pc.reqErr == nil && !pc.closed
 	pc.mu.Unlock()
-	if reuse && !pc.reusable("after response") {
+	if reuse && !pc.reusable("after response", false) {
 		reuse = false
 	}
 	if !reuse {
