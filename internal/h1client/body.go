@@ -1,6 +1,7 @@
 package h1client
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -238,13 +239,41 @@ type writerOnly struct{ io.Writer }
 // behind its 101), writes go straight to the connection.
 type upgradeBody struct {
 	pc *conn
+	br *bufio.Reader // the bytes behind the 101 until they are read; then nil
+}
+
+// upgradeBody takes the connection's buffers off it for a 101 response:
+// a tunnel lives long, mostly idle, and needs neither the writer (the
+// request is sent) nor the reader once the bytes behind the 101 are read,
+// so they go back to their pools (8 KiB an idle tunnel does not hold).
+func (pc *conn) upgradeBody() *upgradeBody {
+	u := &upgradeBody{pc: pc, br: pc.br}
+	pc.br, pc.tp.R = nil, nil
+	if u.br.Buffered() == 0 {
+		u.releaseReader()
+	}
+	if !pc.hasWriter { // else a request body is still being written
+		pc.bw.Reset(nil)
+		writerPool.Put(pc.bw)
+		pc.bw = nil
+	}
+	return u
 }
 
 func (u *upgradeBody) Read(p []byte) (int, error) {
-	if u.pc.br.Buffered() > 0 {
-		return u.pc.br.Read(p)
+	if u.br != nil {
+		if u.br.Buffered() > 0 {
+			return u.br.Read(p)
+		}
+		u.releaseReader()
 	}
 	return u.pc.nc.Read(p)
+}
+
+func (u *upgradeBody) releaseReader() {
+	u.br.Reset(nil)
+	readerPool.Put(u.br)
+	u.br = nil
 }
 
 func (u *upgradeBody) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }

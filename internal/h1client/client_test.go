@@ -501,3 +501,45 @@ func TestCheckAddr(t *testing.T) {
 		t.Errorf("%d idle connections left after the refusal, want 0", idle)
 	}
 }
+
+// A 101 response's body hands back the connection's buffers: the writer at
+// once, the reader once the bytes the upstream sent behind the 101 are
+// read (which come first, in order). An idle tunnel holds neither.
+func TestUpgradeReleasesBuffers(t *testing.T) {
+	for _, behind := range []string{"", "\x81\x05hello"} {
+		client, server := net.Pipe()
+		go func() {
+			defer server.Close()
+			br := bufio.NewReader(server)
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(server, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"+behind)
+			io.WriteString(server, "after")
+		}()
+		c := &Client{}
+		pc := &conn{client: c, pool: &hostPool{}, nc: client}
+		pc.lr = h1wire.LimitReader{R: client, N: -1, TooLarge: errHeaderTooLarge}
+		pc.acquireBuffers()
+		req, _ := http.NewRequest("GET", "http://up.test/", nil)
+		res, err := pc.roundTrip(req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := res.Body.(*upgradeBody)
+		if pc.br != nil || pc.bw != nil {
+			t.Errorf("behind %q: the connection still holds its buffers", behind)
+		}
+		if (u.br != nil) != (behind != "") {
+			t.Errorf("behind %q: body reader held: %v", behind, u.br != nil)
+		}
+		got, err := io.ReadAll(res.Body)
+		if err != nil || string(got) != behind+"after" {
+			t.Errorf("behind %q: read %q (%v), want %q", behind, got, err, behind+"after")
+		}
+		if u.br != nil {
+			t.Errorf("behind %q: the reader is still held after its bytes were read", behind)
+		}
+		res.Body.Close()
+	}
+}

@@ -620,7 +620,7 @@ func (pc *conn) setupBody(req *http.Request, res *http.Response) error {
 			pc.setWriteDeadline(time.Time{})
 		}
 		res.ContentLength = -1
-		res.Body = &upgradeBody{pc: pc}
+		res.Body = pc.upgradeBody()
 		if pc.stop != nil {
 			pc.stop() // the tunnel owns the connection from here
 		}
