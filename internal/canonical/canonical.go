@@ -221,7 +221,7 @@ func Host(hostport, scheme string) (string, error) {
 			return "", ErrBadHost
 		}
 		name = "[" + a.String() + "]"
-	} else if a, err := netip.ParseAddr(host); err == nil {
+	} else if a, err := parseAddr(host); err == nil {
 		if !a.Is4() {
 			return "", ErrBadHost // an IPv6 literal needs brackets
 		}
@@ -236,6 +236,24 @@ func Host(hostport, scheme string) (string, error) {
 		return name + ":" + port, nil
 	}
 	return name, nil
+}
+
+// errNotAddr is parseAddr's answer for a host that is no address literal.
+var errNotAddr = errors.New("canonical: not an IP address")
+
+// parseAddr is netip.ParseAddr, without its cost for a registered name:
+// an address literal has only hex digits, dots, colons and a zone's
+// percent sign, and netip.ParseAddr allocates the error it returns for
+// anything else (twice per request, on the hot path).
+func parseAddr(host string) (netip.Addr, error) {
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F', c == '.', c == ':', c == '%':
+		default:
+			return netip.Addr{}, errNotAddr
+		}
+	}
+	return netip.ParseAddr(host)
 }
 
 var idnaProfile = idna.New(
