@@ -364,14 +364,14 @@ type ProxyRequest struct {
 	wroteHeaders atomic.Bool // set by the transport's goroutine
 	sent1xx      bool        // a 1xx response reached the client: no retry
 	timeout      time.Duration
-	rec          Record         // see Record; filled in when OnExchange is set
-	attemptStart time.Time      // when the current attempt was sent
-	bodyUsed     bool           // body was started for this request
-	detached     bool           // a tunnel took the exchange over: see detach
-	attemptDone  func(Result)   // a CONNECT tunnel's OnAttempt end, called when it ends
-	stopTimer    func()         // ends the timers of SetTimeout
-	inFlight     bool           // holds a slot of MaxInFlight: see leaveLimits
-	clientHeld   bool           // holds a slot of MaxPerClient under clientKey
+	rec          Record       // see Record; filled in when OnExchange is set
+	attemptStart time.Time    // when the current attempt was sent
+	bodyUsed     bool         // body was started for this request
+	detached     bool         // a tunnel took the exchange over: see detach
+	attemptDone  func(Result) // a CONNECT tunnel's OnAttempt end, called when it ends
+	stopTimer    func()       // ends the timers of SetTimeout
+	inFlight     bool         // holds a slot of MaxInFlight: see leaveLimits
+	clientHeld   bool         // holds a slot of MaxPerClient under clientKey
 	clientKey    clientKey
 	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }
