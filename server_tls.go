@@ -244,22 +244,21 @@ func (s *Server) serve(ln net.Listener) error {
 	}
 	var backoff time.Duration
 	for {
-		if f.limit != nil && !s.acquire() {
-			return http.ErrServerClosed
-		}
 		nc, err := h1server.Accept(raw, &f.closing, &backoff)
 		if err != nil {
-			if f.limit != nil {
-				f.limit.Release()
-			}
 			return err
 		}
 		if f.limit != nil {
-			if _, isTLS := nc.(*tls.Conn); isTLS {
-				// A listener that makes TLS connections itself (not
-				// TLSListener's): the slot cannot be put under TLS.
-				f.limit.Release()
-			} else {
+			// A listener that makes TLS connections itself (not
+			// TLSListener's) is not counted: the slot cannot be put
+			// under its TLS.
+			if _, isTLS := nc.(*tls.Conn); !isTLS {
+				// Until a slot is free this loop accepts nothing more:
+				// new connections wait in the listen queue.
+				if !s.acquire() {
+					nc.Close()
+					return http.ErrServerClosed
+				}
 				// The slot goes back when the connection closes,
 				// whoever closes it: a server, a hijacker, a failed
 				// handshake.
@@ -282,7 +281,7 @@ func (s *Server) serve(ln net.Listener) error {
 	}
 }
 
-// acquire takes a slot of MaxConns for the next connection to accept. At
+// acquire takes a slot of MaxConns for a connection just accepted. At
 // the bound it closes an HTTP/1.1 connection idle between requests to
 // make room, if there is one, and otherwise waits for a connection to
 // close, looking for idle ones again every 100 ms. It reports false once

@@ -53,8 +53,15 @@ func (l *Limiter) Acquire(stop <-chan struct{}, timeout <-chan time.Time) bool {
 	}
 }
 
-// Release gives back a slot taken with Acquire or TryAcquire.
-func (l *Limiter) Release() { <-l.sem }
+// Release gives back a slot taken with Acquire or TryAcquire. Giving back
+// a slot not taken is a bug: it panics.
+func (l *Limiter) Release() {
+	select {
+	case <-l.sem:
+	default:
+		panic("connlimit: Release of a slot not taken")
+	}
+}
 
 // InUse returns the number of slots taken.
 func (l *Limiter) InUse() int { return len(l.sem) }
