@@ -231,6 +231,40 @@ type Proxy struct {
 	// client's is forwarded as any other field.
 	RequestIDHeader string
 
+	// MaxInFlight bounds the requests the Proxy handles at once, counted
+	// from the call of ServeHTTP until it returns. A request beyond it is
+	// answered at once, before anything else is done with it, with 503
+	// Service Unavailable and Retry-After: 1 (through ErrorHandler if
+	// set); its Record has ErrorClass "overload", and refusals are logged
+	// at warning level at most once a second, with their count. Nothing
+	// waits in a queue: a proxy at its bound sheds what it cannot serve
+	// now, and the client, or the load balancer in front, retries
+	// (docs/limits.md). An upgraded connection or CONNECT tunnel counts
+	// until it is switched: open tunnels and sessions hold no slot (each
+	// holds a client connection, which Server.MaxConns bounds). If zero,
+	// 16384; if negative, no bound.
+	MaxInFlight int
+
+	// MaxPerClient, if positive, bounds the requests of one client the
+	// Proxy handles at once (counted as MaxInFlight counts); a request
+	// beyond it is answered 429 Too Many Requests with Retry-After: 1,
+	// logged and recorded as MaxInFlight's refusals are. A client is
+	// ClientKey's answer or, if ClientKey is nil, its address as
+	// ClientAddr gives it (the peer, or the client a peer of
+	// TrustedProxies names), an IPv6 address by its /64 prefix (what one
+	// subscriber usually gets, RFC 6177); requests whose client address
+	// is unknown share one count. The table of counts has an entry only
+	// for a client with a request in flight. If zero or negative, no
+	// bound.
+	MaxPerClient int
+
+	// ClientKey, if not nil, names the client of a request for
+	// MaxPerClient (an API key, a user name from a header a trusted
+	// peer sets), in place of its address; a request for which it
+	// returns "" is not counted. It runs once the request is sanitized
+	// (pr.Out built, ClientAddr known), before routes and Authorizers.
+	ClientKey func(pr *ProxyRequest) string
+
 	// WebSocket configures upgraded connections and CONNECT tunnels. If
 	// nil, WebSocket and other upgrades are tunnelled transparently with
 	// default limits.
@@ -243,6 +277,13 @@ type Proxy struct {
 	routes    routeTable
 	shutdown  atomic.Bool
 	conns     tunnelSet
+
+	// MaxInFlight and MaxPerClient: limits.go.
+	maxInFlight int64 // 0: no bound
+	inFlight    atomic.Int64
+	clients     clientTable
+	shedBusy    shedLog
+	shedClient  shedLog
 }
 
 // ProxyRequest is one request passing through a Proxy: the inbound request
@@ -323,12 +364,15 @@ type ProxyRequest struct {
 	wroteHeaders atomic.Bool // set by the transport's goroutine
 	sent1xx      bool        // a 1xx response reached the client: no retry
 	timeout      time.Duration
-	rec          Record         // see Record; filled in when OnExchange is set
-	attemptStart time.Time      // when the current attempt was sent
-	bodyUsed     bool           // body was started for this request
-	detached     bool           // a tunnel took the exchange over: see detach
-	attemptDone  func(Result)   // a CONNECT tunnel's OnAttempt end, called when it ends
-	stopTimer    func()         // ends the timers of SetTimeout
+	rec          Record       // see Record; filled in when OnExchange is set
+	attemptStart time.Time    // when the current attempt was sent
+	bodyUsed     bool         // body was started for this request
+	detached     bool         // a tunnel took the exchange over: see detach
+	attemptDone  func(Result) // a CONNECT tunnel's OnAttempt end, called when it ends
+	stopTimer    func()       // ends the timers of SetTimeout
+	inFlight     bool         // holds a slot of MaxInFlight: see leaveLimits
+	clientHeld   bool         // holds a slot of MaxPerClient under clientKey
+	clientKey    clientKey
 	owned        []*headerNames // header names hooks own for this request (AuthRequest's): never taken from a client trailer
 }
 
@@ -478,6 +522,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.OnExchange != nil {
 		start = time.Now()
 	}
+	held := false // a slot of MaxInFlight, until pr takes it over
+	if p.maxInFlight > 0 {
+		if !p.enter() {
+			p.shed(w, r, nil, errProxyBusy, start)
+			return
+		}
+		held = true
+		defer func() {
+			if held {
+				p.inFlight.Add(-1)
+			}
+		}()
+	}
 	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 && !refusesAmbiguousFraming(w) {
 		// net/http drops a Content-Length sent along with chunked framing
 		// (RFC 9112 §6.3), so the handler cannot tell a smuggling attempt
@@ -512,6 +569,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = cr
 	pr := p.newProxyRequest(r)
+	pr.inFlight, held = held, false
 	defer p.releaseProxyRequest(pr)
 	if p.OnExchange != nil {
 		pr.rec.start(r, start)
@@ -522,6 +580,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.boundClient(pr, w)
 	defer pr.unboundClient()
 	w = pr.w
+	if p.MaxPerClient > 0 && !p.enterClient(pr) {
+		p.shed(w, r, pr, errClientBusy, start)
+		return
+	}
 
 	rt, err := p.routes.match(pr)
 	if err != nil {
@@ -554,6 +616,12 @@ func (p *Proxy) init() {
 			p.transport = p.newEngine(nil)
 		}
 		p.identity = newHeaderNames(p.IdentityHeaders...)
+		switch n := p.MaxInFlight; {
+		case n == 0:
+			p.maxInFlight = defaultMaxInFlight
+		case n > 0:
+			p.maxInFlight = int64(n)
+		}
 	})
 }
 
@@ -587,6 +655,7 @@ func (p *Proxy) newProxyRequest(in *http.Request) *ProxyRequest {
 // read the request body through it (an upstream that answered before
 // taking the whole body): then it is left to the garbage collector.
 func (p *Proxy) releaseProxyRequest(pr *ProxyRequest) {
+	pr.leaveLimits()
 	if pr.stopTimer != nil {
 		pr.stopTimer()
 	}

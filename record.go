@@ -86,7 +86,8 @@ type Record struct {
 	// bound expired), "refused" (no connection to the upstream could be
 	// made, or no upstream was available), "bad_response" (the upstream
 	// broke HTTP), "upstream" (the upstream connection failed during the
-	// exchange), "internal" (a hook failed or panicked).
+	// exchange), "internal" (a hook failed or panicked), "overload"
+	// (refused with 503 or 429 by MaxInFlight or MaxPerClient).
 	Err        error
 	ErrorClass string
 
@@ -111,6 +112,7 @@ const (
 	classBadResponse = "bad_response"
 	classUpstream    = "upstream"
 	classInternal    = "internal"
+	classOverload    = "overload"
 )
 
 // errorClass returns Record.ErrorClass for an exchange that failed with
@@ -123,6 +125,8 @@ func errorClass(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, errOverload):
+		return classOverload
 	case errors.As(err, &ae), errors.Is(err, errPanic), errors.Is(err, errBadTarget):
 		return classInternal
 	case errors.Is(err, errClientGone), errors.Is(err, errClientTimeout):

@@ -126,6 +126,34 @@ type Server struct {
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 
+	// MaxConns bounds the connections the Server holds open at once, of
+	// every kind, from their accept to their close: HTTP/1.1 connections
+	// (idle or serving), connections in their TLS handshake or reading
+	// their PROXY protocol header, HTTP/2 connections, and connections a
+	// handler hijacked (WebSocket and CONNECT tunnels) until the handler
+	// closes them. At the bound the Server stops accepting, as nginx's
+	// worker_connections and HAProxy's maxconn do: new connections wait
+	// in the kernel's listen queue (its length is the listener's backlog,
+	// net.core.somaxconn on Linux) and are served, with no error, as soon
+	// as a connection closes; to make room, an HTTP/1.1 connection idle
+	// between requests is closed for each connection waiting (nginx
+	// reuses its keep-alive connections the same way). Reaching the bound
+	// is logged at warning level, at most every 10 s. Backpressure rather
+	// than an answer: answering a connection takes what the bound is
+	// there to save (a descriptor, a goroutine, a TLS handshake), and a
+	// client left in the listen queue is still served when the burst
+	// passes, where a refused one must retry (docs/limits.md). Requests
+	// are bounded with an answer by Proxy.MaxInFlight.
+	//
+	// Each proxied HTTP/1.1 request also holds an upstream connection:
+	// keep MaxConns under half the process's limit of open files (ulimit
+	// -n), or accepts and upstream connections fail for lack of
+	// descriptors. Connections of a listener that makes TLS connections
+	// itself (tls.NewListener) are not counted: serve TLS with ServeTLS,
+	// ListenAndServeTLS or TLSListener, whose TLS is the Server's. If
+	// zero, 32768; if negative, no bound.
+	MaxConns int
+
 	// TLSConfig configures TLS for ServeTLS, ListenAndServeTLS and
 	// TLSListener: certificates, or GetCertificate to serve many names
 	// or to pick up a renewed certificate without a restart; client

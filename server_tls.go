@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluiceproxy/sluice/internal/connlimit"
 	"github.com/sluiceproxy/sluice/internal/h1server"
 	"github.com/sluiceproxy/sluice/internal/h2server"
 	"github.com/sluiceproxy/sluice/internal/proxyproto"
@@ -27,10 +28,18 @@ type front struct {
 	h2srv       *h2server.Server
 
 	closing   atomic.Bool
+	stopped   chan struct{} // closed by stop: wakes accept loops waiting for a slot
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
 	pending   map[net.Conn]struct{} // reading a PROXY header or in the TLS handshake
+
+	limit     *connlimit.Limiter // MaxConns; nil for no bound
+	limitLog  atomic.Int64       // when reaching MaxConns was last logged (Unix ns)
+	emptyScan atomic.Int64       // when a search for an idle connection to close last found none (Unix ns)
 }
+
+// defaultMaxConns is Server.MaxConns when it is zero.
+const defaultMaxConns = 32768
 
 // DefaultHTTP2MaxReadFrameSize is the largest HTTP/2 frame Server accepts
 // (SETTINGS_MAX_FRAME_SIZE) unless Server.HTTP2 says otherwise: 16 KiB,
@@ -78,6 +87,13 @@ func (s *Server) initFront() {
 		if h2.WriteByteTimeout == 0 {
 			h2.WriteByteTimeout = DefaultHTTP2WriteByteTimeout
 		}
+	}
+	f.stopped = make(chan struct{})
+	switch n := s.MaxConns; {
+	case n == 0:
+		f.limit = connlimit.New(defaultMaxConns)
+	case n > 0:
+		f.limit = connlimit.New(n)
 	}
 	f.h2srv = &h2server.Server{
 		Handler:        s.Handler,
@@ -232,6 +248,23 @@ func (s *Server) serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
+		if f.limit != nil {
+			// A listener that makes TLS connections itself (not
+			// TLSListener's) is not counted: the slot cannot be put
+			// under its TLS.
+			if _, isTLS := nc.(*tls.Conn); !isTLS {
+				// Until a slot is free this loop accepts nothing more:
+				// new connections wait in the listen queue.
+				if !s.acquire() {
+					nc.Close()
+					return http.ErrServerClosed
+				}
+				// The slot goes back when the connection closes,
+				// whoever closes it: a server, a hijacker, a failed
+				// handshake.
+				nc = connlimit.Wrap(nc, f.limit)
+			}
+		}
 		header := s.sendsProxyHeader(nc)
 		if tlsCfg != nil && !header {
 			nc = tls.Server(nc, tlsCfg)
@@ -246,6 +279,51 @@ func (s *Server) serve(ln net.Listener) error {
 		}
 		s.dispatch(nc, q)
 	}
+}
+
+// acquire takes a slot of MaxConns for a connection just accepted. At
+// the bound it closes an HTTP/1.1 connection idle between requests to
+// make room, if there is one, and otherwise waits for a connection to
+// close, looking for idle ones again every 100 ms. It reports false once
+// the Server is stopping.
+func (s *Server) acquire() bool {
+	f := &s.front
+	if f.limit.TryAcquire() {
+		return true
+	}
+	if now := time.Now().UnixNano(); now-f.limitLog.Load() >= int64(10*time.Second) {
+		f.limitLog.Store(now)
+		s.logger().Warn("sluice: Server.MaxConns reached: new connections wait in the listen queue until one closes",
+			"max_conns", f.limit.Max())
+	}
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for !f.closing.Load() {
+		if s.reclaimIdle() && f.limit.TryAcquire() {
+			return true
+		}
+		t.Reset(100 * time.Millisecond)
+		if f.limit.Acquire(f.stopped, t.C) {
+			return true
+		}
+	}
+	return false
+}
+
+// reclaimIdle closes one HTTP/1.1 connection idle between requests, and
+// reports whether there was one. A search that found none (it looks at
+// every connection) is not repeated for 50 ms.
+func (s *Server) reclaimIdle() bool {
+	f := &s.front
+	now := time.Now().UnixNano()
+	if now-f.emptyScan.Load() < int64(50*time.Millisecond) {
+		return false
+	}
+	if s.srv.CloseIdle(1) == 1 {
+		return true
+	}
+	f.emptyScan.Store(now)
+	return false
 }
 
 // dispatch hands a plain connection to the HTTP/1.1 server (which passes
@@ -296,11 +374,21 @@ func (s *Server) prepare(nc net.Conn, header bool, tlsCfg *tls.Config, q *h2serv
 			nc.Close()
 			return
 		}
-		pc, _, err := proxyproto.Receive(nc)
+		// The header is read from the TCP connection itself (on which
+		// it is peeked at), under the wrapper of MaxConns if any.
+		raw := nc
+		lc, limited := nc.(*connlimit.Conn)
+		if limited {
+			raw = lc.Unwrap()
+		}
+		pc, _, err := proxyproto.Receive(raw)
 		if err != nil {
 			s.logger().Debug("sluice: PROXY protocol header refused", "remote", nc.RemoteAddr().String(), "error", err)
 			nc.Close()
 			return
+		}
+		if limited {
+			pc = connlimit.Rewrap(lc, pc)
 		}
 		if c = pc; tlsCfg != nil {
 			c = tls.Server(c, tlsCfg)
@@ -434,7 +522,9 @@ func (f *front) trackPending(nc net.Conn, add bool) bool {
 // waiting for their PROXY header or in their TLS handshake (no request of
 // theirs has begun).
 func (f *front) stop() {
-	f.closing.Store(true)
+	if !f.closing.Swap(true) {
+		close(f.stopped)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for ln := range f.listeners {

@@ -361,6 +361,8 @@ func (pr *ProxyRequest) Upgrade(w http.ResponseWriter, check func(res *http.Resp
 		up.Close()
 		return err
 	}
+	// A session is not a request in flight: its slots go back now.
+	pr.leaveLimits()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
 	h := &handedOver{cancel: cancel, client: client, upstream: up}
 	p := pr.proxy

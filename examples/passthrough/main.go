@@ -11,6 +11,7 @@
 //	go run ./examples/passthrough -forward   # TEST MODE: also an open forward proxy (curl -x), loopback included
 //	go run ./examples/passthrough -proxy-protocol 10.0.0.0/8            # behind an L4 load balancer sending PROXY headers
 //	go run ./examples/passthrough -metrics 127.0.0.1:9464               # Prometheus metrics at http://127.0.0.1:9464/metrics
+//	go run ./examples/passthrough -max-in-flight 1000 -max-per-client 20  # shed overload: 503 beyond 1000 requests, 429 beyond 20 per client
 package main
 
 import (
@@ -34,6 +35,7 @@ import (
 	"github.com/sluiceproxy/sluice/accesslog"
 	"github.com/sluiceproxy/sluice/examples/internal/telemetry"
 	"github.com/sluiceproxy/sluice/forward"
+	"golang.org/x/net/netutil"
 )
 
 // config is what the flags set.
@@ -66,6 +68,12 @@ type config struct {
 	accessLog string
 	// requestID is the request ID header ("" for none).
 	requestID string
+
+	// maxConns, maxInFlight and maxPerClient are the overload bounds:
+	// sluice.Server.MaxConns (netutil.LimitListener behind net/http),
+	// Proxy.MaxInFlight and Proxy.MaxPerClient; 0 leaves sluice's
+	// defaults.
+	maxConns, maxInFlight, maxPerClient int
 
 	// metrics is the address of the admin listener serving /metrics
 	// ("" for none); metricsReady, if not nil, gets its URL once it
@@ -145,6 +153,13 @@ Usage: passthrough [flags]
 		"examples/url-filter is the filtering, safe-by-default forward proxy")
 	flag.StringVar(&cfg.accessLog, "access-log", "", `an access log line per exchange on standard output: "slog" (structured, key=value) or "combined" (nginx's format)`)
 	flag.StringVar(&cfg.requestID, "request-id", "", "request ID `HEADER` (e.g. X-Request-ID): made for each request (kept from -trusted peers), sent upstream and back, logged")
+	flag.IntVar(&cfg.maxConns, "max-conns", 0, "client connections open at once (sluice.Server.MaxConns), of every kind: at the bound "+
+		"the proxy stops accepting (new connections wait in the listen queue) and closes idle keep-alive ones to make room; "+
+		"0: sluice's default (32768; none with -server net/http), negative: no bound")
+	flag.IntVar(&cfg.maxInFlight, "max-in-flight", 0, "requests handled at once (sluice.Proxy.MaxInFlight); more are answered "+
+		"503 with Retry-After at once; 0: sluice's default (16384), negative: no bound")
+	flag.IntVar(&cfg.maxPerClient, "max-per-client", 0, "requests of one client address (its /64 for IPv6) handled at once "+
+		"(sluice.Proxy.MaxPerClient); more are answered 429 with Retry-After; 0: no bound")
 	flag.StringVar(&cfg.metrics, "metrics", "", telemetry.Usage)
 	flag.Var((*prefixes)(&cfg.proxyProtocol), "proxy-protocol", "connections from `CIDR[,CIDR]` (an L4 load balancer: HAProxy with "+
 		"send-proxy or send-proxy-v2, AWS NLB, ...; a bare address is a /32 or /128) start with a PROXY protocol header, "+
@@ -238,6 +253,8 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		RequestIDHeader:       cfg.requestID,
 		ResponseHeaderTimeout: cfg.timeout,
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
+		MaxInFlight:           cfg.maxInFlight,
+		MaxPerClient:          cfg.maxPerClient,
 	}
 	for _, p := range cfg.deny {
 		if err := checkPattern(p); err != nil {
@@ -271,6 +288,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		Protocols:         protocols,
 		TLSConfig:         &tls.Config{SessionTicketsDisabled: cfg.tlsNoResume},
 		ProxyProtocol:     cfg.proxyProtocol,
+		MaxConns:          cfg.maxConns,
 	}
 	var srv sluice.HTTPServer = s
 	if cfg.netHTTP {
@@ -279,6 +297,12 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 			head = cfg.clientTimeout
 		}
 		srv = &http.Server{Handler: metrics.Handler, ReadHeaderTimeout: head, Protocols: protocols}
+		if cfg.maxConns > 0 {
+			// net/http has no bound of its own: this one counts the
+			// same connections (until closed, hijacked ones included),
+			// without closing idle ones to make room.
+			ln = netutil.LimitListener(ln, cfg.maxConns)
+		}
 	}
 	scheme := "http"
 	if cfg.tlsCert != "" {

@@ -271,6 +271,29 @@ func (s *Server) closeIdle() bool {
 	return len(s.conns) == 0
 }
 
+// CloseIdle closes up to n of the connections waiting for their next
+// request (not new ones, whose first request may be on its way), as
+// nginx closes keep-alive connections when it runs out of connections,
+// and returns how many it closed. A client that sends its next request
+// as the connection closes sees it closed before any response, the race
+// every keep-alive connection has with IdleTimeout (RFC 9112 §9.3.1).
+func (s *Server) CloseIdle(n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	closed := 0
+	for c := range s.conns {
+		if closed >= n {
+			break
+		}
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.nc.Close()
+			delete(s.conns, c)
+			closed++
+		}
+	}
+	return closed
+}
+
 // Shutdown stops the server gracefully: the listeners close, idle
 // connections close, and connections serving a request close once their
 // response is done (with Connection: close); so do connections accepted
