@@ -473,7 +473,7 @@ func (h *h2Client) next() http2.Frame {
 // a request already running on a fresh HTTP/2 connection was cut with no
 // GOAWAY, once in about 60 runs of TestServerShutdownGOAWAY.)
 func TestFrontHandOff(t *testing.T) {
-	var f front
+	f := front{stopped: make(chan struct{})}
 	pending := func() (net.Conn, net.Conn) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { a.Close(); b.Close() })

@@ -45,6 +45,7 @@ const (
 type conn struct {
 	srv        *Server
 	nc         net.Conn
+	wv         net.Conn // what writev writes to: see newConn
 	rc         syscall.RawConn // nil when the connection has no descriptor to wait on
 	ctx        context.Context // carries http.LocalAddrContextKey
 	remoteAddr string
@@ -113,7 +114,15 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
+	c := &conn{srv: s, nc: nc, wv: nc, remoteAddr: nc.RemoteAddr().String(), handoff: make(chan int, 1)}
+	// Under a wrapper that only watches Close (the Server's connection
+	// limit), writes go to the TCP connection itself: net.Buffers reaches
+	// writev(2) only through *net.TCPConn.
+	if u, ok := nc.(interface{ Unwrap() net.Conn }); ok {
+		if tc, ok := u.Unwrap().(*net.TCPConn); ok {
+			c.wv = tc
+		}
+	}
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
 	c.writeIdle = s.writeIdleTimeout()
 	c.lr = h1wire.LimitReader{R: (*source)(c), N: -1, TooLarge: errHeaderTooLarge}

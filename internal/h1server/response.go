@@ -641,7 +641,7 @@ func (c *conn) writev(bufs [][]byte) error {
 	}
 	if idle == 0 || total <= writeChunk {
 		nb := net.Buffers(bufs)
-		_, err := nb.WriteTo(c.nc)
+		_, err := nb.WriteTo(c.wv)
 		return c.writeError(err, idle)
 	}
 	var part [4][]byte
@@ -660,7 +660,7 @@ func (c *conn) writev(bufs [][]byte) error {
 			k, n = k+1, n+m
 		}
 		nb := net.Buffers(part[:k])
-		if _, err := nb.WriteTo(c.nc); err != nil {
+		if _, err := nb.WriteTo(c.wv); err != nil {
 			return c.writeError(err, idle)
 		}
 		total -= n

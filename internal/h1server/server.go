@@ -286,6 +286,7 @@ func (s *Server) CloseIdle(n int) int {
 			break
 		}
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.unpark()
 			c.nc.Close()
 			delete(s.conns, c)
 			closed++
