@@ -45,7 +45,7 @@ const (
 type conn struct {
 	srv        *Server
 	nc         net.Conn
-	wv         net.Conn // what writev writes to: see newConn
+	wv         net.Conn        // what writev writes to: see newConn
 	rc         syscall.RawConn // nil when the connection has no descriptor to wait on
 	ctx        context.Context // carries http.LocalAddrContextKey
 	remoteAddr string
