@@ -1,0 +1,300 @@
+package soak
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balance"
+	"github.com/sluiceproxy/sluice/forward"
+	"github.com/sluiceproxy/sluice/wsmsg"
+)
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// ProxyConfig is what the proxy process is told by the driver.
+type ProxyConfig struct {
+	// Targets are the pool's members (host:port), reached over HTTP/1.1
+	// by most routes and over h2c by /h2up/.
+	Targets []string
+	// Solo is the one upstream of the /solo/ route, which has no pool:
+	// while it is down, its requests fail with 502.
+	Solo string
+	// CertFile and KeyFile serve the TLS listener (h2 and http/1.1).
+	CertFile, KeyFile string
+}
+
+// ProxyAddrs is what the proxy process prints, as one JSON line on its
+// standard output, once it serves.
+type ProxyAddrs struct {
+	// HTTP serves HTTP/1.1 and h2c; TLS serves h2 and http/1.1 by ALPN.
+	HTTP, TLS string
+	// Admin serves /stats, /quiesce and /failures.
+	Admin string
+}
+
+// Stats is what the proxy's admin listener reports at /stats.
+type Stats struct {
+	Goroutines int
+	HeapInuse  uint64
+	// Exchanges counts the Records the Proxy handed to OnExchange, by
+	// error class ("" for none).
+	Exchanges int64
+	ByClass   map[string]int64
+	Tunnels   int
+	// Healthy is the number of healthy members of each pool.
+	Healthy map[string]int
+}
+
+// FailureRecord is a failed exchange as the proxy recorded it.
+type FailureRecord struct {
+	Time      time.Time
+	RequestID string
+	Method    string
+	Path      string
+	Route     string
+	Status    int
+	Class     string
+	Upstream  string
+	Attempts  int
+	Err       string
+}
+
+// forwardPool is the Proxy's Director: forward.Director for absolute-form
+// requests and CONNECT, the pool for the rest. It passes the pool the
+// outcome of every attempt (sluice.Observer), which forward.Director
+// itself does not know about.
+type forwardPool struct {
+	forward.Director
+	pool *balance.Pool
+}
+
+func (d *forwardPool) Observe(pr *sluice.ProxyRequest, res sluice.Result) { d.pool.Observe(pr, res) }
+
+// RunProxy serves the soak's proxy until ctx ends, then shuts it down
+// gracefully. ready gets the listeners' addresses once they serve.
+// Everything sluice offers that the soak exercises is wired here:
+//
+//   - a balance.Pool of Targets with active (1 s) and passive health
+//     checks and safe retries (3 attempts, idempotent requests replayed),
+//     the Proxy's Director;
+//   - the same targets over h2c (HTTP/2 to the upstream) under /h2up/;
+//   - /solo/ to one target without a pool (a route with its own Director);
+//   - an Authorizer refusing requests with X-Soak-Deny and setting the
+//     identity header (a client's own is stripped: IdentityHeaders);
+//   - /capture/ rewritten by a ResponseTransform (an Interceptor);
+//   - GET /status answered by the proxy (Local);
+//   - /wsmsg/ relayed message by message (wsmsg), dropping "drop:" messages
+//     to the upstream; other WebSockets tunnelled byte for byte;
+//   - absolute-form requests and CONNECT tunnels (forward) to loopback;
+//   - sluice.Server with HTTP/1.1 and h2c on one listener, h2 and
+//     HTTP/1.1 over TLS on another; request IDs; OnExchange records.
+func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready func(ProxyAddrs)) error {
+	pools := map[string]*balance.Pool{}
+	newPool := func(name, scheme, strip string) (*balance.Pool, error) {
+		p := &balance.Pool{
+			Policy:      balance.RoundRobin(),
+			StripPrefix: strip,
+			Health:      &balance.HealthCheck{Path: "/health", Interval: time.Second, Timeout: time.Second, Rise: 2, Fall: 2},
+			Passive:     &balance.PassiveHealth{Failures: 3, Window: 5 * time.Second, CoolDown: 3 * time.Second},
+			Logger:      logger,
+		}
+		for _, t := range cfg.Targets {
+			if err := p.Add(ctx, balance.Member{URL: scheme + "://" + t}); err != nil {
+				return nil, err
+			}
+		}
+		pools[name] = p
+		return p, nil
+	}
+	pool, err := newPool("h1", "http", "")
+	if err != nil {
+		return err
+	}
+	h2pool, err := newPool("h2c", "h2c", "/h2up")
+	if err != nil {
+		return err
+	}
+	solo, err := url.Parse("http://" + cfg.Solo)
+	if err != nil {
+		return err
+	}
+
+	var exchanges atomic.Int64
+	var mu sync.Mutex
+	byClass := map[string]int64{}
+	var failures []FailureRecord
+	const maxFailures = 100000
+	onExchange := func(rec *sluice.Record) {
+		exchanges.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		byClass[rec.ErrorClass]++
+		if rec.ErrorClass != "" && len(failures) < maxFailures {
+			f := FailureRecord{Time: rec.Start, RequestID: rec.RequestID, Method: rec.Method, Path: rec.Path,
+				Route: rec.Route, Status: rec.Status, Class: rec.ErrorClass, Upstream: rec.Upstream, Attempts: len(rec.Attempts)}
+			if rec.Err != nil {
+				f.Err = rec.Err.Error()
+			}
+			failures = append(failures, f)
+		}
+	}
+
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	proxy := &sluice.Proxy{
+		Director: &forwardPool{Director: forward.Director{Next: pool, AnyPort: true, AllowAddrs: loopback}, pool: pool},
+		Authorizer: sluice.AuthorizerFunc(func(pr *sluice.ProxyRequest) (sluice.Decision, error) {
+			if pr.In.Header.Get(headerDeny) != "" {
+				return sluice.Deny(http.StatusForbidden, "denied by the soak's Authorizer\n"), nil
+			}
+			if u := pr.In.Header.Get(headerUser); u != "" {
+				pr.Out.Header.Set(headerIdentity, "user:"+u)
+			}
+			return sluice.Allow, nil
+		}),
+		IdentityHeaders:       []string{headerIdentity},
+		Retry:                 &sluice.RetryPolicy{Attempts: 3, Idempotent: true, Duration: 10 * time.Second},
+		ResponseHeaderTimeout: 10 * time.Second,
+		RequestIDHeader:       "X-Request-ID",
+		TrustedProxies:        loopback,
+		WebSocket:             &sluice.WebSocketConfig{IdleTimeout: 30 * time.Second},
+		OnExchange:            onExchange,
+		Logger:                logger,
+	}
+	proxy.Handle("GET /status", sluice.Local(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "proxy ok\n")
+	})))
+	proxy.Handle("/capture/", &sluice.ResponseTransform{MaxBody: 64 << 10, Func: capture})
+	proxy.Handle("/wsmsg/", &wsmsg.Interceptor{
+		OnMessage: func(s *wsmsg.Session, m *wsmsg.Message) error {
+			if m.Direction == wsmsg.ToUpstream && bytes.HasPrefix(m.Data, []byte("drop:")) {
+				return wsmsg.ErrDrop
+			}
+			return nil
+		},
+	})
+	proxy.AddRoute(sluice.Route{Pattern: "/solo/", Director: &sluice.SingleHost{Target: solo}})
+	proxy.AddRoute(sluice.Route{Pattern: "/h2up/", Director: h2pool})
+
+	// The pools' health checks.
+	poolCtx, stopPools := context.WithCancel(context.WithoutCancel(ctx))
+	var poolsDone sync.WaitGroup
+	for _, p := range pools {
+		poolsDone.Go(func() { p.Run(poolCtx) })
+	}
+	defer func() {
+		stopPools()
+		poolsDone.Wait()
+	}()
+	defer proxy.CloseIdleConnections()
+
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &sluice.Server{Handler: proxy, Protocols: protocols, Logger: logger}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	rawTLS, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	tln, err := srv.TLSListener(rawTLS, cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		ln.Close()
+		rawTLS.Close()
+		return err
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		rawTLS.Close()
+		return err
+	}
+
+	admin := http.NewServeMux()
+	admin.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		st := Stats{Goroutines: runtime.NumGoroutine(), HeapInuse: ms.HeapInuse, Exchanges: exchanges.Load(),
+			Tunnels: proxy.OpenTunnels(), Healthy: map[string]int{}, ByClass: map[string]int64{}}
+		mu.Lock()
+		for k, v := range byClass {
+			st.ByClass[k] = v
+		}
+		mu.Unlock()
+		for name, p := range pools {
+			for _, s := range p.Stats() {
+				if s.Healthy {
+					st.Healthy[name]++
+				}
+			}
+		}
+		json.NewEncoder(w).Encode(st)
+	})
+	admin.HandleFunc("POST /quiesce", func(w http.ResponseWriter, r *http.Request) {
+		proxy.CloseIdleConnections()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	admin.HandleFunc("GET /failures", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		out := append([]FailureRecord(nil), failures...)
+		mu.Unlock()
+		json.NewEncoder(w).Encode(out)
+	})
+	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
+
+	errc := make(chan error, 3)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(tln) }()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+	ready(ProxyAddrs{HTTP: ln.Addr().String(), TLS: rawTLS.Addr().String(), Admin: adminLn.Addr().String()})
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		serveErr = fmt.Errorf("a listener stopped: %w", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(serveErr, srv.Shutdown(sctx), proxy.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	for range 3 {
+		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && !errors.Is(e, net.ErrClosed) {
+			err = errors.Join(err, e)
+		}
+	}
+	return err
+}
+
+// capture is the ResponseTransform of /capture/: it marks the upstream's
+// JSON as captured and doubles its number, so that a client can tell a
+// transformed body from a passed-through one.
+func capture(res *http.Response, body []byte) ([]byte, error) {
+	var v struct {
+		N      int    `json:"n"`
+		Target string `json:"target"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	return fmt.Appendf(nil, `{"captured":true,"double":%d,"target":%q}`, 2*v.N, strings.ToUpper(v.Target)), nil
+}
