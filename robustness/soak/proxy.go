@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +39,10 @@ type ProxyConfig struct {
 	Solo string
 	// CertFile and KeyFile serve the TLS listener (h2 and http/1.1).
 	CertFile, KeyFile string
+	// Fault plants a defect, for the soak's own tests: "leak" leaks a
+	// goroutine and a descriptor per GET /small; "truncate" answers
+	// GET /download with half the body, ending cleanly. Empty for none.
+	Fault string
 }
 
 // ProxyAddrs is what the proxy process prints, as one JSON line on its
@@ -44,7 +50,7 @@ type ProxyConfig struct {
 type ProxyAddrs struct {
 	// HTTP serves HTTP/1.1 and h2c; TLS serves h2 and http/1.1 by ALPN.
 	HTTP, TLS string
-	// Admin serves /stats, /quiesce and /failures.
+	// Admin serves GET /stats and POST /quiesce.
 	Admin string
 }
 
@@ -59,20 +65,6 @@ type Stats struct {
 	Tunnels   int
 	// Healthy is the number of healthy members of each pool.
 	Healthy map[string]int
-}
-
-// FailureRecord is a failed exchange as the proxy recorded it.
-type FailureRecord struct {
-	Time      time.Time
-	RequestID string
-	Method    string
-	Path      string
-	Route     string
-	Status    int
-	Class     string
-	Upstream  string
-	Attempts  int
-	Err       string
 }
 
 // forwardPool is the Proxy's Director: forward.Director for absolute-form
@@ -135,24 +127,16 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		return err
 	}
 
+	// The proxy's own count of its exchanges, by error class; failed ones
+	// are logged (with their request ID) by the Proxy itself.
 	var exchanges atomic.Int64
 	var mu sync.Mutex
 	byClass := map[string]int64{}
-	var failures []FailureRecord
-	const maxFailures = 100000
 	onExchange := func(rec *sluice.Record) {
 		exchanges.Add(1)
 		mu.Lock()
-		defer mu.Unlock()
 		byClass[rec.ErrorClass]++
-		if rec.ErrorClass != "" && len(failures) < maxFailures {
-			f := FailureRecord{Time: rec.Start, RequestID: rec.RequestID, Method: rec.Method, Path: rec.Path,
-				Route: rec.Route, Status: rec.Status, Class: rec.ErrorClass, Upstream: rec.Upstream, Attempts: len(rec.Attempts)}
-			if rec.Err != nil {
-				f.Err = rec.Err.Error()
-			}
-			failures = append(failures, f)
-		}
+		mu.Unlock()
 	}
 
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -189,6 +173,9 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		},
 	})
 	proxy.AddRoute(sluice.Route{Pattern: "/solo/", Director: &sluice.SingleHost{Target: solo}})
+	if err := plantFault(proxy, cfg.Fault); err != nil {
+		return err
+	}
 	proxy.AddRoute(sluice.Route{Pattern: "/h2up/", Director: h2pool})
 
 	// The pools' health checks.
@@ -254,12 +241,6 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		proxy.CloseIdleConnections()
 		w.WriteHeader(http.StatusNoContent)
 	})
-	admin.HandleFunc("GET /failures", func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		out := append([]FailureRecord(nil), failures...)
-		mu.Unlock()
-		json.NewEncoder(w).Encode(out)
-	})
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
 
 	errc := make(chan error, 3)
@@ -298,3 +279,37 @@ func capture(res *http.Response, body []byte) ([]byte, error) {
 	}
 	return fmt.Appendf(nil, `{"captured":true,"double":%d,"target":%q}`, 2*v.N, strings.ToUpper(v.Target)), nil
 }
+
+// plantFault adds the defect named by fault to the proxy.
+func plantFault(proxy *sluice.Proxy, fault string) error {
+	switch fault {
+	case "":
+	case "leak":
+		block := make(chan struct{}) // never closed
+		proxy.AddRoute(sluice.Route{Pattern: "GET /small", Interceptor: sluice.InterceptorFunc(func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
+			go func() { <-block }()
+			if f, err := os.Open(os.DevNull); err == nil {
+				leakedMu.Lock()
+				leaked = append(leaked, f)
+				leakedMu.Unlock()
+			}
+			return pr.Forward(w)
+		})})
+	case "truncate":
+		proxy.Handle("GET /download", sluice.InterceptorFunc(func(w http.ResponseWriter, pr *sluice.ProxyRequest) error {
+			size, _ := strconv.ParseInt(pr.In.URL.Query().Get("size"), 10, 64)
+			seed, _ := strconv.ParseUint(pr.In.URL.Query().Get("seed"), 10, 64)
+			io.Copy(w, io.LimitReader(newStream(seed), size/2))
+			return nil
+		}))
+	default:
+		return fmt.Errorf("unknown fault %q", fault)
+	}
+	return nil
+}
+
+// leaked keeps the descriptors of the "leak" fault open.
+var (
+	leakedMu sync.Mutex
+	leaked   []*os.File
+)

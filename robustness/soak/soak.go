@@ -82,6 +82,13 @@ type Config struct {
 	// Exe is the executable started as the proxy (with the environment
 	// that makes ProxyMain run it). If empty, this process's executable.
 	Exe string
+	// Settle bounds the wait, after the load, for the proxy's goroutines
+	// and descriptors to come back to their baseline. If zero,
+	// SettleTimeout.
+	Settle time.Duration
+	// Fault plants a defect in the proxy (see ProxyConfig.Fault), for the
+	// soak's own tests.
+	Fault string
 	// Seed seeds the clients' choices. If zero, a random seed.
 	Seed uint64
 	// Log receives progress and the summary. If nil, os.Stdout.
@@ -100,6 +107,9 @@ func (c *Config) defaults() {
 	}
 	if c.H1Workers == 0 && c.H2CWorkers == 0 && c.TLSWorkers == 0 {
 		c.H1Workers, c.H2CWorkers, c.TLSWorkers = 8, 2, 2
+	}
+	if c.Settle == 0 {
+		c.Settle = SettleTimeout
 	}
 	if c.Seed == 0 {
 		c.Seed = mrand.Uint64()
@@ -131,6 +141,8 @@ type Report struct {
 	Samples    []Sample
 	Exchanges  int64
 	Elapsed    time.Duration
+	// ProxyExchanges counts the proxy's Records by error class.
+	ProxyExchanges map[string]int64
 }
 
 // KindCount counts the exchanges of one kind by how they ended.
@@ -208,7 +220,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return rep, err
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(cfg.Log, format+"\n", a...) }
+	var logMu sync.Mutex // the sampler logs too
+	logf := func(format string, a ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		fmt.Fprintf(cfg.Log, format+"\n", a...)
+	}
 
 	// Upstreams.
 	var pool []*Target
@@ -240,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	pcfg := ProxyConfig{Solo: solo.Addr, CertFile: certFile, KeyFile: keyFile}
+	pcfg := ProxyConfig{Solo: solo.Addr, CertFile: certFile, KeyFile: keyFile, Fault: cfg.Fault}
 	for _, t := range pool {
 		pcfg.Targets = append(pcfg.Targets, t.Addr)
 	}
@@ -388,10 +405,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Settling: targets up and healthy, idle connections closed.
 	var problems []error
 	problems = append(problems, flap.err()...)
+	cl.closeIdle()
 	if err := px.waitHealthy(ctx, 30*time.Second); err != nil {
 		problems = append(problems, err)
 	}
-	after, err := px.settle(ctx, &base, SettleTimeout)
+	after, err := px.settle(ctx, &base, cfg.Settle)
 	rep.After = after
 	if err != nil {
 		problems = append(problems, err)
@@ -405,10 +423,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		problems = append(problems, err)
 	}
 
-	// The proxy's own record of its failed exchanges, for the violations.
-	proxyFailures, ferr := px.failures(ctx)
-	if ferr != nil {
-		problems = append(problems, ferr)
+	if st, err := px.stats(ctx); err == nil {
+		rep.ProxyExchanges = st.ByClass
+	} else {
+		problems = append(problems, err)
 	}
 	if err := px.stop(20 * time.Second); err != nil {
 		problems = append(problems, err)
@@ -428,7 +446,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.Problems = problems
-	rep.print(cfg.Log, proxyFailures)
+	rep.print(cfg.Log, filepath.Join(cfg.Dir, "proxy.log"))
 	if cfg.PNG != "" {
 		if err := Plot(rep.Samples, cfg.Warmup, cfg.PNG); err != nil {
 			problems = append(problems, err)
@@ -439,7 +457,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, errors.Join(problems...)
 }
 
-func (rep *Report) print(w io.Writer, proxyFailures []FailureRecord) {
+func (rep *Report) print(w io.Writer, proxyLog string) {
 	fmt.Fprintf(w, "\nsoak: %d exchanges in %v (%.0f/s), %d outages\n", rep.Exchanges, rep.Elapsed.Round(time.Second),
 		float64(rep.Exchanges)/rep.Elapsed.Seconds(), rep.Outages)
 	names := make([]string, 0, len(rep.Kinds))
@@ -480,17 +498,39 @@ func (rep *Report) print(w io.Writer, proxyFailures []FailureRecord) {
 			g.Goroutines, fd.FDs, float64(rss.RSSKiB)/1024, rep.Baseline.Goroutines, rep.Baseline.FDs, float64(rep.Baseline.RSSKiB)/1024,
 			rep.After.Goroutines, rep.After.FDs, float64(rep.After.RSSKiB)/1024)
 	}
-	byID := map[string]FailureRecord{}
-	for _, f := range proxyFailures {
-		byID[f.RequestID] = f
+	if len(rep.ProxyExchanges) > 0 {
+		classes := make([]string, 0, len(rep.ProxyExchanges))
+		for c := range rep.ProxyExchanges {
+			classes = append(classes, c)
+		}
+		sort.Strings(classes)
+		fmt.Fprint(w, "the proxy's records (OnExchange) by error class:")
+		for _, c := range classes {
+			name := c
+			if name == "" {
+				name = "none"
+			}
+			fmt.Fprintf(w, " %s %d", name, rep.ProxyExchanges[c])
+		}
+		fmt.Fprintln(w)
 	}
+	var ids []string
 	for _, v := range rep.Violations {
 		fmt.Fprintln(w, "VIOLATION:", v)
-		id := strings.Fields(v)[1]
-		for _, suffix := range []string{"", "-a", "-b"} {
-			if f, ok := byID[id+suffix]; ok {
-				fmt.Fprintf(w, "    proxy: %s %s route %q status %d class %s upstream %s attempts %d: %s\n",
-					f.Method, f.Path, f.Route, f.Status, f.Class, f.Upstream, f.Attempts, f.Err)
+		ids = append(ids, strings.Fields(v)[1])
+	}
+	if len(ids) > 0 {
+		// What the proxy logged about them (it logs every failed
+		// exchange with its request ID).
+		if b, err := os.ReadFile(proxyLog); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				for _, id := range ids {
+					if strings.Contains(line, "request_id="+id+" ") || strings.Contains(line, "request_id="+id+"-") ||
+						strings.HasSuffix(line, "request_id="+id) {
+						fmt.Fprintln(w, "  proxy.log:", line)
+						break
+					}
+				}
 			}
 		}
 	}
@@ -609,11 +649,6 @@ func (p *proxyProc) get(ctx context.Context, path string, v any) error {
 func (p *proxyProc) stats(ctx context.Context) (Stats, error) {
 	var st Stats
 	return st, p.get(ctx, "/stats", &st)
-}
-
-func (p *proxyProc) failures(ctx context.Context) ([]FailureRecord, error) {
-	var f []FailureRecord
-	return f, p.get(ctx, "/failures", &f)
 }
 
 // sample reads the proxy's resources.

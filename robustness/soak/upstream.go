@@ -2,7 +2,6 @@ package soak
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -51,7 +50,7 @@ const (
 func handler(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := r.URL.Path
-		for _, p := range []string{"/solo", "/capture", "/origin"} {
+		for _, p := range []string{"/solo", "/capture", "/origin", "/wsmsg"} {
 			if rest, ok := strings.CutPrefix(path, p+"/"); ok {
 				path = "/" + rest
 			}
@@ -345,24 +344,4 @@ func readLine(br *bufio.Reader) (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(s, "\r\n"), nil
-}
-
-// waitHTTP polls url until it answers 200 or ctx ends.
-func waitHTTP(ctx context.Context, c *http.Client, url string) error {
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		res, err := c.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %v)", url, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
