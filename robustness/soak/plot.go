@@ -48,10 +48,15 @@ func Plot(samples []Sample, warmup time.Duration, path string) error {
 		{"proxy RSS (MiB)", func(s Sample) float64 { return float64(s.RSSKiB) / 1024 }, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}},
 		{"exchanges per second (all clients)", func(s Sample) float64 { return s.Rate }, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}},
 	}
+	end := samples[len(samples)-1]
 	rows := make([][]*plot.Plot, len(panels))
 	for i, pn := range panels {
 		p := plot.New()
 		p.Title.Text = pn.title
+		if i == 0 {
+			p.Title.Text = fmt.Sprintf("sluice soak: %v of load against flapping upstreams, %d exchanges, %d injected failures, %d violations\n\n%s",
+				loadEnd.Round(time.Second), end.Exchanges, end.Injected, end.Violations, pn.title)
+		}
 		p.Title.TextStyle.Font.Size = vg.Points(11)
 		if i == len(panels)-1 {
 			p.X.Label.Text = xlabel
