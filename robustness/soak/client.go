@@ -22,39 +22,39 @@ import (
 	"github.com/gobwas/ws/wsutil"
 )
 
-// Result is how one exchange ended, as its client saw it.
-type Result int
+// outcome is how one exchange ended, as its client saw it.
+type outcome int
 
 // The results of an exchange.
 const (
-	// OK: the exchange succeeded and its bytes were verified.
-	OK Result = iota
-	// Abandoned: the client left on purpose (an upload cut half way, a
+	// outOK: the exchange succeeded and its bytes were verified.
+	outOK outcome = iota
+	// outAbandoned: the client left on purpose (an upload cut half way, a
 	// stream left early); nothing is checked but that the proxy copes.
-	Abandoned
-	// Clear: a clear failure: 502, 503 or 504 before the response
+	outAbandoned
+	// outClear: a clear failure: 502, 503 or 504 before the response
 	// headers, or a response, stream or WebSocket session aborted after
 	// them (the client sees an error, never a clean end).
-	Clear
-	// Bad: any other failure: a wrong status, wrong bytes, a body that
+	outClear
+	// outBad: any other failure: a wrong status, wrong bytes, a body that
 	// ends cleanly but short, an error before the response headers, a
 	// client deadline. Always a violation.
-	Bad
+	outBad
 )
 
-func (r Result) String() string {
+func (r outcome) String() string {
 	return [...]string{"ok", "abandoned", "clear", "bad"}[r]
 }
 
-// Reach says which upstreams an exchange may reach, to tell whether the
+// reach says which upstreams an exchange may reach, to tell whether the
 // schedule explains its failure.
-type Reach int
+type reach int
 
 // The reaches of the kinds of exchange.
 const (
-	ReachNone Reach = iota // answered by the proxy, or the stable origin
-	ReachPool              // the pool's targets
-	ReachSolo              // the /solo/ target
+	reachNone reach = iota // answered by the proxy, or the stable origin
+	reachPool              // the pool's targets
+	reachSolo              // the /solo/ target
 )
 
 // clients are the HTTP clients of one run.
@@ -102,12 +102,12 @@ func (c *clients) closeIdle() {
 	}
 }
 
-// Kind is one kind of exchange.
-type Kind struct {
+// kind is one kind of exchange.
+type kind struct {
 	Name   string
 	Weight int
-	Reach  Reach
-	run    func(ctx context.Context, x *exchange) (Result, error)
+	reach  reach
+	run    func(ctx context.Context, x *exchange) (outcome, error)
 }
 
 // exchange is what a kind's run gets.
@@ -122,36 +122,36 @@ type exchange struct {
 
 // h1Kinds are the kinds HTTP/1.1 workers run; h2Kinds those HTTP/2 ones
 // run (no WebSocket, CONNECT or raw-connection kinds over HTTP/2).
-var h1Kinds, h2Kinds []Kind
+var h1Kinds, h2Kinds []kind
 
 func init() {
-	common := []Kind{
-		{"get", 30, ReachPool, runGet},
-		{"upload-cl", 6, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runUpload(ctx, x, "", false) }},
-		{"upload-chunked", 6, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runUpload(ctx, x, "", true) }},
-		{"download", 8, ReachPool, runDownload},
-		{"sse", 4, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runSSE(ctx, x, false) }},
-		{"sse-left-early", 1, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runSSE(ctx, x, true) }},
-		{"capture", 5, ReachPool, runCapture},
-		{"local", 3, ReachNone, runLocal},
-		{"denied", 3, ReachNone, runDenied},
-		{"solo", 5, ReachSolo, runSolo},
-		{"h2-upstream", 5, ReachPool, runH2Upstream},
-		{"h2-upstream-upload", 2, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runUpload(ctx, x, "/h2up", false) }},
+	common := []kind{
+		{"get", 30, reachPool, runGet},
+		{"upload-cl", 6, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runUpload(ctx, x, "", false) }},
+		{"upload-chunked", 6, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runUpload(ctx, x, "", true) }},
+		{"download", 8, reachPool, runDownload},
+		{"sse", 4, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runSSE(ctx, x, false) }},
+		{"sse-left-early", 1, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runSSE(ctx, x, true) }},
+		{"capture", 5, reachPool, runCapture},
+		{"local", 3, reachNone, runLocal},
+		{"denied", 3, reachNone, runDenied},
+		{"solo", 5, reachSolo, runSolo},
+		{"h2-upstream", 5, reachPool, runH2Upstream},
+		{"h2-upstream-upload", 2, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runUpload(ctx, x, "/h2up", false) }},
 	}
 	h2Kinds = common
-	h1Kinds = append(append([]Kind(nil), common...),
-		Kind{"websocket", 4, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runWebSocket(ctx, x, false) }},
-		Kind{"wsmsg", 3, ReachPool, func(ctx context.Context, x *exchange) (Result, error) { return runWebSocket(ctx, x, true) }},
-		Kind{"connect", 3, ReachNone, runConnect},
-		Kind{"absolute-form", 2, ReachNone, runAbsolute},
-		Kind{"pipelined", 2, ReachPool, runPipelined},
-		Kind{"upload-abandoned", 1, ReachPool, runAbandonedUpload},
+	h1Kinds = append(append([]kind(nil), common...),
+		kind{"websocket", 4, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runWebSocket(ctx, x, false) }},
+		kind{"wsmsg", 3, reachPool, func(ctx context.Context, x *exchange) (outcome, error) { return runWebSocket(ctx, x, true) }},
+		kind{"connect", 3, reachNone, runConnect},
+		kind{"absolute-form", 2, reachNone, runAbsolute},
+		kind{"pipelined", 2, reachPool, runPipelined},
+		kind{"upload-abandoned", 1, reachPool, runAbandonedUpload},
 	)
 }
 
 // pick returns a kind at random by weight.
-func pick(kinds []Kind, rng *rand.Rand) Kind {
+func pick(kinds []kind, rng *rand.Rand) kind {
 	total := 0
 	for _, k := range kinds {
 		total += k.Weight
@@ -203,10 +203,10 @@ func (e *errStatus) Error() string {
 // do sends req and checks the response head: a 502, 503 or 504 is a clear
 // failure, any other status but want a bad one, and so is an error before
 // the head. On success the caller reads and closes the body.
-func do(hc *http.Client, req *http.Request, want int) (*http.Response, Result, error) {
+func do(hc *http.Client, req *http.Request, want int) (*http.Response, outcome, error) {
 	res, err := hc.Do(req)
 	if err != nil {
-		return nil, Bad, fmt.Errorf("before the response head: %w", err)
+		return nil, outBad, fmt.Errorf("before the response head: %w", err)
 	}
 	if res.StatusCode != want {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 200))
@@ -214,21 +214,21 @@ func do(hc *http.Client, req *http.Request, want int) (*http.Response, Result, e
 		err := &errStatus{res.StatusCode, want, string(b)}
 		switch res.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return nil, Clear, err
+			return nil, outClear, err
 		}
-		return nil, Bad, err
+		return nil, outBad, err
 	}
-	return res, OK, nil
+	return res, outOK, nil
 }
 
 // readAll reads a body: an error is an aborted response, a clear failure.
-func readAll(res *http.Response) ([]byte, Result, error) {
+func readAll(res *http.Response) ([]byte, outcome, error) {
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		return b, Clear, fmt.Errorf("response aborted after %d bytes: %w", len(b), err)
+		return b, outClear, fmt.Errorf("response aborted after %d bytes: %w", len(b), err)
 	}
-	return b, OK, nil
+	return b, outOK, nil
 }
 
 // checkIdentity checks that the upstream saw the identity the proxy's
@@ -240,7 +240,7 @@ func (x *exchange) checkIdentity(res *http.Response) error {
 	return nil
 }
 
-func getSmall(ctx context.Context, x *exchange, path string, wantTarget func(string) bool) (Result, error) {
+func getSmall(ctx context.Context, x *exchange, path string, wantTarget func(string) bool) (outcome, error) {
 	res, r, err := do(x.hc, x.request(ctx, http.MethodGet, path+"?id="+x.id, nil), http.StatusOK)
 	if err != nil {
 		return r, err
@@ -250,28 +250,28 @@ func getSmall(ctx context.Context, x *exchange, path string, wantTarget func(str
 		return r, err
 	}
 	if want := "small " + x.id + "\n"; string(b) != want {
-		return Bad, fmt.Errorf("body %q, want %q", b, want)
+		return outBad, fmt.Errorf("body %q, want %q", b, want)
 	}
 	if t := res.Header.Get(headerTarget); !wantTarget(t) {
-		return Bad, fmt.Errorf("answered by %q", t)
+		return outBad, fmt.Errorf("answered by %q", t)
 	}
 	if err := x.checkIdentity(res); err != nil {
-		return Bad, err
+		return outBad, err
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 func isPoolTarget(t string) bool { return strings.HasPrefix(t, "target-") }
 
-func runGet(ctx context.Context, x *exchange) (Result, error) {
+func runGet(ctx context.Context, x *exchange) (outcome, error) {
 	return getSmall(ctx, x, "/small", isPoolTarget)
 }
 
-func runSolo(ctx context.Context, x *exchange) (Result, error) {
+func runSolo(ctx context.Context, x *exchange) (outcome, error) {
 	return getSmall(ctx, x, "/solo/small", func(t string) bool { return t == "solo" })
 }
 
-func runH2Upstream(ctx context.Context, x *exchange) (Result, error) {
+func runH2Upstream(ctx context.Context, x *exchange) (outcome, error) {
 	return getSmall(ctx, x, "/h2up/small", isPoolTarget)
 }
 
@@ -281,7 +281,7 @@ type hiddenReader struct{ io.Reader }
 
 // runUpload sends a body of a random size and checks that the upstream
 // got every byte: its length and sha256.
-func runUpload(ctx context.Context, x *exchange, prefix string, chunked bool) (Result, error) {
+func runUpload(ctx context.Context, x *exchange, prefix string, chunked bool) (outcome, error) {
 	size := bodySize(x.rng)
 	seed := x.rng.Uint64()
 	h := sha256.New()
@@ -300,14 +300,14 @@ func runUpload(ctx context.Context, x *exchange, prefix string, chunked bool) (R
 		return r, err
 	}
 	if want := fmt.Sprintf("%d %x", size, h.Sum(nil)); string(b) != want {
-		return Bad, fmt.Errorf("upstream got %q, want %q", b, want)
+		return outBad, fmt.Errorf("upstream got %q, want %q", b, want)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runDownload fetches a body of a random size, with a Content-Length or
 // without, and checks its length and sha256.
-func runDownload(ctx context.Context, x *exchange) (Result, error) {
+func runDownload(ctx context.Context, x *exchange) (outcome, error) {
 	size := bodySize(x.rng)
 	seed := x.rng.Uint64()
 	cl := x.rng.IntN(2) == 0
@@ -321,25 +321,25 @@ func runDownload(ctx context.Context, x *exchange) (Result, error) {
 	}
 	defer res.Body.Close()
 	if cl && res.ContentLength != size {
-		return Bad, fmt.Errorf("Content-Length %d, want %d", res.ContentLength, size)
+		return outBad, fmt.Errorf("Content-Length %d, want %d", res.ContentLength, size)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, res.Body)
 	if err != nil {
-		return Clear, fmt.Errorf("%d-byte download aborted after %d bytes: %w", size, n, err)
+		return outClear, fmt.Errorf("%d-byte download aborted after %d bytes: %w", size, n, err)
 	}
 	if n != size {
-		return Bad, fmt.Errorf("download ended cleanly after %d bytes, want %d", n, size)
+		return outBad, fmt.Errorf("download ended cleanly after %d bytes, want %d", n, size)
 	}
 	if got, want := hex.EncodeToString(h.Sum(nil)), streamSum(seed, size); got != want {
-		return Bad, fmt.Errorf("download sha256 %s, want %s", got, want)
+		return outBad, fmt.Errorf("download sha256 %s, want %s", got, want)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runSSE reads a stream of server-sent events and checks every one, or
 // leaves after two of them.
-func runSSE(ctx context.Context, x *exchange, leave bool) (Result, error) {
+func runSSE(ctx context.Context, x *exchange, leave bool) (outcome, error) {
 	n := 5 + x.rng.IntN(30)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -349,33 +349,33 @@ func runSSE(ctx context.Context, x *exchange, leave bool) (Result, error) {
 	}
 	defer res.Body.Close()
 	if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
-		return Bad, fmt.Errorf("Content-Type %q", ct)
+		return outBad, fmt.Errorf("Content-Type %q", ct)
 	}
 	br := bufio.NewReader(res.Body)
 	for i := range n {
 		for _, want := range []string{fmt.Sprintf("id: %d", i), fmt.Sprintf("data: %s-%d", x.id, i), ""} {
 			line, err := readLine(br)
 			if err != nil {
-				return Clear, fmt.Errorf("stream aborted at event %d of %d: %w", i, n, err)
+				return outClear, fmt.Errorf("stream aborted at event %d of %d: %w", i, n, err)
 			}
 			if line != want {
-				return Bad, fmt.Errorf("event %d: line %q, want %q", i, line, want)
+				return outBad, fmt.Errorf("event %d: line %q, want %q", i, line, want)
 			}
 		}
 		if leave && i == 1 {
-			return Abandoned, nil
+			return outAbandoned, nil
 		}
 	}
 	if b, err := br.ReadByte(); err != io.EOF {
 		if err != nil {
-			return Clear, fmt.Errorf("stream aborted after its last event: %w", err)
+			return outClear, fmt.Errorf("stream aborted after its last event: %w", err)
 		}
-		return Bad, fmt.Errorf("byte %q after the last event", b)
+		return outBad, fmt.Errorf("byte %q after the last event", b)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
-func runCapture(ctx context.Context, x *exchange) (Result, error) {
+func runCapture(ctx context.Context, x *exchange) (outcome, error) {
 	k := x.rng.IntN(1000)
 	res, r, err := do(x.hc, x.request(ctx, http.MethodGet, fmt.Sprintf("/capture/json?n=%d", k), nil), http.StatusOK)
 	if err != nil {
@@ -391,15 +391,15 @@ func runCapture(ctx context.Context, x *exchange) (Result, error) {
 		Target   string
 	}
 	if err := json.Unmarshal(b, &v); err != nil || !v.Captured || v.Double != 2*k || !strings.HasPrefix(v.Target, "TARGET-") {
-		return Bad, fmt.Errorf("captured body %q (%v) for n=%d", b, err, k)
+		return outBad, fmt.Errorf("captured body %q (%v) for n=%d", b, err, k)
 	}
 	if res.ContentLength != int64(len(b)) {
-		return Bad, fmt.Errorf("Content-Length %d for a %d-byte transformed body", res.ContentLength, len(b))
+		return outBad, fmt.Errorf("Content-Length %d for a %d-byte transformed body", res.ContentLength, len(b))
 	}
-	return OK, nil
+	return outOK, nil
 }
 
-func runLocal(ctx context.Context, x *exchange) (Result, error) {
+func runLocal(ctx context.Context, x *exchange) (outcome, error) {
 	res, r, err := do(x.hc, x.request(ctx, http.MethodGet, "/status", nil), http.StatusOK)
 	if err != nil {
 		return r, err
@@ -409,32 +409,32 @@ func runLocal(ctx context.Context, x *exchange) (Result, error) {
 		return r, err
 	}
 	if string(b) != "proxy ok\n" {
-		return Bad, fmt.Errorf("status body %q", b)
+		return outBad, fmt.Errorf("status body %q", b)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
-func runDenied(ctx context.Context, x *exchange) (Result, error) {
+func runDenied(ctx context.Context, x *exchange) (outcome, error) {
 	req := x.request(ctx, http.MethodGet, "/small?id="+x.id, nil)
 	req.Header.Set(headerDeny, "1")
 	res, _, err := do(x.hc, req, http.StatusForbidden)
 	if err != nil {
-		return Bad, err // the Authorizer answers without any upstream: never a clear failure
+		return outBad, err // the Authorizer answers without any upstream: never a clear failure
 	}
 	b, r, err := readAll(res)
 	if err != nil {
 		return r, err
 	}
 	if want := "denied by the soak's Authorizer\n"; string(b) != want || res.Header.Get(headerTarget) != "" {
-		return Bad, fmt.Errorf("denial %q from %q", b, res.Header.Get(headerTarget))
+		return outBad, fmt.Errorf("denial %q from %q", b, res.Header.Get(headerTarget))
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runWebSocket opens a WebSocket to the echo upstream, through the
 // transparent tunnel or through wsmsg's message relay (which drops the
 // client's "drop:" messages), and checks every echo.
-func runWebSocket(ctx context.Context, x *exchange, relay bool) (Result, error) {
+func runWebSocket(ctx context.Context, x *exchange, relay bool) (outcome, error) {
 	path := "/ws"
 	if relay {
 		path = "/wsmsg/ws"
@@ -451,9 +451,9 @@ func runWebSocket(ctx context.Context, x *exchange, relay bool) (Result, error) 
 	if err != nil {
 		switch status {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return Clear, fmt.Errorf("upgrade refused: %w", err)
+			return outClear, fmt.Errorf("upgrade refused: %w", err)
 		}
-		return Bad, fmt.Errorf("upgrade: %w", err)
+		return outBad, fmt.Errorf("upgrade: %w", err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -471,7 +471,7 @@ func runWebSocket(ctx context.Context, x *exchange, relay bool) (Result, error) 
 	for i := range n {
 		if relay && i%4 == 1 {
 			if err := wsutil.WriteClientText(conn, []byte("drop:"+x.id)); err != nil {
-				return Clear, fmt.Errorf("session aborted at message %d: %w", i, err)
+				return outClear, fmt.Errorf("session aborted at message %d: %w", i, err)
 			}
 		}
 		msg := make([]byte, x.rng.IntN(16<<10))
@@ -480,29 +480,29 @@ func runWebSocket(ctx context.Context, x *exchange, relay bool) (Result, error) 
 		}
 		msg = append(msg, fmt.Sprintf(" %s %d", x.id, i)...)
 		if err := wsutil.WriteClientText(conn, msg); err != nil {
-			return Clear, fmt.Errorf("session aborted at message %d: %w", i, err)
+			return outClear, fmt.Errorf("session aborted at message %d: %w", i, err)
 		}
 		got, _, err := wsutil.ReadServerData(peer)
 		if err != nil {
-			return Clear, fmt.Errorf("session aborted at message %d of %d: %w", i, n, err)
+			return outClear, fmt.Errorf("session aborted at message %d of %d: %w", i, n, err)
 		}
 		if string(got) != string(msg) {
-			return Bad, fmt.Errorf("echo %d: %d bytes ending %q, want %d ending %q", i, len(got), tail(got), len(msg), tail(msg))
+			return outBad, fmt.Errorf("echo %d: %d bytes ending %q, want %d ending %q", i, len(got), tail(got), len(msg), tail(msg))
 		}
 	}
 	// A clean close: our close frame, the peer's answer, the end.
 	if err := ws.WriteFrame(conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))); err != nil {
-		return Clear, fmt.Errorf("closing: %w", err)
+		return outClear, fmt.Errorf("closing: %w", err)
 	}
 	_, _, err = wsutil.ReadServerData(peer)
 	var ce wsutil.ClosedError
 	if !errors.As(err, &ce) {
-		return Clear, fmt.Errorf("waiting for the close frame: %v", err)
+		return outClear, fmt.Errorf("waiting for the close frame: %v", err)
 	}
 	if ce.Code != ws.StatusNormalClosure {
-		return Clear, fmt.Errorf("closed with %d %q", ce.Code, ce.Reason)
+		return outClear, fmt.Errorf("closed with %d %q", ce.Code, ce.Reason)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 func tail(b []byte) string {
@@ -514,11 +514,11 @@ func tail(b []byte) string {
 
 // runConnect opens a CONNECT tunnel to the origin and makes a request
 // through it.
-func runConnect(ctx context.Context, x *exchange) (Result, error) {
+func runConnect(ctx context.Context, x *exchange) (outcome, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
 	if err != nil {
-		return Bad, err
+		return outBad, err
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -528,46 +528,46 @@ func runConnect(ctx context.Context, x *exchange) (Result, error) {
 	br := bufio.NewReader(conn)
 	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
-		return Bad, fmt.Errorf("CONNECT: %w", err)
+		return outBad, fmt.Errorf("CONNECT: %w", err)
 	}
 	if res.StatusCode != http.StatusOK {
-		return Bad, fmt.Errorf("CONNECT: status %d", res.StatusCode)
+		return outBad, fmt.Errorf("CONNECT: status %d", res.StatusCode)
 	}
 	fmt.Fprintf(conn, "GET /origin/small?id=%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", x.id, x.c.origin)
 	res, err = http.ReadResponse(br, nil)
 	if err != nil {
-		return Bad, fmt.Errorf("through the tunnel: %w", err)
+		return outBad, fmt.Errorf("through the tunnel: %w", err)
 	}
 	b, err := io.ReadAll(res.Body)
 	if err != nil || res.StatusCode != http.StatusOK || string(b) != "small "+x.id+"\n" {
-		return Bad, fmt.Errorf("through the tunnel: status %d body %q err %v", res.StatusCode, b, err)
+		return outBad, fmt.Errorf("through the tunnel: status %d body %q err %v", res.StatusCode, b, err)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runAbsolute makes an absolute-form request (forward proxying) to the
 // origin.
-func runAbsolute(ctx context.Context, x *exchange) (Result, error) {
+func runAbsolute(ctx context.Context, x *exchange) (outcome, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+x.c.origin+"/origin/small?id="+x.id, nil)
 	req.Header.Set("X-Request-ID", x.id)
 	res, _, err := do(x.c.forward, req, http.StatusOK)
 	if err != nil {
-		return Bad, err
+		return outBad, err
 	}
 	b, _, err := readAll(res)
 	if err != nil || string(b) != "small "+x.id+"\n" || res.Header.Get(headerTarget) != "origin" {
-		return Bad, fmt.Errorf("absolute-form: body %q from %q, err %v", b, res.Header.Get(headerTarget), err)
+		return outBad, fmt.Errorf("absolute-form: body %q from %q, err %v", b, res.Header.Get(headerTarget), err)
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runPipelined sends two requests in one write on a new connection and
 // reads both answers, in order.
-func runPipelined(ctx context.Context, x *exchange) (Result, error) {
+func runPipelined(ctx context.Context, x *exchange) (outcome, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
 	if err != nil {
-		return Bad, err
+		return outBad, err
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -579,39 +579,39 @@ func runPipelined(ctx context.Context, x *exchange) (Result, error) {
 	for _, part := range []string{"a", "b"} {
 		res, err := http.ReadResponse(br, nil)
 		if err != nil {
-			return Bad, fmt.Errorf("pipelined %s: %w", part, err)
+			return outBad, fmt.Errorf("pipelined %s: %w", part, err)
 		}
 		if res.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(res.Body)
 			err := &errStatus{res.StatusCode, 200, string(b)}
 			if res.StatusCode == http.StatusBadGateway || res.StatusCode == http.StatusServiceUnavailable || res.StatusCode == http.StatusGatewayTimeout {
-				return Clear, fmt.Errorf("pipelined %s: %w", part, err)
+				return outClear, fmt.Errorf("pipelined %s: %w", part, err)
 			}
-			return Bad, fmt.Errorf("pipelined %s: %w", part, err)
+			return outBad, fmt.Errorf("pipelined %s: %w", part, err)
 		}
 		b, r, err := readAll(res)
 		if err != nil {
 			return r, err
 		}
 		if want := "small " + x.id + "-" + part + "\n"; string(b) != want {
-			return Bad, fmt.Errorf("pipelined %s: body %q, want %q", part, b, want)
+			return outBad, fmt.Errorf("pipelined %s: body %q, want %q", part, b, want)
 		}
 	}
-	return OK, nil
+	return outOK, nil
 }
 
 // runAbandonedUpload starts an upload and goes away half way.
-func runAbandonedUpload(ctx context.Context, x *exchange) (Result, error) {
+func runAbandonedUpload(ctx context.Context, x *exchange) (outcome, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
 	if err != nil {
-		return Bad, err
+		return outBad, err
 	}
 	defer conn.Close()
 	size := 1 + x.rng.IntN(1<<20)
 	fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: soak\r\nX-Request-ID: %s\r\nContent-Length: %d\r\n\r\n", x.id, size)
 	io.Copy(conn, io.LimitReader(newStream(1), int64(x.rng.IntN(size))))
-	return Abandoned, nil
+	return outAbandoned, nil
 }
 
 // parseCert returns a pool holding the PEM certificate.

@@ -163,18 +163,18 @@ type recorder struct {
 	violations []string
 }
 
-func (r *recorder) add(k Kind, id string, res Result, err error, start, end time.Time) {
+func (r *recorder) add(k kind, id string, res outcome, err error, start, end time.Time) {
 	r.exchanges.Add(1)
-	if res == Clear {
+	if res == outClear {
 		explained := false
-		switch k.Reach {
-		case ReachPool:
+		switch k.reach {
+		case reachPool:
 			explained = r.flap.explains(r.pool, true, start, end)
-		case ReachSolo:
+		case reachSolo:
 			explained = r.flap.explains(r.solo, false, start, end)
 		}
 		if !explained {
-			res = Bad
+			res = outBad
 			err = fmt.Errorf("clear failure that no outage explains: %w", err)
 		}
 	}
@@ -186,11 +186,11 @@ func (r *recorder) add(k Kind, id string, res Result, err error, start, end time
 		r.kinds[k.Name] = c
 	}
 	switch res {
-	case OK:
+	case outOK:
 		c.OK++
-	case Abandoned:
+	case outAbandoned:
 		c.Abandoned++
-	case Clear:
+	case outClear:
 		c.Injected++
 		r.injected.Add(1)
 		form := "aborted after the response headers"
@@ -199,7 +199,7 @@ func (r *recorder) add(k Kind, id string, res Result, err error, start, end time
 			form = fmt.Sprintf("%d before the response headers", es.got)
 		}
 		r.forms[k.Name+": "+form]++
-	case Bad:
+	case outBad:
 		c.Violations++
 		r.bad.Add(1)
 		if len(r.violations) < 100 {
@@ -357,7 +357,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// The load.
 	var workers sync.WaitGroup
-	worker := func(n int, kinds []Kind, hc *http.Client, base string) {
+	worker := func(n int, kinds []kind, hc *http.Client, base string) {
 		rng := mrand.New(mrand.NewPCG(cfg.Seed, uint64(n)))
 		for seq := 0; loadCtx.Err() == nil; seq++ {
 			k := pick(kinds, rng)
@@ -367,8 +367,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			start := time.Now()
 			res, err := k.run(ectx, x)
 			end := time.Now()
-			if res != OK && res != Abandoned && errors.Is(ectx.Err(), context.DeadlineExceeded) {
-				res, err = Bad, fmt.Errorf("hung: no end within the client's %v deadline: %w", cl.deadline, err)
+			if res != outOK && res != outAbandoned && errors.Is(ectx.Err(), context.DeadlineExceeded) {
+				res, err = outBad, fmt.Errorf("hung: no end within the client's %v deadline: %w", cl.deadline, err)
 			}
 			cancel()
 			rec.add(k, id, res, err, start, end)
@@ -377,7 +377,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	n := 0
 	for _, w := range []struct {
 		count int
-		kinds []Kind
+		kinds []kind
 		hc    *http.Client
 		base  string
 	}{

@@ -134,7 +134,7 @@ func TestScheduleDownAt(t *testing.T) {
 }
 
 // shortRun runs a few seconds of soak with the fault planted in the proxy.
-func shortRun(t *testing.T, fault string, d time.Duration) (*Report, error, string) {
+func shortRun(t *testing.T, fault string, d time.Duration) (*Report, string, error) {
 	t.Helper()
 	var log strings.Builder
 	rep, err := Run(t.Context(), Config{
@@ -142,13 +142,13 @@ func shortRun(t *testing.T, fault string, d time.Duration) (*Report, error, stri
 		H1Workers: 4, H2CWorkers: 1, TLSWorkers: 1, Settle: 5 * time.Second,
 		Dir: t.TempDir(), Fault: fault, Seed: 1, Log: &log,
 	})
-	return rep, err, log.String()
+	return rep, log.String(), err
 }
 
 // The soak passes a proxy without defects, and every kind of exchange
 // succeeds at least once (a short run: CI runs the 60-second one).
 func TestSoakShortRun(t *testing.T) {
-	rep, err, log := shortRun(t, "", 10*time.Second)
+	rep, log, err := shortRun(t, "", 10*time.Second)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
@@ -168,7 +168,7 @@ func TestSoakCatchesPlantedFaults(t *testing.T) {
 		{"truncate", "failed exchanges that no outage explains", "download"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
-			rep, err, log := shortRun(t, tc.fault, 4*time.Second)
+			rep, log, err := shortRun(t, tc.fault, 4*time.Second)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one saying %q\n%s", err, tc.want, log)
 			}
