@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -200,12 +201,33 @@ func (e *errStatus) Error() string {
 	return fmt.Sprintf("status %d, want %d (body %q)", e.got, e.want, e.body)
 }
 
+// errNoHead is a connection closed (or an HTTP/2 stream reset) by the
+// proxy before any byte of the response head: the client sees an error,
+// never something that looks like a response, so it is a clear failure;
+// the report counts it apart from the statuses.
+type errNoHead struct{ err error }
+
+func (e *errNoHead) Error() string { return "closed before the response head: " + e.err.Error() }
+func (e *errNoHead) Unwrap() error { return e.err }
+
+// closedBeforeHead reports whether err, from a client's Do, is the proxy
+// closing the connection or resetting the stream before the response
+// head (not a dial error or a timeout, which are bad failures).
+func closedBeforeHead(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "stream error: ") // net/http's HTTP/2 RST_STREAM, an unexported type
+}
+
 // do sends req and checks the response head: a 502, 503 or 504 is a clear
-// failure, any other status but want a bad one, and so is an error before
-// the head. On success the caller reads and closes the body.
+// failure, any other status but want a bad one. An error before the head
+// is clear when the proxy closed the connection or reset the stream, bad
+// otherwise. On success the caller reads and closes the body.
 func do(hc *http.Client, req *http.Request, want int) (*http.Response, outcome, error) {
 	res, err := hc.Do(req)
 	if err != nil {
+		if closedBeforeHead(err) && req.Context().Err() == nil {
+			return nil, outClear, &errNoHead{err}
+		}
 		return nil, outBad, fmt.Errorf("before the response head: %w", err)
 	}
 	if res.StatusCode != want {
@@ -452,6 +474,10 @@ func runWebSocket(ctx context.Context, x *exchange, relay bool) (outcome, error)
 		switch status {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			return outClear, fmt.Errorf("upgrade refused: %w", err)
+		case 0:
+			if closedBeforeHead(err) && ctx.Err() == nil {
+				return outClear, &errNoHead{err}
+			}
 		}
 		return outBad, fmt.Errorf("upgrade: %w", err)
 	}

@@ -21,9 +21,10 @@ func (s Schedule) downAt(elapsed time.Duration) bool {
 }
 
 // outage is one time a target was down: from Start to End (zero while it
-// still is).
+// still is). Taking it down (closing its listener and cutting every
+// connection) took from Start to Cut.
 type outage struct {
-	Start, End time.Time
+	Start, Cut, End time.Time
 }
 
 // Flapper takes targets down and brings them back up on their schedules,
@@ -74,6 +75,10 @@ func (f *Flapper) set(tg *Target, down bool) {
 		f.outages[tg] = append(f.outages[tg], outage{Start: time.Now()})
 		f.mu.Unlock()
 		tg.Down()
+		f.mu.Lock()
+		o := f.outages[tg]
+		o[len(o)-1].Cut = time.Now()
+		f.mu.Unlock()
 	case !down && isDown:
 		err := tg.Up()
 		f.mu.Lock()
@@ -88,18 +93,24 @@ func (f *Flapper) set(tg *Target, down bool) {
 
 // explains reports whether the outages of targets explain a clear failure
 // of an exchange that ran from start to end. For a target with others
-// behind it in a pool (pooled), only an outage that began during the
-// exchange does: the pool routes new requests around a target that is
-// down, so the only exchanges it may fail are those under way on the
-// target when it went down. For a target on its own, any outage that
-// overlaps the exchange does: its requests fail with 502 while it is down.
+// behind it in a pool (pooled), only the taking down of the target
+// (from an outage's Start to its Cut) overlapping the exchange does: the
+// pool steers new requests around a target that is down, so the only
+// exchanges it may fail are those under way on the target while its
+// connections were cut (a pooled connection picked just before its cut
+// included). For a target on its own, any outage that overlaps the
+// exchange does: its requests fail with 502 while it is down.
 func (f *Flapper) explains(targets []*Target, pooled bool, start, end time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, tg := range targets {
 		for _, o := range f.outages[tg] {
 			if pooled {
-				if !o.Start.Before(start) && !o.Start.After(end) {
+				cut := o.Cut
+				if cut.IsZero() {
+					cut = time.Now() // being cut now
+				}
+				if !o.Start.After(end) && !cut.Before(start) {
 					return true
 				}
 				continue

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"net/url"
 	"os"
@@ -102,9 +103,13 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		p := &balance.Pool{
 			Policy:      balance.RoundRobin(),
 			StripPrefix: strip,
-			Health:      &balance.HealthCheck{Path: "/health", Interval: time.Second, Timeout: time.Second, Rise: 2, Fall: 2},
-			Passive:     &balance.PassiveHealth{Failures: 3, Window: 5 * time.Second, CoolDown: 3 * time.Second},
-			Logger:      logger,
+			// A target that is down refuses connections: Fall checks a
+			// second apart take it out. The timeout is long, so that a
+			// machine too busy to answer within a second (two cores
+			// shared with other work) does not take healthy targets out.
+			Health:  &balance.HealthCheck{Path: "/health", Interval: time.Second, Timeout: 3 * time.Second, Rise: 2, Fall: 3},
+			Passive: &balance.PassiveHealth{Failures: 3, Window: 5 * time.Second, CoolDown: 3 * time.Second},
+			Logger:  logger,
 		}
 		for _, t := range cfg.Targets {
 			if err := p.Add(ctx, balance.Member{URL: scheme + "://" + t}); err != nil {
@@ -241,6 +246,9 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		proxy.CloseIdleConnections()
 		w.WriteHeader(http.StatusNoContent)
 	})
+	// Profiles of the proxy, to look into a resource that grows.
+	admin.HandleFunc("/debug/pprof/", pprof.Index)
+	admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
 
 	errc := make(chan error, 3)

@@ -157,6 +157,8 @@ type recorder struct {
 	exchanges     atomic.Int64
 	injected, bad atomic.Int64
 
+	logf func(format string, a ...any)
+
 	mu         sync.Mutex
 	kinds      map[string]*KindCount
 	forms      map[string]int64
@@ -195,16 +197,21 @@ func (r *recorder) add(k kind, id string, res outcome, err error, start, end tim
 		r.injected.Add(1)
 		form := "aborted after the response headers"
 		var es *errStatus
-		if errors.As(err, &es) {
+		var nh *errNoHead
+		switch {
+		case errors.As(err, &es):
 			form = fmt.Sprintf("%d before the response headers", es.got)
+		case errors.As(err, &nh):
+			form = "connection closed before any response byte"
 		}
 		r.forms[k.Name+": "+form]++
 	case outBad:
 		c.Violations++
 		r.bad.Add(1)
 		if len(r.violations) < 100 {
-			r.violations = append(r.violations, fmt.Sprintf("%s %s [%s .. %s]: %v", k.Name, id,
-				start.Format("15:04:05.000"), end.Format("15:04:05.000"), err))
+			v := fmt.Sprintf("%s %s [%s .. %s]: %v", k.Name, id, start.Format("15:04:05.000"), end.Format("15:04:05.000"), err)
+			r.violations = append(r.violations, v)
+			r.logf("soak: VIOLATION %s", v)
 		}
 	}
 }
@@ -289,7 +296,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cw.Write(csvHeader)
 
 	flap := new(Flapper)
-	rec := &recorder{flap: flap, pool: pool, solo: []*Target{solo}, kinds: map[string]*KindCount{}, forms: map[string]int64{}}
+	rec := &recorder{flap: flap, logf: logf, pool: pool, solo: []*Target{solo}, kinds: map[string]*KindCount{}, forms: map[string]int64{}}
 	cl := newClients(px.addrs, origin.Addr, roots)
 	defer cl.closeIdle()
 
@@ -402,7 +409,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	_, rep.Outages = flap.downCount(append(slices.Clone(pool), solo))
 	logf("soak: load done after %v: %d exchanges, %d outages; settling", rep.Elapsed.Round(time.Millisecond), rec.exchanges.Load(), rep.Outages)
 
-	// Settling: targets up and healthy, idle connections closed.
+	// Settling: targets up and healthy, idle connections closed. An
+	// interrupt ended the load; what follows runs to its end.
+	ctx = context.WithoutCancel(ctx)
 	var problems []error
 	problems = append(problems, flap.err()...)
 	cl.closeIdle()

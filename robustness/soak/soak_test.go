@@ -82,8 +82,8 @@ func TestExplains(t *testing.T) {
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	a, b := &Target{Name: "a"}, &Target{Name: "b"}
 	f := &Flapper{outages: map[*Target][]outage{
-		a: {{Start: at(10), End: at(16)}},
-		b: {{Start: at(40)}}, // still down
+		a: {{Start: at(10), Cut: at(10.01), End: at(16)}},
+		b: {{Start: at(40), Cut: at(40.01)}}, // still down
 	}}
 	for _, tc := range []struct {
 		name       string
@@ -93,6 +93,7 @@ func TestExplains(t *testing.T) {
 		want       bool
 	}{
 		{"pooled: under way when the target went down", []*Target{a}, true, 9, 11, true},
+		{"pooled: started while its connections were cut", []*Target{a}, true, 10.005, 12, true},
 		{"pooled: started while the target was down", []*Target{a}, true, 11, 12, false},
 		{"pooled: ended before the outage", []*Target{a}, true, 5, 9.9, false},
 		{"pooled: another target's outage", []*Target{b}, true, 9, 11, false},
