@@ -872,9 +872,23 @@ type observedBody struct {
 func (b *observedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
-		b.res.Err = err
+		b.failed(err)
 	}
 	return n, err
+}
+
+// failed records why the body broke off. When the client's context is
+// done by then, the body broke off because the client went away or
+// stopped reading (the engine closes the upstream connection when the
+// exchange is canceled; a splice fails on the client's side as well as
+// the upstream's): the Result then says so, as the Record does and as a
+// failed attempt's does, so that the Observer's statistics and passive
+// health never count a client's departure against the upstream.
+func (b *observedBody) failed(err error) {
+	if b.pr.In.Context().Err() != nil && !errors.Is(err, errClientGone) {
+		err = fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	b.res.Err = err
 }
 
 // observedConn stands for an observedBody whose response is a 101: its
@@ -910,7 +924,7 @@ func (b *observedBody) WriteTo(w io.Writer) (int64, error) {
 		n, err = io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b.rc}, *bp)
 	}
 	if err != nil {
-		b.res.Err = err
+		b.failed(err)
 	}
 	return n, err
 }
@@ -918,6 +932,12 @@ func (b *observedBody) WriteTo(w io.Writer) (int64, error) {
 func (b *observedBody) Close() error {
 	err := b.rc.Close()
 	b.once.Do(func() {
+		if b.res.Err != nil {
+			// The client's departure may be noticed after the error
+			// (net/http's server notices a reset client from its
+			// background read, not from a failed splice).
+			b.failed(b.res.Err)
+		}
 		b.res.Duration = time.Since(b.start)
 		if b.obs != nil {
 			b.obs.Observe(b.pr, b.res)

@@ -709,3 +709,37 @@ func TestReplayWhileClientStillSending(t *testing.T) {
 		t.Errorf("%d %q, want the whole body on the second target", res.StatusCode, b)
 	}
 }
+
+// Clients that leave an event stream are no failures of its target: the
+// passive health must not take a healthy target out because its readers
+// went away (found by the soak: a few closed streams emptied the pool).
+func TestPoolPassiveHealthIgnoresClientsLeavingStreams(t *testing.T) {
+	leaktest.Check(t)
+	events := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	pool := &Pool{Logger: quiet(), Passive: &PassiveHealth{Failures: 1, Window: time.Minute, CoolDown: time.Minute}}
+	mustAdd(t, pool, "events", events.URL)
+	px := poolServer(t, pool)
+	c := client(t)
+	for i := range 3 {
+		res, err := c.Get(px + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil || line != "data: 1\n" {
+			t.Fatalf("stream %d: first line %q, %v", i, line, err)
+		}
+		res.Body.Close() // the client leaves
+		eventually(t, "the proxy ends the attempt", func() bool { return statsOf(pool, "events").InFlight == 0 })
+		if s := statsOf(pool, "events"); s.Failures != 0 || !s.Healthy {
+			t.Fatalf("after %d streams left by their clients: failures %d, healthy %v (%s)", i+1, s.Failures, s.Healthy, s.DownReason)
+		}
+	}
+}
