@@ -37,8 +37,16 @@ type Fault struct {
 	// Mid injects the toxic at the traffic's mid point (Traffic.MidAt)
 	// instead of before it; Small always gets it before.
 	Mid bool
-	// Scaled: Download and Upload move Config.ScaledSize, not Config.Size.
-	Scaled bool
+	// Linger puts, before the traffic, a reset_peer toxic of toxicity 0
+	// (it never runs) on the link: Toxiproxy then sets SO_LINGER 0 on the
+	// link's new connections, so that the toxic injected mid-way closes
+	// them with a reset. A reset_peer injected on a connection already
+	// open would close it with a FIN; one present from the start swallows
+	// the first bytes and resets before any byte passed.
+	Linger bool
+	// Size, if not zero, is the body of Download and Upload under this
+	// fault, instead of Config.Size (the slow toxics).
+	Size int64
 	// Delay is added to the time the proxy gets to return to its
 	// resources (slow_close holds connections that long).
 	Delay time.Duration
@@ -48,9 +56,9 @@ type Fault struct {
 var Faults = []Fault{
 	{Name: "none"},
 	{Name: "latency 30±20 ms", Type: "latency", Attrs: toxiproxy.Attributes{"latency": 30, "jitter": 20}},
-	{Name: "bandwidth 1000 KB/s", Type: "bandwidth", Attrs: toxiproxy.Attributes{"rate": 1000}, Scaled: true},
-	{Name: "slicer 128±96 B", Type: "slicer", Attrs: toxiproxy.Attributes{"average_size": 128, "size_variation": 96, "delay": 20}, Scaled: true},
-	{Name: "reset_peer 150 ms", Type: "reset_peer", Attrs: toxiproxy.Attributes{"timeout": 150}, SmallAttrs: toxiproxy.Attributes{"timeout": 0}},
+	{Name: "bandwidth 1000 KB/s", Type: "bandwidth", Attrs: toxiproxy.Attributes{"rate": 1000}, Size: 4 << 20},
+	{Name: "slicer 128±96 B", Type: "slicer", Attrs: toxiproxy.Attributes{"average_size": 128, "size_variation": 96, "delay": 20}, Size: 1 << 20},
+	{Name: "reset_peer (RST)", Type: "reset_peer", Attrs: toxiproxy.Attributes{"timeout": 0}, Mid: true, Linger: true},
 	{Name: "timeout (black hole)", Type: "timeout", Attrs: toxiproxy.Attributes{"timeout": 0}, Mid: true},
 	{Name: "limit_data 64 KiB", Type: "limit_data", Attrs: toxiproxy.Attributes{"bytes": 64 << 10}, SmallAttrs: toxiproxy.Attributes{"bytes": 2048}, Mid: true},
 	{Name: "slow_close 1 s", Type: "slow_close", Attrs: toxiproxy.Attributes{"delay": 1000}, Delay: time.Second},
@@ -68,9 +76,9 @@ func FaultNamed(prefix string) (Fault, bool) {
 
 // Config sizes the traffic and states the bounds checked.
 type Config struct {
-	// Size is the body of Download and Upload, ScaledSize that under a
-	// Scaled fault, SmallSize that of Small.
-	Size, ScaledSize, SmallSize int64
+	// Size is the body of Download and Upload (unless the fault says
+	// otherwise), SmallSize that of Small.
+	Size, SmallSize int64
 	// Messages of MessageSize bytes for WebSocket and GRPC, events for
 	// SSE, Pace apart.
 	Messages, MessageSize int
@@ -91,7 +99,6 @@ type Config struct {
 // DefaultConfig is the matrix's configuration.
 var DefaultConfig = Config{
 	Size:          64 << 20,
-	ScaledSize:    4 << 20,
 	SmallSize:     16 << 10,
 	Messages:      20,
 	MessageSize:   16 << 10,
@@ -373,8 +380,8 @@ func (e *Env) traffic(c Cell, hop *Hop) Traffic {
 		t.Size = e.SmallSize
 	case Download, Upload:
 		t.Size = e.Size
-		if c.Fault.Scaled {
-			t.Size = e.ScaledSize
+		if c.Fault.Size != 0 {
+			t.Size = c.Fault.Size
 		}
 		t.MidAt = t.Size / 8
 	}
@@ -384,19 +391,23 @@ func (e *Env) traffic(c Cell, hop *Hop) Traffic {
 	return t
 }
 
-// toxics adds the cell's toxic to both directions of its link.
-func (e *Env) toxics(c Cell, hop *Hop) error {
+// toxics adds the cell's toxic to both directions of its link, or with
+// linger the Fault.Linger marker.
+func (e *Env) toxics(c Cell, hop *Hop, linger bool) error {
 	p := hop.Front
 	if c.Link == UpstreamLink {
 		p = hop.Back
 	}
-	attrs := c.Fault.Attrs
+	typ, name, toxicity, attrs := c.Fault.Type, c.Fault.Type, float32(1), c.Fault.Attrs
 	if c.Kind == Small && c.Fault.SmallAttrs != nil {
 		attrs = c.Fault.SmallAttrs
 	}
+	if linger {
+		typ, name, toxicity, attrs = "reset_peer", "linger", 0, toxiproxy.Attributes{"timeout": 0}
+	}
 	for _, stream := range []string{"upstream", "downstream"} {
-		if _, err := p.AddToxic(c.Fault.Type+"_"+stream, c.Fault.Type, stream, 1, attrs); err != nil {
-			return fmt.Errorf("adding %s on the %s link: %w", c.Fault.Type, c.Link, err)
+		if _, err := p.AddToxic(name+"_"+stream, typ, stream, toxicity, attrs); err != nil {
+			return fmt.Errorf("adding %s on the %s link: %w", name, c.Link, err)
 		}
 	}
 	return nil
@@ -429,8 +440,13 @@ func (e *Env) Run(ctx context.Context, s *Subject, c Cell) Result {
 	var midErr error
 	if c.Fault.Type != "" {
 		if c.Fault.Mid && c.Kind != Small {
-			t.Mid = func() { midErr = e.toxics(c, hop) }
-		} else if err := e.toxics(c, hop); err != nil {
+			if c.Fault.Linger {
+				if err := e.toxics(c, hop, true); err != nil {
+					return fail(err)
+				}
+			}
+			t.Mid = func() { midErr = e.toxics(c, hop, false) }
+		} else if err := e.toxics(c, hop, false); err != nil {
 			return fail(err)
 		}
 	}
@@ -439,7 +455,7 @@ func (e *Env) Run(ctx context.Context, s *Subject, c Cell) Result {
 		return fail(midErr)
 	}
 	if c.Kind == Upload {
-		if v, ok := e.Upstream.Upload(t.ID); ok {
+		if v, ok := e.Upstream.Upload(t.ID, e.Settle); ok {
 			r.Upload = &v
 		}
 	}

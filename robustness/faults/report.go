@@ -106,14 +106,13 @@ func linkText(l Link) string {
 
 // kindText names the traffic with its size.
 func kindText(cfg Config, c Cell) string {
-	scaled := c.Fault.Scaled
 	switch c.Kind {
 	case Small:
 		return fmt.Sprintf("GET %s", mib(cfg.SmallSize))
 	case Download, Upload:
 		size := cfg.Size
-		if scaled {
-			size = cfg.ScaledSize
+		if c.Fault.Size != 0 {
+			size = c.Fault.Size
 		}
 		verb := "GET"
 		if c.Kind == Upload {

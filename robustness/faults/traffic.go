@@ -31,12 +31,12 @@ type Kind string
 
 // The traffic kinds of the matrix.
 const (
-	Small     Kind = "small GET"       // GET of a small body with Content-Length
-	Download  Kind = "download"        // GET of a large body of unknown length (chunked)
-	Upload    Kind = "chunked upload"  // POST of a large body of unknown length (chunked)
-	SSE       Kind = "SSE"             // a stream of server-sent events
-	WebSocket Kind = "WebSocket echo"  // messages echoed over a WebSocket
-	GRPC      Kind = "gRPC bidi echo"  // messages echoed over a bidirectional gRPC stream
+	Small     Kind = "small GET"      // GET of a small body with Content-Length
+	Download  Kind = "download"       // GET of a large body of unknown length (chunked)
+	Upload    Kind = "chunked upload" // POST of a large body of unknown length (chunked)
+	SSE       Kind = "SSE"            // a stream of server-sent events
+	WebSocket Kind = "WebSocket echo" // messages echoed over a WebSocket
+	GRPC      Kind = "gRPC bidi echo" // messages echoed over a bidirectional gRPC stream
 )
 
 // Kinds lists every traffic kind, in the matrix's order.
@@ -157,8 +157,8 @@ func (t Traffic) midAt(done *bool, n int64) {
 func client() *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
-			DialContext:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			DisableCompression: true,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			DisableCompression:  true,
 			MaxIdleConnsPerHost: 1,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

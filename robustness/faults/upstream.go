@@ -38,6 +38,7 @@ type Upstream struct {
 
 	mu      sync.Mutex
 	uploads map[uint64]UploadVerdict
+	running map[uint64]chan struct{} // closed when the upload's verdict is in
 }
 
 // UploadVerdict is what the upstream saw of an upload.
@@ -64,7 +65,7 @@ func StartUpstream() (*Upstream, error) {
 		hl.Close()
 		return nil, err
 	}
-	u := &Upstream{HTTPAddr: hl.Addr().String(), GRPCAddr: gl.Addr().String(), uploads: map[uint64]UploadVerdict{}}
+	u := &Upstream{HTTPAddr: hl.Addr().String(), GRPCAddr: gl.Addr().String(), uploads: map[uint64]UploadVerdict{}, running: map[uint64]chan struct{}{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /small", u.serveBytes)
 	mux.HandleFunc("GET /bytes", u.serveBytes)
@@ -91,8 +92,20 @@ func (u *Upstream) Close() {
 }
 
 // Upload returns the verdict on the upload of id, if it reached the
-// upstream.
-func (u *Upstream) Upload(id uint64) (UploadVerdict, bool) {
+// upstream; if the upstream is still reading it, Upload waits up to d for
+// the body to end.
+func (u *Upstream) Upload(id uint64, d time.Duration) (UploadVerdict, bool) {
+	u.mu.Lock()
+	done, ok := u.running[id]
+	u.mu.Unlock()
+	if !ok {
+		return UploadVerdict{}, false
+	}
+	select {
+	case <-done:
+	case <-time.After(d):
+		return UploadVerdict{Result: "still reading", Got: -1}, true
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	v, ok := u.uploads[id]
@@ -143,6 +156,10 @@ func (u *Upstream) serveUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	closeIfAsked(w, r)
+	done := make(chan struct{})
+	u.mu.Lock()
+	u.running[id] = done
+	u.mu.Unlock()
 	v := NewVerifier(id, n)
 	_, err = io.CopyBuffer(v, r.Body, make([]byte, 32<<10))
 	verdict := UploadVerdict{Got: v.Got(), Sum: v.Sum()}
@@ -159,6 +176,7 @@ func (u *Upstream) serveUpload(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.uploads[id] = verdict
 	u.mu.Unlock()
+	close(done)
 	if verdict.Result != "complete" {
 		http.Error(w, verdict.Result, http.StatusBadRequest)
 		return

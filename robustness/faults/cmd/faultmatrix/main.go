@@ -31,13 +31,12 @@ func main() {
 	faultList := flag.String("faults", "", "faults (prefixes of their names: none,latency,bandwidth,slicer,reset,timeout,limit,slow), comma-separated; empty: all")
 	linkList := flag.String("links", "client,upstream", "links, comma-separated")
 	kindList := flag.String("kinds", "small,download,upload,sse,ws,grpc", "traffic kinds, comma-separated")
-	size := flag.Int64("size", faults.DefaultConfig.Size, "body size of downloads and uploads")
-	scaled := flag.Int64("scaled-size", faults.DefaultConfig.ScaledSize, "body size of downloads and uploads under bandwidth and slicer")
+	size := flag.Int64("size", faults.DefaultConfig.Size, "body size of downloads and uploads (but under bandwidth and slicer, 4 and 1 MiB)")
 	dir := flag.String("dir", "", "directory for logs and nginx's files (default: a temporary one, removed)")
 	flag.Parse()
 
 	cfg := faults.DefaultConfig
-	cfg.Size, cfg.ScaledSize = *size, *scaled
+	cfg.Size = *size
 	var fs []faults.Fault
 	if *faultList == "" {
 		fs = faults.Faults
