@@ -60,7 +60,8 @@ func roundTripIdle(rt http.RoundTripper, req *http.Request, d time.Duration) (*h
 		cancel()
 		return nil, x.wrap(err)
 	}
-	x.body.Store(&res.Body)
+	rc := res.Body // the Transport's body itself: the wrappers' Close is not for other goroutines
+	x.body.Store(&rc)
 	x.gotHead.Store(true)
 	x.reset()
 	res.Body = &idleResponseBody{rc: res.Body, x: x}
