@@ -22,12 +22,24 @@ import (
 // covers that). When it runs out, the exchange's context is canceled, which
 // resets the stream, and the reads fail with an error that wraps
 // os.ErrDeadlineExceeded (504 before the response started, an abort after).
+//
+// If the head arrived and the request body has not ended, running out
+// also closes the response body: over HTTP/2 net/http's Transport ends a
+// stream's response body only when its request body writer returns, and
+// that writer may be blocked reading the client's body (a bidirectional
+// stream whose client waits for the answer), which the Transport cannot
+// interrupt (the Proxy keeps the inbound body open for retries).
+// Canceling the context alone then left the client waiting for ever. (The
+// ProxyRequest of such an exchange is not recycled: its body is not
+// finished; see releaseProxyRequest.)
 type idleExchange struct {
-	d       time.Duration
-	timer   *time.Timer
-	cancel  context.CancelFunc
-	fired   atomic.Bool
-	gotHead atomic.Bool
+	d        time.Duration
+	timer    *time.Timer
+	cancel   context.CancelFunc
+	fired    atomic.Bool
+	gotHead  atomic.Bool
+	bodyOpen atomic.Bool                   // the request body has not ended
+	body     atomic.Pointer[io.ReadCloser] // the response body, once the head arrived
 }
 
 // roundTripIdle sends req with rt under an idle bound of d.
@@ -39,6 +51,7 @@ func roundTripIdle(rt http.RoundTripper, req *http.Request, d time.Duration) (*h
 	r := req.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleRequestBody{rc: r.Body, x: x}
+		x.bodyOpen.Store(true)
 		x.reset() // the Transport is due to take the body
 	}
 	res, err := rt.RoundTrip(r)
@@ -47,6 +60,8 @@ func roundTripIdle(rt http.RoundTripper, req *http.Request, d time.Duration) (*h
 		cancel()
 		return nil, x.wrap(err)
 	}
+	rc := res.Body // the Transport's body itself: the wrappers' Close is not for other goroutines
+	x.body.Store(&rc)
 	x.gotHead.Store(true)
 	x.reset()
 	res.Body = &idleResponseBody{rc: res.Body, x: x}
@@ -56,6 +71,9 @@ func roundTripIdle(rt http.RoundTripper, req *http.Request, d time.Duration) (*h
 func (x *idleExchange) expire() {
 	x.fired.Store(true)
 	x.cancel()
+	if b := x.body.Load(); b != nil && x.bodyOpen.Load() {
+		(*b).Close() // wakes a read of the body blocked for good (see idleExchange)
+	}
 }
 
 // reset and stop may run on the request body's goroutine and the
@@ -84,6 +102,9 @@ func (b *idleRequestBody) Read(p []byte) (int, error) {
 		b.x.stop()
 	}
 	n, err := b.rc.Read(p)
+	if err != nil {
+		b.x.bodyOpen.Store(false)
+	}
 	if !b.x.gotHead.Load() {
 		if err == nil {
 			b.x.reset()

@@ -240,3 +240,84 @@ func TestUpstreamIdleTimeoutH2C(t *testing.T) {
 		t.Errorf("log does not say what timed out:\n%s", l)
 	}
 }
+
+// A stream whose request body is still open (a client-streaming or
+// bidirectional call: the client waits for an answer before it sends
+// more) and whose upstream stops answering is cut after
+// UpstreamIdleTimeout too. Found by the fault matrix (robustness/faults:
+// a black hole or a reset on the upstream link of a gRPC stream). Before
+// the fixes: over HTTP/2 (h2c://, https://) net/http's Transport stayed
+// blocked reading the request body from the client and never ended the
+// response body, so the client waited for ever; behind sluice.Server the
+// abort waited for that read too, so even over HTTP/1.1 the client was
+// cut only after BodyIdleTimeout.
+func TestUpstreamIdleTimeoutStreamingRequest(t *testing.T) {
+	const d = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name string
+		up   func(*testing.T, http.Handler) string
+	}{
+		{"http", func(t *testing.T, h http.Handler) string {
+			s := httptest.NewServer(h)
+			t.Cleanup(s.Close)
+			return s.URL
+		}},
+		{"h2c", newH2CUpstream},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leaktest.Check(t)
+			release := make(chan struct{})
+			upstream := tt.up(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.NewResponseController(w).EnableFullDuplex() // HTTP/1.1: answer while the body arrives
+				b := make([]byte, 4)
+				if _, err := io.ReadFull(r.Body, b); err != nil {
+					return
+				}
+				io.WriteString(w, "pong")
+				http.NewResponseController(w).Flush()
+				select { // the upstream stops answering
+				case <-r.Context().Done():
+				case <-release:
+				}
+			}))
+			t.Cleanup(func() { close(release) })
+			front, _, _ := newProxy(t, upstream, func(p *Proxy) { p.UpstreamIdleTimeout = d })
+
+			body, send := io.Pipe()
+			t.Cleanup(func() { send.Close() })
+			req, err := http.NewRequest("POST", front.URL+"/stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go io.WriteString(send, "ping") // then the client waits for its answer
+			res, err := client(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			b := make([]byte, 4)
+			if _, err := io.ReadFull(res.Body, b); err != nil || string(b) != "pong" {
+				t.Fatalf("first answer %q, %v", b, err)
+			}
+			stalled := time.Now()
+			read := make(chan error, 1)
+			go func() {
+				_, err := io.ReadAll(res.Body)
+				read <- err
+			}()
+			select {
+			case err := <-read:
+				if err == nil {
+					t.Error("the stalled response ended cleanly")
+				}
+				if after := time.Since(stalled); after > d+d/2+time.Second {
+					t.Errorf("cut %v after the upstream stalled, want about %v", after, d)
+				}
+			case <-time.After(5 * time.Second):
+				send.Close() // lets the exchange end, so that the test can
+				<-read
+				t.Fatalf("the stalled stream was not cut after %v (UpstreamIdleTimeout %v)", 5*time.Second, d)
+			}
+		})
+	}
+}

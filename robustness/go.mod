@@ -5,9 +5,11 @@ go 1.26.0
 replace github.com/sluiceproxy/sluice => ../
 
 require (
+	github.com/Shopify/toxiproxy/v2 v2.12.0
 	github.com/gobwas/ws v1.4.0
 	github.com/sluiceproxy/sluice v0.0.0-00010101000000-000000000000
 	gonum.org/v1/plot v0.17.0
+	google.golang.org/grpc v1.85.0
 )
 
 require (
@@ -23,4 +25,6 @@ require (
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -45,6 +45,10 @@ type config struct {
 	netHTTP  bool          // serve with net/http's server instead of sluice's
 	deny     []string      // route patterns answered 403
 
+	// upstreamIdle bounds an upstream exchange without progress
+	// (Proxy.UpstreamIdleTimeout); 0 leaves sluice's default.
+	upstreamIdle time.Duration
+
 	// clientTimeout bounds the client: its request head from its first
 	// byte (total), its request body and its reading of the response
 	// (idle); 0 leaves sluice's defaults.
@@ -137,6 +141,9 @@ Usage: passthrough [flags]
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
 	flag.StringVar(&cfg.upstream, "upstream", "", "upstream URL (default: an embedded demo upstream)")
 	flag.DurationVar(&cfg.timeout, "timeout", sluice.DefaultResponseHeaderTimeout, "upstream response-header timeout")
+	flag.DurationVar(&cfg.upstreamIdle, "upstream-idle-timeout", 0, "an upstream that takes no byte of the request, or sends no byte of "+
+		"the response, for `D` in the middle of an exchange is cut (504 before the response started, the client connection "+
+		"aborted after; as nginx's proxy_send_timeout and proxy_read_timeout); 0: sluice's default (60s)")
 	server := flag.String("server", "sluice", `client-side server: "sluice" (sluice.Server) or "net/http" (http.Server)`)
 	flag.DurationVar(&cfg.clientTimeout, "client-timeout", 0, "a client silent for `D` in the middle of a request body, "+
 		"not reading for D in the middle of a response, or not done with its request head D after it began, is "+
@@ -226,8 +233,11 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		upstream = "http://" + demo.Addr
 	}
 	target, err := url.Parse(upstream)
-	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https") {
-		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000", upstream)
+	if err != nil || target.Host == "" || (target.Scheme != "http" && target.Scheme != "https" && target.Scheme != "h2c") {
+		return fmt.Errorf("bad -upstream %q: want a URL like http://127.0.0.1:9000 (or https://, or h2c:// for HTTP/2 over cleartext)", upstream)
+	}
+	if cfg.upstreamIdle < 0 {
+		return fmt.Errorf("-upstream-idle-timeout %v: must not be negative", cfg.upstreamIdle)
 	}
 	var director sluice.Director = &sluice.SingleHost{Target: target}
 	if cfg.forward {
@@ -252,6 +262,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		OnExchange:            onExchange,
 		RequestIDHeader:       cfg.requestID,
 		ResponseHeaderTimeout: cfg.timeout,
+		UpstreamIdleTimeout:   cfg.upstreamIdle,
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 		MaxInFlight:           cfg.maxInFlight,
 		MaxPerClient:          cfg.maxPerClient,

@@ -441,3 +441,71 @@ func startServe(t *testing.T, cfg config) (addr string, stop func()) {
 	t.Cleanup(stop)
 	return ln.Addr().String(), stop
 }
+
+// With -upstream-idle-timeout D an upstream that stops in the middle of a
+// response body is cut after about D, and the client sees an aborted body,
+// never a complete-looking one.
+func TestUpstreamIdleTimeoutFlag(t *testing.T) {
+	leaktest.Check(t)
+	const d = 300 * time.Millisecond
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part of a body of unknown length")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(up.Close)
+	t.Cleanup(func() { close(release) })
+	addr, _ := startServe(t, config{upstream: up.URL, timeout: 5 * time.Second, upstreamIdle: d})
+	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	res, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled := time.Now()
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if after := time.Since(stalled); after < d*7/8 || after > d+3*time.Second {
+		t.Errorf("cut %v after the upstream stalled, want about %v", after, d)
+	}
+	if err == nil || string(b) != "part of a body of unknown length" {
+		t.Errorf("read %q, %v; want the part sent, then an error", b, err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serve(context.Background(), ln, config{upstream: up.URL, upstreamIdle: -time.Second}); err == nil {
+		t.Error("serve accepted a negative -upstream-idle-timeout")
+	}
+}
+
+// An h2c:// -upstream is reached over HTTP/2 with prior knowledge.
+func TestH2CUpstreamFlag(t *testing.T) {
+	leaktest.Check(t)
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	up.Config.Protocols = p
+	up.Start()
+	t.Cleanup(up.Close)
+	addr, _ := startServe(t, config{upstream: "h2c://" + up.Listener.Addr().String(), timeout: 5 * time.Second})
+	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	res, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || string(b) != "HTTP/2.0" {
+		t.Errorf("%s %q, %v; want 200 HTTP/2.0", res.Status, b, err)
+	}
+}

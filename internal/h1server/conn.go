@@ -497,6 +497,12 @@ func (c *conn) serve() {
 		}
 		if !ok {
 			if hasBody {
+				// Close before abandon: a read of the body still in
+				// progress on another goroutine of the handler (a proxy's
+				// upstream writer waiting for a client that waits for the
+				// answer) holds the body until the socket fails, and
+				// abandon waits for it. The client is cut at once.
+				c.close()
 				b.abandon()
 			}
 			c.abort()

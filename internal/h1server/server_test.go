@@ -1199,3 +1199,54 @@ func TestHijackAfterWaiterRead(t *testing.T) {
 		t.Fatalf("hijacker echoed %q (%v)", got, err)
 	}
 }
+
+// A handler that aborts (panic with http.ErrAbortHandler) while another
+// goroutine of its own is still blocked reading the request body (a
+// proxy's upstream writer, waiting for a client that waits for the
+// answer) gets its connection closed at once. Before the fix the server
+// first waited for that read to end, which took the client's next byte or
+// BodyIdleTimeout: the client saw its answer stall instead of cut.
+func TestAbortWhileBodyReadInProgress(t *testing.T) {
+	leaktest.Check(t)
+	reading := make(chan struct{})
+	readErr := make(chan error, 1)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			t.Errorf("first piece of the body: %v", err)
+			return
+		}
+		io.WriteString(w, "pong")
+		w.(http.Flusher).Flush()
+		go func() {
+			close(reading)
+			_, err := r.Body.Read(make([]byte, 16)) // blocks: the client sends no more
+			readErr <- err
+		}()
+		<-reading
+		panic(http.ErrAbortHandler)
+	}), func(s *Server) { s.BodyIdleTimeout = 30 * time.Second })
+	c, br := dial(t, addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b, err := io.ReadAll(res.Body)
+	if err == nil {
+		t.Errorf("body %q ended cleanly after an abort", b)
+	}
+	if after := time.Since(start); after > 2*time.Second {
+		t.Errorf("connection closed %v after the abort, want at once", after)
+	}
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Error("the body read in progress succeeded after the abort")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the body read in progress never ended")
+	}
+}
