@@ -174,6 +174,10 @@ func acceptKey(key string) string {
 // fields and Via. The returned reader holds the bytes the client sent
 // right behind its request, then the connection.
 func (pr *ProxyRequest) switchClient(w http.ResponseWriter, status int, h http.Header) (net.Conn, *bufio.Reader, error) {
+	// A tunnel or session is not a request in flight: its slots of
+	// MaxInFlight and MaxPerClient go back before the client can learn
+	// of the switch and send its next request.
+	pr.leaveLimits()
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, nil, fmt.Errorf("sluice: cannot hijack client connection: %w", err)

@@ -119,6 +119,9 @@ func TestWebSocketIdleTimeoutActivity(t *testing.T) {
 	start, last := time.Now(), time.Now()
 	for i := 0; time.Since(start) < 3*idle; i++ {
 		msg := fmt.Sprint("message ", i)
+		// Activity is when the proxy reads the message, after it was
+		// sent: the tunnel may close idle after the send, never before.
+		last = time.Now()
 		if i%2 == 0 {
 			c.Send(t, wstest.RawFrame(true, 0, ws.OpText, true, []byte(msg)))
 			if f := u.ReadFrame(t); string(f.Data) != msg {
@@ -130,7 +133,6 @@ func TestWebSocketIdleTimeoutActivity(t *testing.T) {
 				t.Fatalf("client got %v", f)
 			}
 		}
-		last = time.Now()
 		time.Sleep(idle / 10)
 	}
 	code, _ := c.ReadClose(t)
