@@ -7,6 +7,7 @@ replace github.com/sluiceproxy/sluice => ../
 require (
 	github.com/Shopify/toxiproxy/v2 v2.12.0
 	github.com/gobwas/ws v1.4.0
+	github.com/google/go-cmp v0.7.0
 	github.com/sluiceproxy/sluice v0.0.0-00010101000000-000000000000
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.85.0

@@ -31,9 +31,10 @@ type Fault struct {
 	Name string
 	// Type is the toxic's type; "" for no fault (the control row).
 	Type string
-	// Attrs are the toxic's attributes; SmallAttrs, if not nil, those
-	// for Small.
-	Attrs, SmallAttrs toxiproxy.Attributes
+	// Attrs are the toxic's attributes; KindAttrs, those for a kind that
+	// needs others.
+	Attrs     toxiproxy.Attributes
+	KindAttrs map[Kind]toxiproxy.Attributes
 	// Mid injects the toxic at the traffic's mid point (Traffic.MidAt)
 	// instead of before it; Small always gets it before.
 	Mid bool
@@ -60,7 +61,10 @@ var Faults = []Fault{
 	{Name: "slicer 128±96 B", Type: "slicer", Attrs: toxiproxy.Attributes{"average_size": 128, "size_variation": 96, "delay": 20}, Size: 1 << 20},
 	{Name: "reset_peer (RST)", Type: "reset_peer", Attrs: toxiproxy.Attributes{"timeout": 0}, Mid: true, Linger: true},
 	{Name: "timeout (black hole)", Type: "timeout", Attrs: toxiproxy.Attributes{"timeout": 0}, Mid: true},
-	{Name: "limit_data 64 KiB", Type: "limit_data", Attrs: toxiproxy.Attributes{"bytes": 64 << 10}, SmallAttrs: toxiproxy.Attributes{"bytes": 2048}, Mid: true},
+	{Name: "limit_data", Type: "limit_data", Attrs: toxiproxy.Attributes{"bytes": 64 << 10}, Mid: true, KindAttrs: map[Kind]toxiproxy.Attributes{
+		Small: {"bytes": 2048}, // head and 1-2 KiB of the 16 KiB body
+		SSE:   {"bytes": 256},  // 3 more events
+	}},
 	{Name: "slow_close 1 s", Type: "slow_close", Attrs: toxiproxy.Attributes{"delay": 1000}, Delay: time.Second},
 }
 
@@ -76,6 +80,10 @@ func FaultNamed(prefix string) (Fault, bool) {
 
 // Config sizes the traffic and states the bounds checked.
 type Config struct {
+	// Bound is every timeout the proxies under test are configured with,
+	// so that a fault is answered within seconds: the upstream's response
+	// head, an upstream or a client that stops in the middle of a body.
+	Bound time.Duration
 	// Size is the body of Download and Upload (unless the fault says
 	// otherwise), SmallSize that of Small.
 	Size, SmallSize int64
@@ -98,13 +106,14 @@ type Config struct {
 
 // DefaultConfig is the matrix's configuration.
 var DefaultConfig = Config{
+	Bound:         3 * time.Second,
 	Size:          64 << 20,
 	SmallSize:     16 << 10,
 	Messages:      20,
 	MessageSize:   16 << 10,
 	Pace:          25 * time.Millisecond,
-	ClientIdle:    Bounds + 5*time.Second,
-	BlackHoleIdle: Bounds,
+	ClientIdle:    8 * time.Second, // Bound (cut after up to 1.5 Bound), and time to spare
+	BlackHoleIdle: 3 * time.Second,
 	Total:         60 * time.Second,
 	Settle:        5 * time.Second,
 	MaxGoroutines: 4,
@@ -207,22 +216,22 @@ func (e *Env) startSubject(name string, bins Bins) (*Subject, error) {
 	var listen, glisten string
 	switch name {
 	case "sluice":
-		if hp, listen, err = StartSluice("sluice", bins.Sluice, e.dir, "http://"+back.Listen, false); err != nil {
+		if hp, listen, err = StartSluice("sluice", bins.Sluice, e.dir, "http://"+back.Listen, false, e.Bound); err != nil {
 			return nil, err
 		}
 		e.procs = append(e.procs, hp)
-		if gp, glisten, err = StartSluice("sluice-grpc", bins.Sluice, e.dir, "h2c://"+gback.Listen, true); err != nil {
+		if gp, glisten, err = StartSluice("sluice-grpc", bins.Sluice, e.dir, "h2c://"+gback.Listen, true, e.Bound); err != nil {
 			return nil, err
 		}
 		e.procs = append(e.procs, gp)
 	case "nginx":
-		if hp, listen, glisten, err = StartNginx(bins.Nginx, e.dir, back.Listen, gback.Listen); err != nil {
+		if hp, listen, glisten, err = StartNginx(bins.Nginx, e.dir, back.Listen, gback.Listen, e.Bound); err != nil {
 			return nil, err
 		}
 		gp = hp
 		e.procs = append(e.procs, hp)
 	case "httputil":
-		if hp, listen, err = StartHTTPUtil(bins.HTTPUtil, e.dir, "http://"+back.Listen, "http://"+gback.Listen); err != nil {
+		if hp, listen, err = StartHTTPUtil(bins.HTTPUtil, e.dir, "http://"+back.Listen, "http://"+gback.Listen, e.Bound); err != nil {
 			return nil, err
 		}
 		gp, glisten = hp, listen
@@ -388,6 +397,9 @@ func (e *Env) traffic(c Cell, hop *Hop) Traffic {
 	if c.Fault.Type == "timeout" && c.Link == ClientLink {
 		t.Idle = e.BlackHoleIdle
 	}
+	if c.Kind == Upload {
+		t.Delivered = func() int64 { return e.Upstream.UploadProgress(t.ID) }
+	}
 	return t
 }
 
@@ -399,8 +411,8 @@ func (e *Env) toxics(c Cell, hop *Hop, linger bool) error {
 		p = hop.Back
 	}
 	typ, name, toxicity, attrs := c.Fault.Type, c.Fault.Type, float32(1), c.Fault.Attrs
-	if c.Kind == Small && c.Fault.SmallAttrs != nil {
-		attrs = c.Fault.SmallAttrs
+	if a, ok := c.Fault.KindAttrs[c.Kind]; ok {
+		attrs = a
 	}
 	if linger {
 		typ, name, toxicity, attrs = "reset_peer", "linger", 0, toxiproxy.Attributes{"timeout": 0}
@@ -437,7 +449,7 @@ func (e *Env) Run(ctx context.Context, s *Subject, c Cell) Result {
 	}
 	r.Base = base
 	t := e.traffic(c, hop)
-	var midErr error
+	var mid chan error // the mid-way injection's result
 	if c.Fault.Type != "" {
 		if c.Fault.Mid && c.Kind != Small {
 			if c.Fault.Linger {
@@ -445,14 +457,38 @@ func (e *Env) Run(ctx context.Context, s *Subject, c Cell) Result {
 					return fail(err)
 				}
 			}
-			t.Mid = func() { midErr = e.toxics(c, hop, false) }
+			mid = make(chan error, 1)
+			// Asynchronously: the client must keep reading while
+			// Toxiproxy inserts the toxic, which waits for the link's
+			// data in flight to move on.
+			t.Mid = func() <-chan struct{} {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					mid <- e.toxics(c, hop, false)
+				}()
+				return done
+			}
 		} else if err := e.toxics(c, hop, false); err != nil {
 			return fail(err)
 		}
 	}
 	r.Outcome = t.Run(ctx)
-	if midErr != nil {
-		return fail(midErr)
+	if mid != nil {
+		select {
+		case err := <-mid:
+			if err != nil {
+				return fail(err)
+			}
+		case <-time.After(100 * time.Millisecond):
+			if r.Outcome.Class == OK {
+				r.Err = "the exchange ended before the fault was injected (raise the size)"
+				return r
+			}
+			if err := <-mid; err != nil {
+				return fail(err)
+			}
+		}
 	}
 	if c.Kind == Upload {
 		if v, ok := e.Upstream.Upload(t.ID, e.Settle); ok {

@@ -16,11 +16,6 @@ import (
 	"time"
 )
 
-// Bounds are the timeouts every proxy under test is configured with, so
-// that a fault is answered within seconds: the upstream's response head,
-// an upstream or a client that stops in the middle of a body.
-const Bounds = 3 * time.Second
-
 // Process is a proxy under test running as a process of its own (nginx:
 // a master and its workers), whose resources can be sampled.
 type Process struct {
@@ -57,6 +52,8 @@ func startProcess(name, bin string, args []string, logFile string, addr string, 
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
+	// Gone with the harness, even if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -229,10 +226,10 @@ func FreeAddr() (string, error) {
 }
 
 // StartSluice starts examples/passthrough (bin) in front of upstream
-// (http:// or h2c://) with every bound at Bounds and its metrics (for
-// the goroutine count) on an admin listener of its own; h2c also serves
-// h2c with prior knowledge next to HTTP/1.1.
-func StartSluice(name, bin, dir, upstream string, h2c bool) (*Process, string, error) {
+// (http:// or h2c://) with every bound at bound and its metrics (for the
+// goroutine count) on an admin listener of its own; h2c also serves h2c
+// with prior knowledge next to HTTP/1.1.
+func StartSluice(name, bin, dir, upstream string, h2c bool, bound time.Duration) (*Process, string, error) {
 	listen, err := FreeAddr()
 	if err != nil {
 		return nil, "", err
@@ -242,7 +239,7 @@ func StartSluice(name, bin, dir, upstream string, h2c bool) (*Process, string, e
 		return nil, "", err
 	}
 	args := []string{"-listen", listen, "-upstream", upstream, "-metrics", metrics,
-		"-timeout", Bounds.String(), "-upstream-idle-timeout", Bounds.String(), "-client-timeout", Bounds.String()}
+		"-timeout", bound.String(), "-upstream-idle-timeout", bound.String(), "-client-timeout", bound.String()}
 	if h2c {
 		args = append(args, "-h2c")
 	}
@@ -255,10 +252,10 @@ func StartSluice(name, bin, dir, upstream string, h2c bool) (*Process, string, e
 }
 
 // StartHTTPUtil starts the httputil.ReverseProxy of cmd/httputil (bin)
-// with its bounds at Bounds; it reaches upstream for HTTP/1.1 and
+// with its bounds at bound; it reaches upstream for HTTP/1.1 and
 // grpcUpstream (h2c) for gRPC, and tells its goroutine count on an
 // admin listener.
-func StartHTTPUtil(bin, dir, upstream, grpcUpstream string) (*Process, string, error) {
+func StartHTTPUtil(bin, dir, upstream, grpcUpstream string, bound time.Duration) (*Process, string, error) {
 	listen, err := FreeAddr()
 	if err != nil {
 		return nil, "", err
@@ -268,7 +265,7 @@ func StartHTTPUtil(bin, dir, upstream, grpcUpstream string) (*Process, string, e
 		return nil, "", err
 	}
 	args := []string{"-listen", listen, "-upstream", upstream, "-grpc-upstream", grpcUpstream, "-admin", admin,
-		"-timeout", Bounds.String()}
+		"-timeout", bound.String()}
 	p, err := startProcess("httputil", bin, args, filepath.Join(dir, "httputil.log"), listen)
 	if err != nil {
 		return nil, "", err
@@ -278,9 +275,10 @@ func StartHTTPUtil(bin, dir, upstream, grpcUpstream string) (*Process, string, e
 }
 
 // StartNginx starts nginx (bin) in the foreground with the configuration
-// of nginxConf under dir: HTTP/1.1 on one listener (WebSocket upgrades,
-// unbuffered uploads and event streams), gRPC (h2c) on another.
-func StartNginx(bin, dir, upstream, grpcUpstream string) (p *Process, listen, grpcListen string, err error) {
+// of nginxConf under dir, every timeout at bound (whole seconds): HTTP/1.1
+// on one listener (WebSocket upgrades, unbuffered uploads and event
+// streams), gRPC (h2c) on another.
+func StartNginx(bin, dir, upstream, grpcUpstream string, bound time.Duration) (p *Process, listen, grpcListen string, err error) {
 	if listen, err = FreeAddr(); err != nil {
 		return nil, "", "", err
 	}
@@ -292,7 +290,7 @@ func StartNginx(bin, dir, upstream, grpcUpstream string) (p *Process, listen, gr
 		return nil, "", "", err
 	}
 	conf := strings.NewReplacer("{RUNDIR}", run, "{LISTEN}", listen, "{GRPCLISTEN}", grpcListen,
-		"{UPSTREAM}", upstream, "{GRPCUPSTREAM}", grpcUpstream, "{BOUND}", fmt.Sprintf("%ds", int(Bounds.Seconds()))).Replace(nginxConf)
+		"{UPSTREAM}", upstream, "{GRPCUPSTREAM}", grpcUpstream, "{BOUND}", fmt.Sprintf("%ds", max(1, int(bound.Seconds())))).Replace(nginxConf)
 	confFile := filepath.Join(run, "nginx.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		return nil, "", "", err

@@ -109,12 +109,19 @@ type Traffic struct {
 	HTTPAddr, GRPCAddr string
 	// MidAt is the point at which Mid is called once: after this many
 	// body bytes (Download, Upload), or events or echoes (SSE,
-	// WebSocket, GRPC). Mid may be nil.
+	// WebSocket, GRPC). Mid may be nil; it returns a channel closed once
+	// what it does (inject a fault) is done, until which the client
+	// slows down (bodies) or waits (messages), so that the exchange
+	// cannot end first.
 	MidAt int64
-	Mid   func()
+	Mid   func() <-chan struct{}
 	// Idle is how long the client waits without progress, Total how long
 	// in all, before it gives up (Stalled).
 	Idle, Total time.Duration
+	// Delivered, if not nil, tells how much of an Upload the upstream has
+	// received: progress the client cannot see once its bytes sit in
+	// socket buffers.
+	Delivered func() int64
 }
 
 // Run makes the exchange and classifies its outcome.
@@ -144,11 +151,39 @@ func (t Traffic) Run(ctx context.Context) Outcome {
 	return o
 }
 
-// mid calls t.Mid once, when n reaches t.MidAt.
-func (t Traffic) midAt(done *bool, n int64) {
-	if !*done && t.Mid != nil && n >= t.MidAt {
-		*done = true
-		t.Mid()
+// midPoint calls t.Mid once, when the exchange reaches t.MidAt.
+type midPoint struct {
+	t      *Traffic
+	called bool
+	wait   <-chan struct{}
+}
+
+func (m *midPoint) at(n int64) {
+	if !m.called && m.t.Mid != nil && n >= m.t.MidAt {
+		m.called = true
+		m.wait = m.t.Mid()
+	}
+}
+
+// hold slows a body down (a millisecond per read or write) until Mid's
+// work is done; with block, it waits for it (at most 5 s). The client
+// never stops taking bytes in flight to it: Toxiproxy inserts a toxic on
+// a live connection only once its data in flight moves on.
+func (m *midPoint) hold(block bool) {
+	if m.wait == nil {
+		return
+	}
+	d := time.Millisecond
+	if block {
+		d = 5 * time.Second
+	}
+	select {
+	case <-m.wait:
+		m.wait = nil
+	case <-time.After(d):
+		if block {
+			m.wait = nil
+		}
 	}
 }
 
@@ -207,13 +242,14 @@ func (t Traffic) get(ctx context.Context, wd *watchdog) Outcome {
 	}
 	v := NewVerifier(t.ID, t.Size)
 	buf := make([]byte, 32<<10)
-	var midDone bool
+	mid := midPoint{t: &t}
 	for {
 		n, err := res.Body.Read(buf)
 		if n > 0 {
 			wd.kick()
 			v.Write(buf[:n])
-			t.midAt(&midDone, v.Got())
+			mid.at(v.Got())
+			mid.hold(false)
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -233,12 +269,12 @@ func (t Traffic) get(ctx context.Context, wd *watchdog) Outcome {
 
 // uploadBody is the body of an upload: id's stream, hashed as it is sent.
 type uploadBody struct {
-	t       Traffic
-	p       *Payload
-	sum     hash.Hash
-	sent    atomic.Int64
-	wd      *watchdog
-	midDone bool
+	t    Traffic
+	p    *Payload
+	sum  hash.Hash
+	sent atomic.Int64
+	wd   *watchdog
+	mid  midPoint
 }
 
 func (b *uploadBody) Read(p []byte) (int, error) {
@@ -246,7 +282,8 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.sum.Write(p[:n])
 		b.wd.kick()
-		b.t.midAt(&b.midDone, b.sent.Add(int64(n)))
+		b.mid.at(b.sent.Add(int64(n)))
+		b.mid.hold(false)
 	}
 	return n, err
 }
@@ -257,11 +294,32 @@ func (t Traffic) upload(ctx context.Context, wd *watchdog) Outcome {
 	c := client()
 	defer c.CloseIdleConnections()
 	body := &uploadBody{t: t, p: NewPayload(t.ID, t.Size), sum: sha256.New(), wd: wd}
+	body.mid.t = &body.t
 	req, err := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://%s/upload?id=%d&n=%d", t.HTTPAddr, t.ID, t.Size), io.NopCloser(body))
 	if err != nil {
 		return Outcome{Class: Refused, Detail: err.Error()}
 	}
 	req.ContentLength = -1 // chunked
+	if t.Delivered != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			var last int64
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if n := t.Delivered(); n > last {
+						last = n
+						wd.kick()
+					}
+				}
+			}
+		}()
+	}
 	res, err := c.Do(req)
 	if err != nil {
 		return Outcome{Class: Refused, Progress: "sent " + mib(body.sent.Load()), Detail: err.Error()}
@@ -305,7 +363,7 @@ func (t Traffic) sse(ctx context.Context, wd *watchdog) Outcome {
 	br := bufio.NewReader(res.Body)
 	next := 0
 	progress := func() string { return fmt.Sprintf("%d/%d events", next, t.Messages) }
-	var midDone bool
+	mid := midPoint{t: &t}
 	var event, id, data string
 	for {
 		line, err := br.ReadString('\n')
@@ -349,7 +407,8 @@ func (t Traffic) sse(ctx context.Context, wd *watchdog) Outcome {
 		}
 		next++
 		event, id, data = "", "", ""
-		t.midAt(&midDone, int64(next))
+		mid.at(int64(next))
+		mid.hold(true)
 	}
 }
 
@@ -387,7 +446,7 @@ func (t Traffic) websocket(ctx context.Context, wd *watchdog) Outcome {
 		io.Reader
 		io.Writer
 	}{r, conn}
-	var midDone bool
+	mid := midPoint{t: &t}
 	for i := range t.Messages {
 		progress := fmt.Sprintf("%d/%d msgs", i, t.Messages)
 		if i > 0 {
@@ -412,7 +471,8 @@ func (t Traffic) websocket(ctx context.Context, wd *watchdog) Outcome {
 		if !bytes.Equal(got, msg) {
 			return Outcome{Class: Corrupt, Progress: progress, Detail: fmt.Sprintf("echo of message %d differs (%d bytes)", i, len(got))}
 		}
-		t.midAt(&midDone, int64(i+1))
+		mid.at(int64(i + 1))
+		mid.hold(true)
 	}
 	// A normal close; its answer is not part of the verdict.
 	wsutil.WriteClientMessage(conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
@@ -435,7 +495,7 @@ func (t Traffic) grpc(ctx context.Context, wd *watchdog) Outcome {
 	if err != nil {
 		return grpcFailure(err, 0, "0 msgs")
 	}
-	var midDone bool
+	mid := midPoint{t: &t}
 	for i := range t.Messages {
 		progress := fmt.Sprintf("%d/%d msgs", i, t.Messages)
 		if i > 0 {
@@ -457,7 +517,8 @@ func (t Traffic) grpc(ctx context.Context, wd *watchdog) Outcome {
 		if !bytes.Equal(got, msg) {
 			return Outcome{Class: Corrupt, Progress: progress, Detail: fmt.Sprintf("echo of message %d differs (%d bytes)", i, len(got))}
 		}
-		t.midAt(&midDone, int64(i+1))
+		mid.at(int64(i + 1))
+		mid.hold(true)
 	}
 	if err := stream.CloseSend(); err != nil {
 		return grpcFailure(err, t.Messages, "half-close")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -38,7 +39,13 @@ type Upstream struct {
 
 	mu      sync.Mutex
 	uploads map[uint64]UploadVerdict
-	running map[uint64]chan struct{} // closed when the upload's verdict is in
+	running map[uint64]*upload
+}
+
+// upload is an upload the upstream is reading.
+type upload struct {
+	got  atomic.Int64  // bytes read so far
+	done chan struct{} // closed when the verdict is in
 }
 
 // UploadVerdict is what the upstream saw of an upload.
@@ -65,7 +72,7 @@ func StartUpstream() (*Upstream, error) {
 		hl.Close()
 		return nil, err
 	}
-	u := &Upstream{HTTPAddr: hl.Addr().String(), GRPCAddr: gl.Addr().String(), uploads: map[uint64]UploadVerdict{}, running: map[uint64]chan struct{}{}}
+	u := &Upstream{HTTPAddr: hl.Addr().String(), GRPCAddr: gl.Addr().String(), uploads: map[uint64]UploadVerdict{}, running: map[uint64]*upload{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /small", u.serveBytes)
 	mux.HandleFunc("GET /bytes", u.serveBytes)
@@ -96,13 +103,13 @@ func (u *Upstream) Close() {
 // the body to end.
 func (u *Upstream) Upload(id uint64, d time.Duration) (UploadVerdict, bool) {
 	u.mu.Lock()
-	done, ok := u.running[id]
+	up, ok := u.running[id]
 	u.mu.Unlock()
 	if !ok {
 		return UploadVerdict{}, false
 	}
 	select {
-	case <-done:
+	case <-up.done:
 	case <-time.After(d):
 		return UploadVerdict{Result: "still reading", Got: -1}, true
 	}
@@ -110,6 +117,30 @@ func (u *Upstream) Upload(id uint64, d time.Duration) (UploadVerdict, bool) {
 	defer u.mu.Unlock()
 	v, ok := u.uploads[id]
 	return v, ok
+}
+
+// UploadProgress returns how many bytes of the upload of id the upstream
+// has read so far (0 if it has not seen it).
+func (u *Upstream) UploadProgress(id uint64) int64 {
+	u.mu.Lock()
+	up, ok := u.running[id]
+	u.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return up.got.Load()
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // params reads the id and n of a request.
@@ -156,12 +187,12 @@ func (u *Upstream) serveUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	closeIfAsked(w, r)
-	done := make(chan struct{})
+	up := &upload{done: make(chan struct{})}
 	u.mu.Lock()
-	u.running[id] = done
+	u.running[id] = up
 	u.mu.Unlock()
 	v := NewVerifier(id, n)
-	_, err = io.CopyBuffer(v, r.Body, make([]byte, 32<<10))
+	_, err = io.CopyBuffer(v, countingReader{r.Body, &up.got}, make([]byte, 32<<10))
 	verdict := UploadVerdict{Got: v.Got(), Sum: v.Sum()}
 	switch {
 	case v.Bad() >= 0 && v.Bad() < v.Got():
@@ -176,7 +207,7 @@ func (u *Upstream) serveUpload(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.uploads[id] = verdict
 	u.mu.Unlock()
-	close(done)
+	close(up.done)
 	if verdict.Result != "complete" {
 		http.Error(w, verdict.Result, http.StatusBadRequest)
 		return

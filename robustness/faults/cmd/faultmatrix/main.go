@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"go/build"
 	"log"
 	"os"
 	"path/filepath"
@@ -23,7 +24,7 @@ import (
 
 func main() {
 	var bins faults.Bins
-	flag.StringVar(&bins.Toxiproxy, "toxiproxy", filepath.Join(os.Getenv("HOME"), "go/bin/toxiproxy/server"), "Toxiproxy's server")
+	flag.StringVar(&bins.Toxiproxy, "toxiproxy", filepath.Join(filepath.SplitList(build.Default.GOPATH)[0], "bin", "toxiproxy", "server"), "Toxiproxy's server")
 	flag.StringVar(&bins.Sluice, "sluice", "", "examples/passthrough, built")
 	flag.StringVar(&bins.HTTPUtil, "httputil", "", "robustness/faults/cmd/httputil, built")
 	flag.StringVar(&bins.Nginx, "nginx", "/usr/sbin/nginx", "nginx")
@@ -100,6 +101,7 @@ func main() {
 	faults.WriteMarkdown(os.Stdout, cfg, names, results)
 	for _, r := range results {
 		if len(r.Violations()) > 0 {
+			env.Stop()
 			os.Exit(1)
 		}
 	}
