@@ -1,0 +1,179 @@
+// Command overload runs sluice's overload measurements on this machine
+// (loopback only) and prints their tables; robustness/overload/RESULTS.md
+// has the figures and the exact commands.
+//
+//	go run ./robustness/overload/cmd/overload -mode keepalive -clients 10000 -duration 20s -think 1s
+//	go run ./robustness/overload/cmd/overload -mode beyond -clients 2000 -limit 100 -upstream-delay 50ms -think 100ms -duration 20s
+//
+// keepalive: that many keep-alive clients, each making requests with a
+// think time between, through examples/passthrough (default limits) in
+// front of a fast upstream in this process: errors, latency, memory per
+// connection. beyond: more clients than the proxy may serve at once
+// (sluice's -max-in-flight, nginx's limit_conn, both -limit) in front of
+// a slow upstream: successes, refusals and their latency, errors, memory,
+// CPU and log lines, for sluice and nginx one after the other.
+//
+// Run it from inside the repository: it builds examples/passthrough.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluiceproxy/sluice/robustness/overload"
+)
+
+func main() {
+	mode := flag.String("mode", "keepalive", "keepalive or beyond (upstream: the upstream process it starts)")
+	clients := flag.Int("clients", 10000, "keep-alive client connections")
+	duration := flag.Duration("duration", 20*time.Second, "how long the clients make requests")
+	think := flag.Duration("think", time.Second, "mean pause between a client's requests (uniform in [0, 2x])")
+	limit := flag.Int("limit", 100, "beyond: requests in flight the proxy may serve (sluice -max-in-flight, nginx limit_conn)")
+	delay := flag.Duration("upstream-delay", 0, "the upstream's time per request")
+	peers := flag.String("proxies", "sluice,nginx", "proxies to run, in order: sluice, nginx")
+	nginxWorkers := flag.Int("nginx-workers", 2, "nginx worker processes")
+	flag.StringVar(&passthroughBin, "passthrough", "", "a passthrough binary to run (default: build examples/passthrough)")
+	flag.StringVar(&passthroughFlags, "passthrough-flags", "", "more flags for passthrough, space-separated")
+	flag.Parse()
+	if *mode == "upstream" {
+		if err := overload.ServeUpstreamProcess(*delay); err != nil {
+			fmt.Fprintln(os.Stderr, "overload upstream:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*mode, *clients, *duration, *think, *limit, *delay, strings.Split(*peers, ","), *nginxWorkers); err != nil {
+		fmt.Fprintln(os.Stderr, "overload:", err)
+		os.Exit(1)
+	}
+}
+
+var passthroughBin, passthroughFlags string
+
+func run(mode string, clients int, duration, think time.Duration, limit int, delay time.Duration, proxies []string, nginxWorkers int) error {
+	// Client connections and the upstream's side of the proxy's.
+	fds, err := overload.RaiseFileLimit(uint64(clients) + 1024)
+	if err != nil {
+		return err
+	}
+	if mode != "keepalive" && mode != "beyond" {
+		return fmt.Errorf("-mode %q: want keepalive or beyond", mode)
+	}
+	dir, err := os.MkdirTemp("", "overload")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := passthroughBin
+	if bin == "" {
+		if bin, err = overload.BuildPassthrough(dir); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	up, err := overload.StartUpstreamProcess([]string{self, "-mode", "upstream", "-upstream-delay", delay.String()})
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	fmt.Fprintf(os.Stderr, "open-files limit %d; upstream %s (delay %v)\n", fds, up.Addr, delay)
+
+	ctx := context.Background()
+	var rows []overload.Row
+	for _, name := range proxies {
+		var p *overload.Proc
+		switch name {
+		case "sluice":
+			flags := strings.Fields(passthroughFlags)
+			if mode == "beyond" {
+				flags = append(flags, "-max-in-flight", strconv.Itoa(limit))
+			}
+			p, err = overload.StartPassthrough(bin, up.Addr, flags...)
+		case "nginx":
+			ndir := filepath.Join(dir, "nginx")
+			if err := os.MkdirAll(ndir, 0o755); err != nil {
+				return err
+			}
+			cfg := overload.NginxConfig{Workers: nginxWorkers, WorkerConnections: clients + 2048}
+			if mode == "beyond" {
+				// limit_conn with one key for every request: the requests
+				// being processed at once, 503 beyond (the default
+				// limit_conn_status).
+				cfg.HTTPExtra = "map $host $all { default all; }\n    limit_conn_zone $all zone=all:1m;"
+				cfg.Extra = "limit_conn all " + strconv.Itoa(limit) + ";"
+			}
+			p, err = overload.StartNginx(ndir, up.Addr, cfg)
+		default:
+			return fmt.Errorf("unknown proxy %q", name)
+		}
+		if err != nil {
+			return err
+		}
+		accepted := up.Accepted()
+		row, err := measure(ctx, mode, p, clients, duration, think)
+		row.UpstreamConns = up.Accepted() - accepted
+		if name == "nginx" {
+			row.LogLines = countLines(filepath.Join(dir, "nginx", "error.log"))
+		}
+		p.Stop()
+		if f := os.Getenv("OVERLOAD_PROXY_LOG"); f != "" {
+			os.WriteFile(f+"."+name, []byte(strings.Join(p.Log(), "\n")), 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(os.Stderr, "%s done\n", name)
+	}
+	fmt.Printf("mode %s, %d clients, think %v, %v, upstream delay %v", mode, clients, think, duration, delay)
+	if mode == "beyond" {
+		fmt.Printf(", limit %d", limit)
+	}
+	fmt.Printf("\n\n")
+	if mode == "keepalive" {
+		fmt.Print(overload.KeepAliveTable(rows))
+	} else {
+		fmt.Print(overload.BeyondTable(rows))
+	}
+	return nil
+}
+
+func measure(ctx context.Context, mode string, p *overload.Proc, clients int, duration, think time.Duration) (overload.Row, error) {
+	row := overload.Row{Proxy: p.Name, Clients: clients}
+	var err error
+	if row.Before, err = p.Stat(); err != nil {
+		return row, err
+	}
+	load := overload.Load{Addr: p.Addr, Clients: clients, Think: think, AnyStatusWarmUp: mode == "beyond"}
+	cs, err := overload.Connect(ctx, load)
+	if err != nil {
+		return row, err
+	}
+	defer cs.Close()
+	time.Sleep(time.Second) // let the connections settle into their idle state
+	if row.Idle, err = p.Stat(); err != nil {
+		return row, err
+	}
+	logBefore := len(p.Log())
+	row.Out = cs.Run(ctx, duration)
+	row.LogLines = len(p.Log()) - logBefore
+	row.After, err = p.Stat()
+	return row, err
+}
+
+func countLines(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	return strings.Count(string(b), "\n")
+}
