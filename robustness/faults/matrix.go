@@ -276,7 +276,10 @@ type Cell struct {
 // Result is what one case gave on one proxy.
 type Result struct {
 	Proxy string
-	Cell  Cell
+	// Process is the process that served the case (sluice serves gRPC
+	// with an instance of its own, "sluice-grpc").
+	Process string
+	Cell    Cell
 	// Outcome is the client's.
 	Outcome Outcome
 	// Upload is the upstream's verdict on an upload (nil: none reached it).
@@ -430,7 +433,7 @@ func (e *Env) toxics(c Cell, hop *Hop, linger bool) error {
 // removed and a probe again.
 func (e *Env) Run(ctx context.Context, s *Subject, c Cell) Result {
 	hop := s.hop(c.Kind)
-	r := Result{Proxy: s.Name, Cell: c}
+	r := Result{Proxy: s.Name, Process: hop.Proc.Name, Cell: c}
 	fail := func(err error) Result { r.Err = err.Error(); return r }
 	if err := e.Toxi.ResetState(); err != nil {
 		return fail(err)

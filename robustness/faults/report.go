@@ -3,6 +3,7 @@ package faults
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -50,19 +51,30 @@ func WriteMarkdown(w io.Writer, cfg Config, proxies []string, results []Result) 
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 
-	fmt.Fprintf(w, "\nResources after each case (End − Base, the first sample within the bounds or the last one), worst case per proxy:\n\n")
-	fmt.Fprintf(w, "| proxy | cases | max Δ goroutines | max Δ fds | max Δ RSS | longest return | not back |\n|---|---|---|---|---|---|---|\n")
-	for _, p := range proxies {
+	fmt.Fprintf(w, "\nResources after each case (End − Base, the first sample within the bounds or the last one), worst case per process (sluice serves gRPC from an instance of its own), and the baseline of the first case against the end of the last (a slow leak would show there):\n\n")
+	fmt.Fprintf(w, "| process | cases | max Δ goroutines | max Δ fds | max Δ RSS | longest return | not back | first baseline | last end |\n|---|---|---|---|---|---|---|---|---|\n")
+	var procs []string
+	for _, r := range results {
+		if !slices.Contains(procs, r.Process) {
+			procs = append(procs, r.Process)
+		}
+	}
+	for _, p := range procs {
 		var n, notBack int
+		var first, last *Result
 		dg, df := -1<<31, -1<<31
 		var drss int64 = -1 << 62
 		var longest time.Duration
 		goroutines := false
 		for _, r := range results {
-			if r.Proxy != p || r.Err != "" {
+			if r.Process != p || r.Err != "" {
 				continue
 			}
 			n++
+			if first == nil {
+				first = &r
+			}
+			last = &r
 			if r.Base.Goroutines >= 0 {
 				goroutines = true
 				dg = max(dg, r.End.Goroutines-r.Base.Goroutines)
@@ -81,7 +93,8 @@ func WriteMarkdown(w io.Writer, cfg Config, proxies []string, results []Result) 
 		if goroutines {
 			g = fmt.Sprintf("%+d", dg)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %+d | %+.1f MiB | %.1f s | %d |\n", p, n, g, df, float64(drss)/(1<<20), longest.Seconds(), notBack)
+		fmt.Fprintf(w, "| %s | %d | %s | %+d | %+.1f MiB | %.1f s | %d | %s | %s |\n", p, n, g, df, float64(drss)/(1<<20), longest.Seconds(), notBack,
+			sampleText(first.Base), sampleText(last.End))
 	}
 
 	fmt.Fprintf(w, "\nViolations:\n\n")
@@ -95,6 +108,15 @@ func WriteMarkdown(w io.Writer, cfg Config, proxies []string, results []Result) 
 	if !any {
 		fmt.Fprintf(w, "- none\n")
 	}
+}
+
+// sampleText is a sample in a table cell.
+func sampleText(s Sample) string {
+	t := fmt.Sprintf("%d fds, %.1f MiB", s.FDs, float64(s.RSS)/(1<<20))
+	if s.Goroutines >= 0 {
+		t = fmt.Sprintf("%d goroutines, ", s.Goroutines) + t
+	}
+	return t
 }
 
 func linkText(l Link) string {

@@ -16,6 +16,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -87,7 +88,16 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
+			// A case is bounded by its own timeouts; one that outlives
+			// them all is a bug of the harness: show where it stands.
+			stuck := time.AfterFunc(3*time.Minute, func() {
+				fmt.Fprintf(os.Stderr, "faultmatrix: %s, %s, %s link, %s: stuck for 3 minutes; goroutines:\n", name, c.Fault.Name, c.Link, c.Kind)
+				pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				env.Stop()
+				os.Exit(2)
+			})
 			r := env.Run(context.Background(), s, c)
+			stuck.Stop()
 			results = append(results, r)
 			flag := ""
 			if len(r.Violations()) > 0 {
