@@ -34,27 +34,32 @@ func main() {
 	clients := flag.Int("clients", 10000, "keep-alive client connections")
 	duration := flag.Duration("duration", 20*time.Second, "how long the clients make requests")
 	think := flag.Duration("think", time.Second, "mean pause between a client's requests (uniform in [0, 2x])")
-	limit := flag.Int("limit", 100, "beyond: requests in flight the proxy may serve (sluice -max-in-flight, nginx limit_conn)")
+	limit := flag.Int("limit", 100, "beyond: requests in flight the proxy may serve (sluice -max-in-flight, nginx limit_conn); 0: the proxies' defaults (sluice 16384, nginx none)")
 	delay := flag.Duration("upstream-delay", 0, "the upstream's time per request")
+	workers := flag.Int("upstream-workers", 0, "requests the upstream works on at once, the others queue (0: no bound)")
 	peers := flag.String("proxies", "sluice,nginx", "proxies to run, in order: sluice, nginx")
 	nginxWorkers := flag.Int("nginx-workers", 2, "nginx worker processes")
 	flag.StringVar(&passthroughBin, "passthrough", "", "a passthrough binary to run (default: build examples/passthrough)")
 	flag.StringVar(&passthroughFlags, "passthrough-flags", "", "more flags for passthrough, space-separated")
 	flag.Parse()
 	if *mode == "upstream" {
-		if err := overload.ServeUpstreamProcess(*delay); err != nil {
+		if err := overload.ServeUpstreamProcess(*delay, *workers); err != nil {
 			fmt.Fprintln(os.Stderr, "overload upstream:", err)
 			os.Exit(1)
 		}
 		return
 	}
+	upstreamWorkers = *workers
 	if err := run(*mode, *clients, *duration, *think, *limit, *delay, strings.Split(*peers, ","), *nginxWorkers); err != nil {
 		fmt.Fprintln(os.Stderr, "overload:", err)
 		os.Exit(1)
 	}
 }
 
-var passthroughBin, passthroughFlags string
+var (
+	passthroughBin, passthroughFlags string
+	upstreamWorkers                  int
+)
 
 func run(mode string, clients int, duration, think time.Duration, limit int, delay time.Duration, proxies []string, nginxWorkers int) error {
 	// Client connections and the upstream's side of the proxy's.
@@ -80,7 +85,8 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 	if err != nil {
 		return err
 	}
-	up, err := overload.StartUpstreamProcess([]string{self, "-mode", "upstream", "-upstream-delay", delay.String()})
+	up, err := overload.StartUpstreamProcess([]string{self, "-mode", "upstream", "-upstream-delay", delay.String(),
+		"-upstream-workers", strconv.Itoa(upstreamWorkers)})
 	if err != nil {
 		return err
 	}
@@ -94,7 +100,7 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 		switch name {
 		case "sluice":
 			flags := strings.Fields(passthroughFlags)
-			if mode == "beyond" {
+			if mode == "beyond" && limit > 0 {
 				flags = append(flags, "-max-in-flight", strconv.Itoa(limit))
 			}
 			p, err = overload.StartPassthrough(bin, up.Addr, flags...)
@@ -104,7 +110,7 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 				return err
 			}
 			cfg := overload.NginxConfig{Workers: nginxWorkers, WorkerConnections: clients + 2048}
-			if mode == "beyond" {
+			if mode == "beyond" && limit > 0 {
 				// limit_conn with one key for every request: the requests
 				// being processed at once, 503 beyond (the default
 				// limit_conn_status).
@@ -134,7 +140,7 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 		rows = append(rows, row)
 		fmt.Fprintf(os.Stderr, "%s done\n", name)
 	}
-	fmt.Printf("mode %s, %d clients, think %v, %v, upstream delay %v", mode, clients, think, duration, delay)
+	fmt.Printf("mode %s, %d clients, think %v, %v, upstream delay %v, upstream workers %d", mode, clients, think, duration, delay, upstreamWorkers)
 	if mode == "beyond" {
 		fmt.Printf(", limit %d", limit)
 	}
