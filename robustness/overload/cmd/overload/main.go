@@ -124,9 +124,7 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 		if err != nil {
 			return err
 		}
-		accepted := up.Accepted()
-		row, err := measure(ctx, mode, p, clients, duration, think)
-		row.UpstreamConns = up.Accepted() - accepted
+		row, err := measure(ctx, mode, p, up, clients, duration, think)
 		if name == "nginx" {
 			row.LogLines = countLines(filepath.Join(dir, "nginx", "error.log"))
 		}
@@ -153,7 +151,7 @@ func run(mode string, clients int, duration, think time.Duration, limit int, del
 	return nil
 }
 
-func measure(ctx context.Context, mode string, p *overload.Proc, clients int, duration, think time.Duration) (overload.Row, error) {
+func measure(ctx context.Context, mode string, p *overload.Proc, up *overload.UpstreamProc, clients int, duration, think time.Duration) (overload.Row, error) {
 	row := overload.Row{Proxy: p.Name, Clients: clients}
 	var err error
 	if row.Before, err = p.Stat(); err != nil {
@@ -170,7 +168,9 @@ func measure(ctx context.Context, mode string, p *overload.Proc, clients int, du
 		return row, err
 	}
 	logBefore := len(p.Log())
+	accepted := up.Accepted()
 	row.Out = cs.Run(ctx, duration)
+	row.UpstreamConns = up.Accepted() - accepted
 	row.LogLines = len(p.Log()) - logBefore
 	row.After, err = p.Stat()
 	return row, err
