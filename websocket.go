@@ -182,9 +182,6 @@ func (pr *ProxyRequest) switchClient(w http.ResponseWriter, status int, h http.H
 	if err != nil {
 		return nil, nil, fmt.Errorf("sluice: cannot hijack client connection: %w", err)
 	}
-	// A tunnel is not a request in flight: its slots of MaxInFlight and
-	// MaxPerClient go back before the client can see the switch.
-	pr.leaveLimits()
 	// The server may have set deadlines; the tunnel has its own.
 	_ = client.SetDeadline(time.Time{})
 	pr.rw.status = status
