@@ -60,7 +60,6 @@ func (o *Outcome) Errs() int64 {
 type Clients struct {
 	load  Load
 	conns []*client
-	out   *outcomeAcc
 }
 
 type client struct {
@@ -188,15 +187,17 @@ func (cs *Clients) Close() {
 // got. A client whose connection fails or is closed opens a new one.
 func (cs *Clients) Run(ctx context.Context, d time.Duration) *Outcome {
 	acc := newAcc()
-	cs.out = acc
 	end := time.Now().Add(d)
 	start := time.Now()
+	// Pauses end with the run; dials do not.
+	pauses, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, cl := range cs.conns {
 		wg.Go(func() {
 			if cs.load.Think > 0 {
 				// Spread the clients' first requests over a think time.
-				sleep(ctx, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
+				sleep(pauses, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
 			}
 			for time.Now().Before(end) && ctx.Err() == nil {
 				if cl.c == nil {
@@ -208,7 +209,7 @@ func (cs *Clients) Run(ctx context.Context, d time.Duration) *Outcome {
 				}
 				cl.do(cs.load, acc)
 				if cs.load.Think > 0 {
-					sleep(ctx, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
+					sleep(pauses, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
 				}
 			}
 		})
