@@ -47,9 +47,10 @@ var (
 // serveConnect opens the tunnel of a CONNECT request: see the comment at
 // the top of this file.
 func (p *Proxy) serveConnect(w http.ResponseWriter, pr *ProxyRequest) error {
-	if p.shutdown.Load() {
+	if !p.conns.begin() {
 		return errShuttingDown
 	}
+	defer p.conns.end()
 	director := p.Director
 	if pr.route != nil && pr.route.Director != nil {
 		director = pr.route.Director

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"sync"
@@ -16,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/sluiceproxy/sluice/internal/leaktest"
+	"github.com/sluiceproxy/sluice/internal/wstest"
 )
 
 // TestShutdownUnderLoad: clients keep sending requests with bodies while
@@ -204,4 +207,77 @@ func testShutdownUnderLoad(t *testing.T, mode string) {
 	}
 	t.Logf("%s: %d requests before the shutdown, %d being served at its start (all completed), %d refused after it",
 		mode, before, len(inFlight), refused.Load())
+}
+
+// TestShutdownUpgradeInProgress: an upgrade whose 101 arrives after the
+// shutdown began is a tunnel the Serve function waits for: the client
+// gets its 101, then a close frame (1001), and Serve returns only once
+// the tunnel has ended, not while it is still open.
+func TestShutdownUpgradeInProgress(t *testing.T) {
+	for _, front := range []string{"sluice", "net/http"} {
+		t.Run(front, func(t *testing.T) {
+			leaktest.Check(t)
+			up := wstest.NewUpstream(t)
+			asked, answer := make(chan struct{}), make(chan struct{})
+			up.Respond = func(req *http.Request) string {
+				close(asked)
+				<-answer
+				return wstest.ValidSwitch(req)
+			}
+			p := &Proxy{Director: &SingleHost{Target: up.URL}, Logger: discardLogger()}
+			t.Cleanup(p.CloseIdleConnections)
+			var srv HTTPServer = &Server{Handler: p, Logger: discardLogger()}
+			if front == "net/http" {
+				srv = &http.Server{Handler: p}
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			served := make(chan error, 1)
+			go func() { served <- Serve(ctx, srv, ln, 10*time.Second) }()
+
+			dialed := make(chan *wstest.Peer, 1)
+			go func() {
+				c, res := wstest.Dial(t, &httptest.Server{Listener: ln}, "", nil)
+				if res.StatusCode != http.StatusSwitchingProtocols {
+					t.Errorf("upgrade: %s", res.Status)
+				}
+				dialed <- c
+			}()
+			<-asked
+			cancel() // the shutdown begins with the upgrade at the upstream
+			// Let Serve get under way before the upstream switches.
+			time.Sleep(50 * time.Millisecond)
+			close(answer)
+			c := <-dialed
+			u := up.Accept()
+			if code, _ := c.ReadClose(t); code != ws.StatusGoingAway {
+				t.Errorf("client got close %d, want 1001", code)
+			}
+			if code, _ := u.ReadClose(t); code != ws.StatusGoingAway {
+				t.Errorf("upstream got close %d, want 1001", code)
+			}
+			// The peers have not answered: the tunnel stays open for up
+			// to its close grace (1 s), and Serve must wait for it.
+			select {
+			case err := <-served:
+				if n := p.OpenTunnels(); n > 0 {
+					t.Fatalf("Serve returned (%v) with %d tunnel(s) still open", err, n)
+				}
+				t.Fatalf("Serve returned (%v) before the peers answered the close", err)
+			case <-time.After(700 * time.Millisecond):
+			}
+			c.Send(t, wstest.RawFrame(true, 0, ws.OpClose, true, wstest.CloseBody(1001, "")))
+			u.Send(t, wstest.RawFrame(true, 0, ws.OpClose, false, wstest.CloseBody(1001, "")))
+			if err := <-served; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			if n := p.OpenTunnels(); n != 0 {
+				t.Errorf("%d tunnels open after Serve returned", n)
+			}
+		})
+	}
 }

@@ -67,10 +67,10 @@ func (u *upstreamConn) setReadDeadline(t time.Time) {
 // answers anything but a valid 101, the answer is relayed to w as a normal
 // response (the client connection stays usable) or an error returned, and
 // the upstreamConn is nil.
+//
+// The caller holds a pending entry of the Proxy's tunnels (tunnelSet.begin)
+// for as long as the exchange may still become a tunnel.
 func (pr *ProxyRequest) roundTripUpgrade(w http.ResponseWriter) (*upstreamConn, error) {
-	if pr.proxy.shutdown.Load() {
-		return nil, errShuttingDown
-	}
 	var conn net.Conn
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn }}
 	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), trace))
@@ -214,6 +214,10 @@ func (pr *ProxyRequest) switchClient(w http.ResponseWriter, status int, h http.H
 // upstream sent with its 101 (httputil.ReverseProxy loses the former,
 // golang/go#80875). A non-101 answer is relayed as a normal response.
 func (p *Proxy) serveUpgrade(w http.ResponseWriter, pr *ProxyRequest) error {
+	if !p.conns.begin() {
+		return errShuttingDown
+	}
+	defer p.conns.end()
 	up, err := pr.roundTripUpgrade(w)
 	if up == nil {
 		return err
@@ -350,6 +354,11 @@ func (pr *ProxyRequest) Upgrade(w http.ResponseWriter, check func(res *http.Resp
 		return Errorf(http.StatusInternalServerError, "sluice: Upgrade of a request that is not an upgrade")
 	}
 	base := pr.Out.Context()
+	p := pr.proxy
+	if !p.conns.begin() {
+		return errShuttingDown
+	}
+	defer p.conns.end()
 	up, err := pr.roundTripUpgrade(w)
 	if up == nil {
 		return err
@@ -365,11 +374,8 @@ func (pr *ProxyRequest) Upgrade(w http.ResponseWriter, check func(res *http.Resp
 		up.Close()
 		return err
 	}
-	// A session is not a request in flight: its slots go back now.
-	pr.leaveLimits()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
 	h := &handedOver{cancel: cancel, client: client, upstream: up}
-	p := pr.proxy
 	p.conns.add(h)
 	defer p.conns.remove(h)
 	defer h.kill()
@@ -658,11 +664,49 @@ type liveConn interface {
 	kill()
 }
 
-// tunnelSet tracks live tunnels and sessions for Shutdown.
+// tunnelSet tracks live tunnels and sessions for Shutdown, and the
+// exchanges that may still become one (an upgrade waiting for the
+// upstream's 101, a CONNECT dialing): Shutdown waits for those too, or a
+// tunnel switched after it looked would outlive it.
 type tunnelSet struct {
-	mu    sync.Mutex
-	m     map[liveConn]struct{}
-	empty chan struct{} // closed when m becomes empty, if someone waits
+	mu      sync.Mutex
+	m       map[liveConn]struct{}
+	pending int           // exchanges between begin and end
+	closing bool          // Shutdown began: begin refuses
+	empty   chan struct{} // closed when m and pending become empty, if someone waits
+}
+
+// begin registers an exchange that may become a tunnel, unless Shutdown
+// began; end must follow, once the tunnel (if any) was added.
+func (s *tunnelSet) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.pending++
+	return true
+}
+
+func (s *tunnelSet) end() {
+	s.mu.Lock()
+	s.pending--
+	s.checkEmpty()
+	s.mu.Unlock()
+}
+
+// close makes begin refuse from now on.
+func (s *tunnelSet) close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+}
+
+func (s *tunnelSet) checkEmpty() {
+	if len(s.m) == 0 && s.pending == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
 }
 
 func (s *tunnelSet) add(t liveConn) {
@@ -677,10 +721,7 @@ func (s *tunnelSet) add(t liveConn) {
 func (s *tunnelSet) remove(t liveConn) {
 	s.mu.Lock()
 	delete(s.m, t)
-	if len(s.m) == 0 && s.empty != nil {
-		close(s.empty)
-		s.empty = nil
-	}
+	s.checkEmpty()
 	s.mu.Unlock()
 }
 
@@ -692,7 +733,7 @@ func (s *tunnelSet) len() int {
 }
 
 // snapshot returns the live connections and a channel closed when none is
-// left.
+// left, nor any exchange that may still become one.
 func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -700,7 +741,7 @@ func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
 	for t := range s.m {
 		all = append(all, t)
 	}
-	if len(all) == 0 {
+	if len(all) == 0 && s.pending == 0 {
 		ch := make(chan struct{})
 		close(ch)
 		return all, ch
@@ -718,18 +759,22 @@ func (s *tunnelSet) snapshot() ([]liveConn, <-chan struct{}) {
 func (p *Proxy) OpenTunnels() int { return p.conns.len() }
 
 // Shutdown ends the Proxy's hijacked connections, which
-// http.Server.Shutdown does not see: new upgrades get 503, every WebSocket
-// peer (client and upstream) gets a close frame with code 1001 (going
-// away, RFC 6455 §7.4.1) at the next frame boundary, and other tunnels are
-// closed; exchanges taken over with ProxyRequest.Upgrade see the context
-// given to their serve function done. Shutdown waits until the connections
-// ended (about a second at most for WebSocket peers that answer or vanish)
-// or ctx is done; then it closes what is left and returns ctx.Err().
+// http.Server.Shutdown does not see: new upgrades and CONNECTs get 503,
+// every WebSocket peer (client and upstream) gets a close frame with code
+// 1001 (going away, RFC 6455 §7.4.1) at the next frame boundary, and other
+// tunnels are closed; exchanges taken over with ProxyRequest.Upgrade see
+// the context given to their serve function done. An upgrade or CONNECT
+// already under way (waiting for the upstream's 101, dialing) is waited
+// for, and its tunnel, once switched, ended the same way. Shutdown waits
+// until the connections ended (about a second at most for WebSocket peers
+// that answer or vanish) or ctx is done; then it closes what is left and
+// returns ctx.Err().
 //
 // Register it with http.Server.RegisterOnShutdown, or call it right after
 // Server.Shutdown.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.shutdown.Store(true)
+	p.conns.close()
 	all, empty := p.conns.snapshot()
 	for _, t := range all {
 		t.shutdown(ws.StatusGoingAway, "proxy shutting down")

@@ -41,6 +41,7 @@ type Outcome struct {
 	Requests int64            // answered, whatever the status
 	Status   map[int]int64    // by status
 	Errors   map[string]int64 // by kind: connect, write, read, timeout, closed
+	Retried  int64            // requests sent again after a kept-alive connection closed
 	Latency  *Histogram       // of every answered request
 	OKLat    *Histogram       // of 2xx answers
 	ShedLat  *Histogram       // of 429 and 503 answers
@@ -60,13 +61,13 @@ func (o *Outcome) Errs() int64 {
 type Clients struct {
 	load  Load
 	conns []*client
-	out   *outcomeAcc
 }
 
 type client struct {
-	c   net.Conn
-	br  *bufio.Reader
-	rnd *rand.Rand
+	c      net.Conn
+	br     *bufio.Reader
+	rnd    *rand.Rand
+	served int // requests answered on c
 }
 
 // outcomeAcc gathers an Outcome from many goroutines.
@@ -78,6 +79,7 @@ type outcomeAcc struct {
 	okLat   Histogram
 	shedLat Histogram
 	n       atomic.Int64
+	retried atomic.Int64
 }
 
 func newAcc() *outcomeAcc {
@@ -108,7 +110,8 @@ func (a *outcomeAcc) outcome(elapsed time.Duration) *Outcome {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := &Outcome{Requests: a.n.Load(), Status: map[int]int64{}, Errors: map[string]int64{},
-		Latency: a.lat.Clone(), OKLat: a.okLat.Clone(), ShedLat: a.shedLat.Clone(), Elapsed: elapsed}
+		Latency: a.lat.Clone(), OKLat: a.okLat.Clone(), ShedLat: a.shedLat.Clone(), Elapsed: elapsed,
+		Retried: a.retried.Load()}
 	for k, v := range a.status {
 		o.Status[k] = v
 	}
@@ -149,7 +152,7 @@ func Connect(ctx context.Context, load Load) (*Clients, error) {
 				return
 			}
 			cs.conns[i] = cl
-			if st := cl.do(load, warm); st == 0 || (st != 200 && !load.AnyStatusWarmUp) {
+			if st := cl.do(ctx, load, warm); st == 0 || (st != 200 && !load.AnyStatusWarmUp) {
 				select {
 				case errc <- fmt.Errorf("connection %d: warm-up request: status %d (%v)", i, st, warm.errors):
 				default:
@@ -188,15 +191,17 @@ func (cs *Clients) Close() {
 // got. A client whose connection fails or is closed opens a new one.
 func (cs *Clients) Run(ctx context.Context, d time.Duration) *Outcome {
 	acc := newAcc()
-	cs.out = acc
 	end := time.Now().Add(d)
 	start := time.Now()
+	// Pauses end with the run; dials do not.
+	pauses, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, cl := range cs.conns {
 		wg.Go(func() {
 			if cs.load.Think > 0 {
 				// Spread the clients' first requests over a think time.
-				sleep(ctx, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
+				sleep(pauses, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
 			}
 			for time.Now().Before(end) && ctx.Err() == nil {
 				if cl.c == nil {
@@ -206,9 +211,9 @@ func (cs *Clients) Run(ctx context.Context, d time.Duration) *Outcome {
 						continue
 					}
 				}
-				cl.do(cs.load, acc)
+				cl.do(ctx, cs.load, acc)
 				if cs.load.Think > 0 {
-					sleep(ctx, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
+					sleep(pauses, time.Duration(cl.rnd.Int64N(int64(2*cs.load.Think))))
 				}
 			}
 		})
@@ -242,32 +247,59 @@ func (cl *client) dial(ctx context.Context, addr string, timeout time.Duration) 
 }
 
 func (cl *client) drop() {
-	cl.c.Close()
-	cl.c = nil
+	if cl.c != nil {
+		cl.c.Close()
+		cl.c = nil
+	}
+	cl.served = 0
 }
 
 // do sends one GET and reads its answer, recording it in acc; it returns
 // the status, or 0 when the request failed (the connection is then
-// dropped).
-func (cl *client) do(load Load, acc *outcomeAcc) int {
+// dropped). Like a browser or Go's http.Transport, a client whose request
+// fails on a kept-alive connection before any byte of an answer (the
+// server closed the connection while it was idle: RFC 9112 §9.3.1) sends
+// it once more on a new connection; acc counts those retries apart.
+func (cl *client) do(ctx context.Context, load Load, acc *outcomeAcc) int {
 	start := time.Now()
-	cl.c.SetDeadline(start.Add(load.Timeout))
+	for retried := false; ; retried = true {
+		reused := cl.served > 0
+		status, answered, err := cl.roundTrip(load)
+		if err == nil {
+			acc.answered(status, time.Since(start))
+			return status
+		}
+		cl.drop()
+		if reused && !answered && !retried {
+			acc.retried.Add(1)
+			if derr := cl.dial(ctx, load.Addr, load.Timeout); derr != nil {
+				acc.failed("connect")
+				return 0
+			}
+			continue
+		}
+		acc.failed(err.Error())
+		return 0
+	}
+}
+
+// roundTrip sends one GET on the connection and reads the answer; the
+// error is a kind (see errKind), and answered tells whether any byte of
+// an answer came.
+func (cl *client) roundTrip(load Load) (status int, answered bool, err error) {
+	cl.c.SetDeadline(time.Now().Add(load.Timeout))
 	if _, err := io.WriteString(cl.c, "GET "+load.Path+" HTTP/1.1\r\nHost: overload.test\r\n\r\n"); err != nil {
-		acc.failed(errKind("write", err))
-		cl.drop()
-		return 0
+		return 0, false, errors.New(errKind("write", err))
 	}
-	status, closeAfter, err := readResponse(cl.br)
+	status, closeAfter, answered, err := readResponse(cl.br)
 	if err != nil {
-		acc.failed(errKind("read", err))
-		cl.drop()
-		return 0
+		return 0, answered, errors.New(errKind("read", err))
 	}
-	acc.answered(status, time.Since(start))
+	cl.served++
 	if closeAfter {
 		cl.drop()
 	}
-	return status
+	return status, true, nil
 }
 
 func errKind(op string, err error) string {
@@ -285,23 +317,24 @@ func errKind(op string, err error) string {
 
 // readResponse reads a response with a Content-Length (what the upstream
 // and the refusals of sluice and nginx send) and drops its body.
-func readResponse(br *bufio.Reader) (status int, closeAfter bool, err error) {
+func readResponse(br *bufio.Reader) (status int, closeAfter, answered bool, err error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
-		return 0, false, err
+		return 0, false, len(line) > 0, err
 	}
+	answered = true
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
-		return 0, false, fmt.Errorf("bad status line %q", line)
+		return 0, false, true, fmt.Errorf("bad status line %q", line)
 	}
 	status, err = strconv.Atoi(string(line[9:12]))
 	if err != nil {
-		return 0, false, fmt.Errorf("bad status line %q", line)
+		return 0, false, true, fmt.Errorf("bad status line %q", line)
 	}
 	cl := -1
 	for {
 		line, err = br.ReadSlice('\n')
 		if err != nil {
-			return 0, false, err
+			return 0, false, true, err
 		}
 		if len(line) <= 2 {
 			break
@@ -314,17 +347,17 @@ func readResponse(br *bufio.Reader) (status int, closeAfter bool, err error) {
 		switch {
 		case bytes.EqualFold(k, []byte("Content-Length")):
 			if cl, err = strconv.Atoi(string(v)); err != nil {
-				return 0, false, fmt.Errorf("bad Content-Length %q", v)
+				return 0, false, true, fmt.Errorf("bad Content-Length %q", v)
 			}
 		case bytes.EqualFold(k, []byte("Connection")):
 			closeAfter = bytes.EqualFold(v, []byte("close"))
 		}
 	}
 	if cl < 0 {
-		return 0, false, errors.New("response without Content-Length")
+		return 0, false, true, errors.New("response without Content-Length")
 	}
 	if _, err := br.Discard(cl); err != nil {
-		return 0, false, err
+		return 0, false, true, err
 	}
-	return status, closeAfter, nil
+	return status, closeAfter, true, nil
 }

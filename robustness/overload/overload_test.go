@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	if d, ok := os.LookupEnv("OVERLOAD_UPSTREAM_DELAY"); ok {
 		delay, err := time.ParseDuration(d)
 		if err == nil {
-			err = ServeUpstreamProcess(delay)
+			err = ServeUpstreamProcess(delay, 0)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "upstream:", err)

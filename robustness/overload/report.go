@@ -41,10 +41,14 @@ func Statuses(o *Outcome) string {
 	return strings.Join(parts, ", ")
 }
 
-// Errors formats the error counts, or "0".
+// Errors formats the error counts, or "0", and the retries.
 func Errors(o *Outcome) string {
+	retried := ""
+	if o.Retried > 0 {
+		retried = fmt.Sprintf(" (%d sent again on a new connection)", o.Retried)
+	}
 	if len(o.Errors) == 0 {
-		return "0"
+		return "0" + retried
 	}
 	var keys []string
 	for k := range o.Errors {
@@ -55,7 +59,7 @@ func Errors(o *Outcome) string {
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %d", k, o.Errors[k]))
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, ", ") + retried
 }
 
 // KeepAliveTable is the table of keep-alive runs.

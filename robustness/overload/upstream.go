@@ -16,11 +16,15 @@ import (
 )
 
 // Upstream is a fast HTTP/1.1 upstream: every request (without a body)
-// gets the same small 200 response, after Delay. It holds a goroutine and
-// a 4 KiB reader per connection and allocates nothing per request.
+// gets the same small 200 response, after Delay. With workers, at most
+// that many requests are worked on at once, the others wait their turn:
+// an application of bounded capacity (workers/Delay requests a second),
+// past which requests queue. It holds a goroutine and a 4 KiB reader per
+// connection and allocates nothing per request.
 type Upstream struct {
 	Addr  string
 	Delay time.Duration
+	sem   chan struct{} // nil: no bound
 
 	ln       net.Listener
 	accepted atomic.Int64
@@ -35,13 +39,17 @@ var upstreamBody = strings.Repeat("x", 100)
 var upstreamResponse = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
 	strconv.Itoa(len(upstreamBody)) + "\r\n\r\n" + upstreamBody)
 
-// StartUpstream listens on a loopback port and serves until Close.
-func StartUpstream(delay time.Duration) (*Upstream, error) {
+// StartUpstream listens on a loopback port and serves until Close;
+// workers bounds the requests worked on at once (0: no bound).
+func StartUpstream(delay time.Duration, workers int) (*Upstream, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	u := &Upstream{Addr: ln.Addr().String(), Delay: delay, ln: ln, open: map[net.Conn]struct{}{}}
+	if workers > 0 {
+		u.sem = make(chan struct{}, workers)
+	}
 	u.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -77,8 +85,14 @@ func (u *Upstream) serve(c net.Conn) {
 				break
 			}
 		}
+		if u.sem != nil {
+			u.sem <- struct{}{}
+		}
 		if u.Delay > 0 {
 			time.Sleep(u.Delay)
+		}
+		if u.sem != nil {
+			<-u.sem
 		}
 		if _, err := c.Write(upstreamResponse); err != nil {
 			return
@@ -108,12 +122,12 @@ func (u *Upstream) Close() {
 }
 
 // ServeUpstreamProcess is the body of an upstream process (see
-// StartUpstreamProcess): it serves an Upstream with delay, writes
+// StartUpstreamProcess): it serves an Upstream with delay and workers, writes
 // "addr host:port" to standard output, answers each "accepted" line on
 // standard input with "accepted N", and returns when standard input
 // closes.
-func ServeUpstreamProcess(delay time.Duration) error {
-	u, err := StartUpstream(delay)
+func ServeUpstreamProcess(delay time.Duration, workers int) error {
+	u, err := StartUpstream(delay, workers)
 	if err != nil {
 		return err
 	}
