@@ -16,5 +16,5 @@
 //
 // cmd/faultmatrix runs the matrix and prints it as Markdown (run.sh
 // builds what it needs); the package's test runs a few cases against
-// sluice in CI. RESULTS.md has the table measured and its command.
+// sluice in CI. docs/robustness.md has the table measured and its command.
 package faults
