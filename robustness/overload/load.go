@@ -2,7 +2,7 @@
 // and measures what they get: the 10,000-client run, the runs beyond
 // capacity against nginx, with the proxy in a process of its own (the
 // built examples/passthrough, or nginx) in front of a fast upstream in
-// this one. cmd/overload runs them; RESULTS.md has the figures and the
+// this one. cmd/overload runs them; docs/robustness.md has the figures and the
 // commands.
 package overload
 

@@ -1,5 +1,5 @@
 // Command overload runs sluice's overload measurements on this machine
-// (loopback only) and prints their tables; robustness/overload/RESULTS.md
+// (loopback only) and prints their tables; docs/robustness.md
 // has the figures and the exact commands.
 //
 //	go run ./robustness/overload/cmd/overload -mode keepalive -clients 10000 -duration 20s -think 1s
