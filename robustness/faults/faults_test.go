@@ -137,8 +137,12 @@ func TestFaultMatrixSluice(t *testing.T) {
 			if r.Outcome.Elapsed > tt.within {
 				t.Errorf("outcome after %v, want within %v", r.Outcome.Elapsed, tt.within)
 			}
-			if tt.upload != "" && (r.Upload == nil || r.Upload.Result != tt.upload) {
-				t.Errorf("upstream's verdict on the upload: %+v, want %s", r.Upload, tt.upload)
+			// The upstream must not take a cut upload as complete (a
+			// violation above); it sees it aborted, or, when the cut
+			// comes before the proxy forwarded anything (a loaded
+			// machine), not at all.
+			if tt.upload != "" && r.Upload != nil && r.Upload.Result != tt.upload {
+				t.Errorf("upstream's verdict on the upload: %+v, want %s (or none)", r.Upload, tt.upload)
 			}
 			if r.Next.Class != OK {
 				t.Errorf("clean exchange after the fault: %s (%s)", r.Next, r.Next.Detail)
