@@ -62,7 +62,7 @@ func buildPassthrough(t *testing.T, dir string) string {
 
 // TestFaultMatrixSluice runs a few cases of the fault matrix against
 // sluice (examples/passthrough, as cmd/faultmatrix runs it, with 1 s
-// bounds and 16 MiB bodies): each must end as expected, with no
+// bounds): each must end as expected, with no
 // violation (a truncated answer that looks complete, another exchange's
 // bytes, an upload the upstream took as complete when it was cut,
 // resources not back within the bounds), and the proxy must serve a clean
@@ -72,7 +72,6 @@ func TestFaultMatrixSluice(t *testing.T) {
 	dir := t.TempDir()
 	cfg := DefaultConfig
 	cfg.Bound = time.Second
-	cfg.Size = 16 << 20
 	cfg.ClientIdle = 5 * time.Second
 	cfg.BlackHoleIdle = 2 * time.Second
 	env, err := Start(dir, Bins{Toxiproxy: toxi, Sluice: buildPassthrough(t, dir)}, []string{"sluice"}, cfg)
@@ -99,25 +98,29 @@ func TestFaultMatrixSluice(t *testing.T) {
 		want []Class
 		// within bounds the outcome's time.
 		within time.Duration
-		// upload is the upstream's verdict wanted on an upload.
-		upload string
+		// upload are the upstream's verdicts allowed on an upload ("":
+		// it never arrived).
+		upload []string
 	}{
 		// A reset in the middle of a download of unknown length: the
 		// client's body is cut, never ended as if complete.
-		{"reset", UpstreamLink, Download, []Class{Cut}, 3 * time.Second, ""},
+		// (64 MiB: a reset injected after 8 MiB lands up to 16 MiB
+		// later, what the buffers of the path hold.)
+		{"reset", UpstreamLink, Download, []Class{Cut}, 3 * time.Second, nil},
 		// The client's connection closed in the middle of a chunked
-		// upload: the upstream sees the body fail, not end.
-		{"limit", ClientLink, Upload, []Class{Refused, Status}, 5 * time.Second, "aborted"},
+		// upload: the upstream sees the body fail, not end (or, if the
+		// proxy's reset overtook the request, nothing).
+		{"limit", ClientLink, Upload, []Class{Refused, Status}, 5 * time.Second, []string{"aborted", ""}},
 		// The upstream goes silent in the middle of an event stream: cut
 		// within the idle bound (1 s, cut after 1 to 1.5 s).
-		{"timeout", UpstreamLink, SSE, []Class{Cut}, 3 * time.Second, ""},
+		{"timeout", UpstreamLink, SSE, []Class{Cut}, 3 * time.Second, nil},
 		// The upstream of a gRPC stream whose client waits for its echo
 		// goes silent: cut within the idle bound, not held for ever (the
 		// defect this matrix found, fixed in upstream_idle.go).
-		{"timeout", UpstreamLink, GRPC, []Class{Cut}, 3 * time.Second, ""},
+		{"timeout", UpstreamLink, GRPC, []Class{Cut}, 3 * time.Second, nil},
 		// Latency with jitter on both links of a WebSocket: every echo
 		// comes back.
-		{"latency", ClientLink, WebSocket, []Class{OK}, 10 * time.Second, ""},
+		{"latency", ClientLink, WebSocket, []Class{OK}, 10 * time.Second, nil},
 	} {
 		f, ok := FaultNamed(tt.fault)
 		if !ok {
@@ -137,12 +140,14 @@ func TestFaultMatrixSluice(t *testing.T) {
 			if r.Outcome.Elapsed > tt.within {
 				t.Errorf("outcome after %v, want within %v", r.Outcome.Elapsed, tt.within)
 			}
-			// The upstream must not take a cut upload as complete (a
-			// violation above); it sees it aborted, or, when the cut
-			// comes before the proxy forwarded anything (a loaded
-			// machine), not at all.
-			if tt.upload != "" && r.Upload != nil && r.Upload.Result != tt.upload {
-				t.Errorf("upstream's verdict on the upload: %+v, want %s (or none)", r.Upload, tt.upload)
+			if tt.upload != nil {
+				got := ""
+				if r.Upload != nil {
+					got = r.Upload.Result
+				}
+				if !slices.Contains(tt.upload, got) {
+					t.Errorf("upstream's verdict on the upload: %q, want one of %q", got, tt.upload)
+				}
 			}
 			if r.Next.Class != OK {
 				t.Errorf("clean exchange after the fault: %s (%s)", r.Next, r.Next.Detail)
