@@ -97,6 +97,32 @@ func newClients(addrs ProxyAddrs, origin string, roots *x509.CertPool) *clients 
 	}
 }
 
+// prime makes one request over each protocol and leaves the HTTP/1.1
+// connection idle long enough to be parked (sluice.Server parks idle
+// connections after 500 ms), so that the server parts started on first
+// use are in the baseline; then it closes the idle connections.
+func (c *clients) prime(ctx context.Context) error {
+	for _, p := range []struct {
+		hc   *http.Client
+		base string
+	}{{c.h1, c.base}, {c.h2c, c.base}, {c.h2tls, c.tlsBase}} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/status", nil)
+		res, err := p.hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("priming the proxy: %w", err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.closeIdle()
+	return nil
+}
+
 func (c *clients) closeIdle() {
 	for _, hc := range []*http.Client{c.h1, c.h2c, c.h2tls, c.forward} {
 		hc.CloseIdleConnections()

@@ -18,8 +18,9 @@
 // them, never a body that ends cleanly with the wrong bytes); or it failed
 // in any other way. A clear failure is "injected" when an outage explains
 // it: for a route with a pool behind it, a target went down while the
-// exchange was under way (the pool steers new requests around a target
-// that is down, so only those under way may fail); for the route to a
+// exchange was under way or at most CutGrace before it started (the pool
+// steers new requests around a target that is down, so only those under
+// way may fail); for the route to a
 // lone target, the exchange overlapped one of its outages. Every other
 // failure is a violation, and so is a resource that grows after warm-up
 // (see Flat) or that does not come back to its baseline after the load.

@@ -91,15 +91,24 @@ func (f *Flapper) set(tg *Target, down bool) {
 	}
 }
 
+// CutGrace is how long after a target's connections were cut an exchange
+// that starts may still fail because of it: a connection the target
+// closed is known closed to the proxy only once the goroutine reading it
+// has run, and meanwhile a request may be written on it (HTTP/2
+// multiplexes new streams on its one connection without a check; an
+// HTTP/1.1 connection is peeked before reuse). On a busy machine that
+// takes milliseconds.
+const CutGrace = 250 * time.Millisecond
+
 // explains reports whether the outages of targets explain a clear failure
 // of an exchange that ran from start to end. For a target with others
 // behind it in a pool (pooled), only the taking down of the target
-// (from an outage's Start to its Cut) overlapping the exchange does: the
-// pool steers new requests around a target that is down, so the only
-// exchanges it may fail are those under way on the target while its
-// connections were cut (a pooled connection picked just before its cut
-// included). For a target on its own, any outage that overlaps the
-// exchange does: its requests fail with 502 while it is down.
+// (from an outage's Start to its Cut, plus CutGrace) overlapping the
+// exchange does: the pool steers new requests around a target that is
+// down, so the only exchanges it may fail are those under way on the
+// target while its connections were cut. For a target on its own, any
+// outage that overlaps the exchange does: its requests fail with 502
+// while it is down.
 func (f *Flapper) explains(targets []*Target, pooled bool, start, end time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -110,7 +119,7 @@ func (f *Flapper) explains(targets []*Target, pooled bool, start, end time.Time)
 				if cut.IsZero() {
 					cut = time.Now() // being cut now
 				}
-				if !o.Start.After(end) && !cut.Before(start) {
+				if !o.Start.After(end) && !cut.Add(CutGrace).Before(start) {
 					return true
 				}
 				continue

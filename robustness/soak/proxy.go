@@ -242,8 +242,13 @@ func RunProxy(ctx context.Context, cfg ProxyConfig, logger *slog.Logger, ready f
 		}
 		json.NewEncoder(w).Encode(st)
 	})
+	// Quiescing drops what is kept for reuse: idle upstream connections,
+	// and the pipes Go's splice(2) keeps in a sync.Pool (two collections
+	// empty it; the pipes close in their finalizers).
 	admin.HandleFunc("POST /quiesce", func(w http.ResponseWriter, r *http.Request) {
 		proxy.CloseIdleConnections()
+		runtime.GC()
+		runtime.GC()
 		w.WriteHeader(http.StatusNoContent)
 	})
 	// Profiles of the proxy, to look into a resource that grows.

@@ -110,3 +110,92 @@ func rssKiB(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
+
+// describeFDs returns what each open descriptor of process pid is: the
+// link target of /proc/PID/fd/N, and for a TCP socket its addresses and
+// state from /proc/PID/net/tcp{,6} ("tcp 127.0.0.1:80 127.0.0.1:5000
+// 01"), so that descriptors left after the load can be named.
+func describeFDs(pid int) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	sockets := map[string]string{} // inode -> description
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fl := strings.Fields(line)
+			if len(fl) < 10 {
+				continue
+			}
+			sockets[fl[9]] = fmt.Sprintf("tcp %s %s state %s", hexAddr(fl[1]), hexAddr(fl[2]), fl[3])
+		}
+	}
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			if d, ok := sockets[strings.TrimSuffix(inode, "]")]; ok {
+				target = d
+			}
+		}
+		out = append(out, target)
+	}
+	return out, nil
+}
+
+// hexAddr turns /proc/net/tcp's "0100007F:1F90" into "127.0.0.1:8080"
+// (IPv4; IPv6 addresses are left as they are).
+func hexAddr(s string) string {
+	ip, port, ok := strings.Cut(s, ":")
+	p, err := strconv.ParseUint(port, 16, 16)
+	if !ok || err != nil || len(ip) != 8 {
+		return s
+	}
+	v, err := strconv.ParseUint(ip, 16, 32)
+	if err != nil {
+		return s
+	}
+	return fmt.Sprintf("%d.%d.%d.%d:%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24), p)
+}
+
+// extra returns the entries of now that are not in base (as multisets),
+// with ports of connections replaced by "*" so that a new connection
+// between the same peers matches an old one.
+func extra(base, now []string) []string {
+	norm := func(s string) string {
+		f := strings.Fields(s)
+		if len(f) == 5 && f[0] == "tcp" {
+			// Keep the listening side's port, drop the ephemeral one.
+			l, r := f[1], f[2]
+			if i := strings.LastIndexByte(r, ':'); i > 0 && f[4] != "0A" {
+				r = r[:i] + ":*"
+			}
+			if i := strings.LastIndexByte(l, ':'); i > 0 && f[4] != "0A" {
+				l = l[:i] + ":*"
+			}
+			return strings.Join([]string{"tcp", l, r, f[3], f[4]}, " ")
+		}
+		return s
+	}
+	count := map[string]int{}
+	for _, s := range base {
+		count[norm(s)]++
+	}
+	var out []string
+	for _, s := range now {
+		if count[norm(s)] > 0 {
+			count[norm(s)]--
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}

@@ -276,8 +276,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	logf("soak: proxy pid %d on %s (h1, h2c), %s (TLS), admin %s; targets %s, solo %s, origin %s; seed %d; output in %s",
 		px.cmd.Process.Pid, px.addrs.HTTP, px.addrs.TLS, px.addrs.Admin, strings.Join(pcfg.Targets, " "), solo.Addr, origin.Addr, cfg.Seed, cfg.Dir)
 
-	// Baseline: every pool member healthy, idle connections closed.
+	// Baseline: every pool member healthy, the server's lazily started
+	// parts started (HTTP/2 over h2c and TLS, the parking of idle
+	// HTTP/1.1 connections), idle connections closed.
 	if err := px.waitHealthy(ctx, 30*time.Second); err != nil {
+		return rep, err
+	}
+	cl := newClients(px.addrs, origin.Addr, roots)
+	defer cl.closeIdle()
+	if err := cl.prime(ctx); err != nil {
 		return rep, err
 	}
 	base, err := px.settle(ctx, nil, 5*time.Second)
@@ -285,6 +292,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	rep.Baseline = base
+	baseFDs, err := describeFDs(px.cmd.Process.Pid)
+	if err != nil {
+		return rep, err
+	}
+	px.dumpGoroutines(ctx, filepath.Join(cfg.Dir, "goroutines-baseline.txt"))
 	logf("soak: baseline goroutines %d, descriptors %d, RSS %.1f MiB", base.Goroutines, base.FDs, float64(base.RSSKiB)/1024)
 
 	csvFile, err := os.Create(filepath.Join(cfg.Dir, "soak.csv"))
@@ -297,9 +309,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	flap := new(Flapper)
 	rec := &recorder{flap: flap, logf: logf, pool: pool, solo: []*Target{solo}, kinds: map[string]*KindCount{}, forms: map[string]int64{}}
-	cl := newClients(px.addrs, origin.Addr, roots)
-	defer cl.closeIdle()
-
 	loadStart := time.Now()
 	loadCtx, stopLoad := context.WithDeadline(ctx, loadStart.Add(cfg.Duration))
 	defer stopLoad()
@@ -425,6 +434,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	logf("soak: after the load goroutines %d (baseline %d), descriptors %d (baseline %d), RSS %.1f MiB",
 		after.Goroutines, base.Goroutines, after.FDs, base.FDs, float64(after.RSSKiB)/1024)
+	if now, err := describeFDs(px.cmd.Process.Pid); err == nil {
+		for _, d := range extra(baseFDs, now) {
+			logf("soak: descriptor not in the baseline: %s", d)
+		}
+	}
+	px.dumpGoroutines(ctx, filepath.Join(cfg.Dir, "goroutines-after.txt"))
 	stopSampling()
 	samplerDone.Wait()
 	cw.Flush()
@@ -658,6 +673,21 @@ func (p *proxyProc) get(ctx context.Context, path string, v any) error {
 func (p *proxyProc) stats(ctx context.Context) (Stats, error) {
 	var st Stats
 	return st, p.get(ctx, "/stats", &st)
+}
+
+// dumpGoroutines writes the proxy's goroutines (pprof's debug=1 text:
+// stacks with their counts) to path, to compare the baseline with what
+// is left after the load.
+func (p *proxyProc) dumpGoroutines(ctx context.Context, path string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addrs.Admin+"/debug/pprof/goroutine?debug=1", nil)
+	res, err := p.admin.Do(req)
+	if err != nil {
+		return
+	}
+	defer res.Body.Close()
+	if b, err := io.ReadAll(res.Body); err == nil {
+		os.WriteFile(path, b, 0o644)
+	}
 }
 
 // sample reads the proxy's resources.

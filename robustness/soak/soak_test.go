@@ -94,6 +94,7 @@ func TestExplains(t *testing.T) {
 	}{
 		{"pooled: under way when the target went down", []*Target{a}, true, 9, 11, true},
 		{"pooled: started while its connections were cut", []*Target{a}, true, 10.005, 12, true},
+		{"pooled: started just after they were cut", []*Target{a}, true, 10.2, 12, true},
 		{"pooled: started while the target was down", []*Target{a}, true, 11, 12, false},
 		{"pooled: ended before the outage", []*Target{a}, true, 5, 9.9, false},
 		{"pooled: another target's outage", []*Target{b}, true, 9, 11, false},
