@@ -144,14 +144,14 @@ func (b *Body) Close() error {
 	return nil
 }
 
-// WriteTo implements io.WriterTo. For a body of known length it writes
-// what is already buffered, then hands the rest of the connection, as an
-// *io.LimitedReader over the *net.TCPConn, to w's ReadFrom when w has
-// one: net/http's ResponseWriter then moves the bytes socket to socket
-// with splice(2) on Linux, never through user space. Under a read idle
-// bound it does so in batches of what the socket holds, waiting for each
-// itself (see readFromIdle); where that cannot be done, it copies through
-// Read.
+// WriteTo implements io.WriterTo. For a body of known length of at least
+// spliceMin bytes it writes what is already buffered, then hands the rest
+// of the connection, as an *io.LimitedReader over the *net.TCPConn, to
+// w's ReadFrom when w has one: net/http's ResponseWriter then moves the
+// bytes socket to socket with splice(2) on Linux, never through user
+// space. Under a read idle bound it does so in batches of what the socket
+// holds, waiting for each itself (see readFromIdle). Smaller bodies, and
+// bodies where that cannot be done, are copied through Read.
 func (b *Body) WriteTo(w io.Writer) (int64, error) {
 	b.mu.Lock()
 	pc := b.pc
@@ -173,6 +173,12 @@ func (b *Body) WriteTo(w io.Writer) (int64, error) {
 		(idle && (!spliceKeepsIdleBound || !isTCP || pc.probe == nil)) {
 		b.mu.Unlock()
 		return copyPooled(w, readerOnly{b})
+	}
+	if b.remaining < spliceMin && int64(pc.br.Buffered()) < b.remaining {
+		b.mu.Unlock()
+		bp := smallBodyBufPool.Get().(*[]byte)
+		defer smallBodyBufPool.Put(bp)
+		return io.CopyBuffer(writerOnly{w}, readerOnly{b}, *bp)
 	}
 	defer b.mu.Unlock()
 	var total int64
@@ -225,6 +231,21 @@ func (b *Body) fail(err error) {
 }
 
 type readerOnly struct{ io.Reader }
+
+// spliceMin is the smallest body WriteTo splices. splice(2) costs the
+// proxy the least CPU per byte (a third less than a copy for 1 MiB
+// bodies), but the pages it moves stay shared with the upstream's socket
+// until the client has read them, and when the upstream or the client
+// runs on the same machine (a sidecar; loopback benchmarks) that makes
+// them do more work: 1 MiB bodies came 0.65x as fast spliced as copied
+// through smallBodyBufPool's buffer (bench/run.sh --scenarios B; see
+// docs/engine.md). A long body is worth the trade, a short one is not.
+const spliceMin = 4 << 20
+
+// smallBodyBufPool holds the buffers of the bodies copied instead of
+// spliced: 64 KiB, so that a 1 MiB body takes a few reads, not 32 (no
+// faster with 128 KiB).
+var smallBodyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)

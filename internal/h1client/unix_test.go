@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,8 @@ func (r *readerFromRecorder) ReadFrom(src io.Reader) (int64, error) {
 	}
 	return io.Copy(&r.Builder, src)
 }
+
+const unixBodySize = spliceMin + 100<<10
 
 func TestUnixSocket(t *testing.T) {
 	leaktest.Check(t)
@@ -66,8 +69,9 @@ func TestUnixSocket(t *testing.T) {
 					mu.Lock()
 					hosts = append(hosts, req.Host)
 					mu.Unlock()
-					body := strings.Repeat("u", 100<<10)
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n"+body)
+					// Long enough to be spliced (spliceMin).
+					body := strings.Repeat("u", unixBodySize)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(unixBodySize)+"\r\n\r\n"+body)
 				}
 			}()
 		}
@@ -85,7 +89,7 @@ func TestUnixSocket(t *testing.T) {
 		var w readerFromRecorder
 		n, err := res.Body.(io.WriterTo).WriteTo(&w)
 		res.Body.Close()
-		if err != nil || n != 100<<10 || w.Len() != 100<<10 {
+		if err != nil || n != unixBodySize || w.Len() != unixBodySize {
 			t.Fatalf("body: %d bytes, %v", n, err)
 		}
 		// The body's rest is handed over as the Unix connection itself,
