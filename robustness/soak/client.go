@@ -99,7 +99,7 @@ func newClients(addrs ProxyAddrs, origin string, roots *x509.CertPool) *clients 
 
 // prime makes one request over each protocol and leaves the HTTP/1.1
 // connection idle long enough to be parked (sluice.Server parks idle
-// connections after 500 ms), so that the server parts started on first
+// connections after 100 ms), so that the server parts started on first
 // use are in the baseline; then it closes the idle connections.
 func (c *clients) prime(ctx context.Context) error {
 	for _, p := range []struct {
