@@ -18,6 +18,7 @@ var hopHeaders = [...]string{
 	"Proxy-Connection",
 	"Keep-Alive",
 	"Proxy-Authenticate",
+	"Proxy-Authentication-Info",
 	"Proxy-Authorization",
 	"Te",
 	"Trailer",

@@ -187,10 +187,11 @@ func TestHopByHopHeadersRemoved(t *testing.T) {
 	resp := rawExchange(t, hostOf(px), "GET / HTTP/1.1\r\nHost: x\r\n"+
 		"Connection: close, X-Hop, x-forwarded-for\r\nX-Hop: secret\r\nKeep-Alive: 300\r\n"+
 		"Proxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nProxy: http://evil.example:1/\r\n"+
+		"Proxy-Authentication-Info: nextnonce=\"x\"\r\n"+
 		"TE: trailers, deflate\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"+
 		"X-End-To-End: kept\r\n\r\n")
 	h := <-got
-	for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Proxy", "Upgrade", "Http2-Settings", "Connection"} {
+	for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Authentication-Info", "Proxy-Connection", "Proxy", "Upgrade", "Http2-Settings", "Connection"} {
 		if v, ok := h[k]; ok {
 			t.Errorf("upstream got hop-by-hop %s: %q", k, v)
 		}
