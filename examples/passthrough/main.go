@@ -49,6 +49,15 @@ type config struct {
 	// (Proxy.UpstreamIdleTimeout); 0 leaves sluice's default.
 	upstreamIdle time.Duration
 
+	// tunnelIdle ends a tunnel (an upgraded connection or a CONNECT)
+	// in which no byte moved either way for that long
+	// (WebSocketConfig.IdleTimeout); 0 leaves sluice's defaults.
+	tunnelIdle time.Duration
+
+	// maxIdlePerHost bounds the idle upstream connections kept for
+	// reuse (Proxy.MaxIdleConnsPerHost); 0 leaves sluice's default.
+	maxIdlePerHost int
+
 	// clientTimeout bounds the client: its request head from its first
 	// byte (total), its request body and its reading of the response
 	// (idle); 0 leaves sluice's defaults.
@@ -144,6 +153,10 @@ Usage: passthrough [flags]
 	flag.DurationVar(&cfg.upstreamIdle, "upstream-idle-timeout", 0, "an upstream that takes no byte of the request, or sends no byte of "+
 		"the response, for `D` in the middle of an exchange is cut (504 before the response started, the client connection "+
 		"aborted after; as nginx's proxy_send_timeout and proxy_read_timeout); 0: sluice's default (60s)")
+	flag.DurationVar(&cfg.tunnelIdle, "tunnel-idle-timeout", 0, "a tunnel (WebSocket or other upgraded connection, CONNECT) "+
+		"in which no byte moved either way for `D` is closed; 0: sluice's defaults (upgrades: none, CONNECT: 15m)")
+	flag.IntVar(&cfg.maxIdlePerHost, "max-idle-per-host", 0, "idle upstream connections kept for reuse "+
+		"(sluice.Proxy.MaxIdleConnsPerHost; more are closed when their exchange ends); 0: sluice's default (256)")
 	server := flag.String("server", "sluice", `client-side server: "sluice" (sluice.Server) or "net/http" (http.Server)`)
 	flag.DurationVar(&cfg.clientTimeout, "client-timeout", 0, "a client silent for `D` in the middle of a request body, "+
 		"not reading for D in the middle of a response, or not done with its request head D after it began, is "+
@@ -239,6 +252,12 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	if cfg.upstreamIdle < 0 {
 		return fmt.Errorf("-upstream-idle-timeout %v: must not be negative", cfg.upstreamIdle)
 	}
+	if cfg.tunnelIdle < 0 {
+		return fmt.Errorf("-tunnel-idle-timeout %v: must not be negative", cfg.tunnelIdle)
+	}
+	if cfg.maxIdlePerHost < 0 {
+		return fmt.Errorf("-max-idle-per-host %d: must not be negative", cfg.maxIdlePerHost)
+	}
 	var director sluice.Director = &sluice.SingleHost{Target: target}
 	if cfg.forward {
 		director = &forward.Director{
@@ -266,6 +285,10 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		ClientIdleTimeout:     cfg.clientTimeout, // behind net/http
 		MaxInFlight:           cfg.maxInFlight,
 		MaxPerClient:          cfg.maxPerClient,
+		MaxIdleConnsPerHost:   cfg.maxIdlePerHost,
+	}
+	if cfg.tunnelIdle > 0 {
+		proxy.WebSocket = &sluice.WebSocketConfig{IdleTimeout: cfg.tunnelIdle}
 	}
 	for _, p := range cfg.deny {
 		if err := checkPattern(p); err != nil {

@@ -485,6 +485,78 @@ func TestUpstreamIdleTimeoutFlag(t *testing.T) {
 	}
 }
 
+// With -tunnel-idle-timeout D an upgraded connection in which nothing
+// moves is closed after about D, both sides; bytes that move keep it open.
+func TestTunnelIdleTimeoutFlag(t *testing.T) {
+	leaktest.Check(t)
+	const d = 300 * time.Millisecond
+	upClosed := make(chan time.Time, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := brw.Read(buf)
+			if err != nil {
+				upClosed <- time.Now()
+				return
+			}
+			c.Write(buf[:n])
+		}
+	}))
+	t.Cleanup(up.Close)
+	addr, _ := startServe(t, config{upstream: up.URL, timeout: 5 * time.Second, tunnelIdle: d})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	// Traffic for longer than D keeps the tunnel open.
+	for range 4 {
+		time.Sleep(d / 3)
+		io.WriteString(c, "ping")
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(br, b); err != nil || string(b) != "ping" {
+			t.Fatalf("echo: %q, %v", b, err)
+		}
+	}
+	idle := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes from an idle tunnel, want its end", n)
+	}
+	if after := time.Since(idle); after < d*7/8 || after > d+3*time.Second {
+		t.Errorf("tunnel closed %v after it went idle, want about %v", after, d)
+	}
+	select {
+	case <-upClosed:
+	case <-time.After(5 * time.Second):
+		t.Error("the upstream side of the tunnel stayed open")
+	}
+
+	for _, bad := range []config{{upstream: up.URL, tunnelIdle: -time.Second}, {upstream: up.URL, maxIdlePerHost: -1}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := serve(context.Background(), ln, bad); err == nil {
+			t.Errorf("serve accepted %+v", bad)
+		}
+		ln.Close()
+	}
+}
+
 // An h2c:// -upstream is reached over HTTP/2 with prior knowledge.
 func TestH2CUpstreamFlag(t *testing.T) {
 	leaktest.Check(t)
