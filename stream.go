@@ -396,6 +396,16 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 			return err
 		}
 	}
+	hasBody := pr.In.Method != http.MethodHead && bodyAllowed(res.StatusCode)
+	if r, ok := res.Body.(interface{ Ready() error }); ok && hasBody && res.ContentLength > 0 {
+		// The head waits for the body's first byte (it would wait in
+		// the server's buffer anyway): an upstream that fails before
+		// it gets an error status, not a head and a cut connection.
+		// (Before the head is copied: the error answer has its own.)
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("reading upstream body before its first byte: %w", err)
+		}
+	}
 	h := w.Header()
 	for k, vv := range res.Header {
 		h[k] = vv // res is consumed here: its value slices can be shared
@@ -423,7 +433,7 @@ func (pr *ProxyRequest) WriteResponse(w http.ResponseWriter, res *http.Response)
 		}
 	}
 	w.WriteHeader(res.StatusCode)
-	if pr.In.Method == http.MethodHead || !bodyAllowed(res.StatusCode) {
+	if !hasBody {
 		return nil
 	}
 	if res.ProtoMajor == 2 && res.ContentLength < 0 {

@@ -1,7 +1,13 @@
 package sluice
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +46,71 @@ func TestStreamHeadNotHeldBack(t *testing.T) {
 			res.Body.Close()
 			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != ct {
 				t.Errorf("head: %d %q", res.StatusCode, res.Header.Get("Content-Type"))
+			}
+		})
+	}
+}
+
+// An upstream that sends the head of a response of known length and then
+// fails before the first byte of its body (closes, or stalls past
+// UpstreamIdleTimeout) gets the client a clear error status, 502 or 504,
+// not a 200 head and a cut connection: nothing had reached the client.
+func TestBodyFailsBeforeFirstByte(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stall  bool
+		status int
+		class  string
+	}{
+		{"closed", false, http.StatusBadGateway, "upstream"},
+		{"stalled", true, http.StatusGatewayTimeout, "timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leaktest.Check(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			release := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+				if tc.stall {
+					select {
+					case <-release:
+					case <-time.After(10 * time.Second):
+					}
+				}
+			}()
+			t.Cleanup(func() { close(release); ln.Close(); wg.Wait() })
+			recs := newRecords()
+			front, _, _ := newProxy(t, "http://"+ln.Addr().String(), func(p *Proxy) {
+				p.UpstreamIdleTimeout = 200 * time.Millisecond
+				p.Retry = &RetryPolicy{Attempts: 1}
+				p.OnExchange = recs.hook
+			})
+			res, err := client(t).Get(front.URL + "/x")
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.status || err != nil || !strings.Contains(string(b), strconv.Itoa(tc.status)) {
+				t.Errorf("got %d %q (%v), want a whole %d", res.StatusCode, b, err, tc.status)
+			}
+			rec := recs.wait(t, 1)[0]
+			if rec.Status != tc.status || rec.ErrorClass != tc.class || rec.ResponseBytes == 0 {
+				t.Errorf("record: status %d class %q bytes %d, want %d %q", rec.Status, rec.ErrorClass, rec.ResponseBytes, tc.status, tc.class)
 			}
 		})
 	}

@@ -123,6 +123,33 @@ func (b *Body) end(err error) {
 	pc.finish(b.closeAfter)
 }
 
+// Ready waits until the first byte of the body has arrived, or the body
+// failed first, and returns that failure (io.ErrUnexpectedEOF for a
+// connection closed before any byte): a caller that has not answered
+// yet can then answer with an error status instead of a head followed by
+// a cut body. It returns nil at once when bytes are buffered or nothing
+// is left to read. The wait is bounded like any read of the body.
+func (b *Body) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.err == io.EOF:
+		return nil
+	case b.err != nil:
+		return b.err
+	case b.pc == nil, b.mode == modeLength && b.remaining == 0, b.pc.br.Buffered() > 0:
+		return nil
+	}
+	if _, err := b.pc.br.Peek(1); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.fail(err)
+		return err
+	}
+	return nil
+}
+
 // Close implements io.Closer. Closing before the end closes the
 // connection: draining an unknown amount of body to save it is not worth
 // the latency. Close may be called from another goroutine while Read or
