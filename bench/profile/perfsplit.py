@@ -27,6 +27,7 @@ RULES = [
  ('syscalls: read (request, response head)', lambda f: any(x in ('syscall.read','syscall.Read','syscall.recvfrom') for x in f) or any('fill' in x for x in f[:12]) and any(x.startswith('[k]') for x in f)),
  ('syscalls: write/writev (request upstream, response to client)', lambda f: any(x in ('syscall.write','syscall.Write','syscall.writev','internal/poll.(*FD).Writev','internal/poll.(*FD).Write') for x in f)),
  ('syscalls: other', lambda f: any('entry_SYSCALL' in x or 'do_syscall_64' in x for x in f)),
+ ('crypto (TLS handshakes and records)', lambda f: any(x.startswith('crypto/') or x.startswith('vendor/golang.org/x/crypto') or x.startswith('golang.org/x/crypto') for x in f)),
  ('runtime: malloc', lambda f: any(x.startswith('runtime.mallocgc') or x=='runtime.newobject' or x=='runtime.makeslice' or x=='runtime.growslice' for x in f[:8])),
  ('sluice: request parse (h1server, textproto)', lambda f: any('h1server.(*conn).readRequest' in x for x in f)),
  ('sluice: upstream exchange (h1client)', lambda f: any('h1client.' in x for x in f)),
