@@ -199,13 +199,11 @@ func (b *Body) WriteTo(w io.Writer) (int64, error) {
 	if pc == nil || b.mode != modeLength || !isRF || b.err != nil ||
 		(idle && (!spliceKeepsIdleBound || !isTCP || pc.probe == nil)) {
 		b.mu.Unlock()
-		return copyPooled(w, readerOnly{b})
+		return copyPooled(&copyBufPool, w, readerOnly{b})
 	}
 	if b.remaining < spliceMin && int64(pc.br.Buffered()) < b.remaining {
 		b.mu.Unlock()
-		bp := smallBodyBufPool.Get().(*[]byte)
-		defer smallBodyBufPool.Put(bp)
-		return io.CopyBuffer(writerOnly{w}, readerOnly{b}, *bp)
+		return copyPooled(&smallBodyBufPool, w, readerOnly{b})
 	}
 	defer b.mu.Unlock()
 	var total int64
@@ -274,9 +272,10 @@ const spliceMin = 4 << 20
 // faster with 128 KiB).
 var smallBodyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-func copyPooled(w io.Writer, r io.Reader) (int64, error) {
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
+// copyPooled copies r to w through a buffer of pool (of *[]byte).
+func copyPooled(pool *sync.Pool, w io.Writer, r io.Reader) (int64, error) {
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	return io.CopyBuffer(writerOnly{w}, r, *bp)
 }
 

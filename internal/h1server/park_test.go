@@ -5,10 +5,8 @@ package h1server
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
-	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
@@ -137,24 +135,7 @@ func TestParkedShutdownAndClose(t *testing.T) {
 // request (in records crypto/tls reads after the wake-up) is served.
 func TestParkedTLS(t *testing.T) {
 	leaktest.Check(t)
-	ts := httptest.NewUnstartedServer(nil)
-	ts.StartTLS()
-	cfg := &tls.Config{Certificates: ts.TLS.Certificates}
-	ts.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Handler: echo}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(tls.NewListener(ln, cfg)) }()
-	defer func() { s.Close(); <-done }()
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialTLSServer(t, echo)
 	br := bufio.NewReader(c)
 	for range 3 {
 		get(t, c, br)

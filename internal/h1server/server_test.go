@@ -979,6 +979,27 @@ func TestNoSniffingEncodedBody(t *testing.T) {
 // derives X-Forwarded-Proto and secure cookies from it).
 func TestRequestTLS(t *testing.T) {
 	leaktest.Check(t)
+	c := dialTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || !r.TLS.HandshakeComplete {
+			io.WriteString(w, "no TLS state")
+			return
+		}
+		io.WriteString(w, "tls")
+	}))
+	br := bufio.NewReader(c)
+	for range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); body != "tls" {
+			t.Errorf("handler saw %q", body)
+		}
+	}
+}
+
+// dialTLSServer serves h on a Server over a tls.Listener (a self-signed
+// certificate) and returns a TLS client connection to it, with a 10 s
+// deadline; both end with the test.
+func dialTLSServer(t *testing.T, h http.Handler) *tls.Conn {
+	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	ts.StartTLS()
 	cfg := &tls.Config{Certificates: ts.TLS.Certificates}
@@ -987,29 +1008,17 @@ func TestRequestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || !r.TLS.HandshakeComplete {
-			io.WriteString(w, "no TLS state")
-			return
-		}
-		io.WriteString(w, "tls")
-	})}
+	s := &Server{Handler: h}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(tls.NewListener(ln, cfg)) }()
-	defer func() { s.Close(); <-done }()
+	t.Cleanup(func() { s.Close(); <-done })
 	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	for range 2 {
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-		if _, body := readResponse(t, br, "GET"); body != "tls" {
-			t.Errorf("handler saw %q", body)
-		}
-	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
 }
 
 // Random pipelined requests (no body, Content-Length, chunked with a

@@ -567,15 +567,11 @@ func tail(b []byte) string {
 // runConnect opens a CONNECT tunnel to the origin and makes a request
 // through it.
 func runConnect(ctx context.Context, x *exchange) (outcome, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
+	conn, err := dialProxy(ctx, x)
 	if err != nil {
 		return outBad, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
 	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Request-ID: %s\r\n\r\n", x.c.origin, x.c.origin, x.id)
 	br := bufio.NewReader(conn)
 	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
@@ -613,18 +609,28 @@ func runAbsolute(ctx context.Context, x *exchange) (outcome, error) {
 	return outOK, nil
 }
 
+// dialProxy opens a raw connection to the proxy's plain listener, bounded
+// by the exchange's deadline.
+func dialProxy(ctx context.Context, x *exchange) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	return conn, nil
+}
+
 // runPipelined sends two requests in one write on a new connection and
 // reads both answers, in order.
 func runPipelined(ctx context.Context, x *exchange) (outcome, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", x.c.proxy)
+	conn, err := dialProxy(ctx, x)
 	if err != nil {
 		return outBad, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
 	fmt.Fprintf(conn, "GET /small?id=%s-a HTTP/1.1\r\nHost: soak\r\nX-Soak-User: %s\r\n\r\n"+
 		"GET /small?id=%s-b HTTP/1.1\r\nHost: soak\r\nX-Soak-User: %s\r\nConnection: close\r\n\r\n", x.id, x.user, x.id, x.user)
 	br := bufio.NewReader(conn)
