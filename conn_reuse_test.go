@@ -20,6 +20,11 @@ import (
 func TestUpstreamOverrunNeverReachesNextClient(t *testing.T) {
 	const smuggled = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
 	big := strings.Repeat("p", 64<<10) // the first client's private page
+	// A body long enough that the engine splices it (4 MiB and more; a
+	// shorter one is copied) is handed over as a LimitedReader over the
+	// socket: what follows it must stay there and fail the check before
+	// reuse.
+	spliced := strings.Repeat("s", 5<<20)
 	tests := []struct {
 		name   string
 		method string
@@ -29,6 +34,8 @@ func TestUpstreamOverrunNeverReachesNextClient(t *testing.T) {
 	}{
 		{"content-length shorter than body", "GET",
 			fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big) + smuggled, 200, big},
+		{"content-length shorter than a spliced body", "GET",
+			fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(spliced), spliced) + smuggled, 200, spliced},
 		{"content-length counted in characters", "GET",
 			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nh\u00e9llo", 200, "h\u00e9ll"},
 		{"body after HEAD", "HEAD",

@@ -2,6 +2,7 @@ package canonical
 
 import (
 	"errors"
+	"net/netip"
 	"net/url"
 	"path"
 	"strings"
@@ -195,6 +196,26 @@ func FuzzHost(f *testing.F) {
 		u, err := url.Parse("http://" + got + "/")
 		if err != nil || u.Host != got {
 			t.Fatalf("Host(%q) = %q does not parse as an authority: %v", in, got, err)
+		}
+	})
+}
+
+// parseAddr, the hot path's shortcut, decides as netip.ParseAddr does on
+// every host Host gives it: an IPv4 literal netip accepts is accepted as
+// the same address (a route and the upstream must never disagree on
+// whether a host is an address), and nothing netip refuses is accepted.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"1.2.3.4", "127.0.0.1", "::1", "::ffff:1.2.3.4", "fe80::1%eth0", "1.2.3.4%x", "example.com", "0x7f.1", "01.2.3.4", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseAddr(s)
+		want, werr := netip.ParseAddr(s)
+		if err == nil && (werr != nil || got != want) {
+			t.Fatalf("parseAddr(%q) = %v, netip.ParseAddr = %v, %v", s, got, want, werr)
+		}
+		if werr == nil && want.Is4() && (err != nil || got != want) {
+			t.Fatalf("parseAddr(%q) = %v, %v; netip.ParseAddr = %v", s, got, err, want)
 		}
 	})
 }
