@@ -901,6 +901,21 @@ func (b *observedBody) failed(err error) {
 	b.res.Err = err
 }
 
+// Ready passes the engine body's Ready through (see WriteResponse), so
+// that an Observer's exchanges get the same clear answer when the body
+// fails before its first byte; the failure is the attempt's.
+func (b *observedBody) Ready() error {
+	r, ok := b.rc.(interface{ Ready() error })
+	if !ok {
+		return nil
+	}
+	err := r.Ready()
+	if err != nil {
+		b.failed(err)
+	}
+	return err
+}
+
 // observedConn stands for an observedBody whose response is a 101: its
 // body is the upgraded connection, which the tunnel reads, writes and
 // half-closes from two goroutines. The Observer hears of it once, when

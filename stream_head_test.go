@@ -2,6 +2,7 @@ package sluice
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -57,13 +58,15 @@ func TestStreamHeadNotHeldBack(t *testing.T) {
 // not a 200 head and a cut connection: nothing had reached the client.
 func TestBodyFailsBeforeFirstByte(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		stall  bool
-		status int
-		class  string
+		name     string
+		stall    bool
+		observed bool // a Director that is an Observer (as balance.Pool)
+		status   int
+		class    string
 	}{
-		{"closed", false, http.StatusBadGateway, "upstream"},
-		{"stalled", true, http.StatusGatewayTimeout, "timeout"},
+		{"closed", false, false, http.StatusBadGateway, "upstream"},
+		{"stalled", true, false, http.StatusGatewayTimeout, "timeout"},
+		{"closed, observed", false, true, http.StatusBadGateway, "upstream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leaktest.Check(t)
@@ -94,10 +97,15 @@ func TestBodyFailsBeforeFirstByte(t *testing.T) {
 			}()
 			t.Cleanup(func() { close(release); ln.Close(); wg.Wait() })
 			recs := newRecords()
+			obs := &observingDirector{results: make(chan Result, 2)}
 			front, _, _ := newProxy(t, "http://"+ln.Addr().String(), func(p *Proxy) {
 				p.UpstreamIdleTimeout = 200 * time.Millisecond
 				p.Retry = &RetryPolicy{Attempts: 1}
 				p.OnExchange = recs.hook
+				if tc.observed {
+					obs.SingleHost = *p.Director.(*SingleHost)
+					p.Director = obs
+				}
 			})
 			res, err := client(t).Get(front.URL + "/x")
 			if err != nil {
@@ -111,6 +119,16 @@ func TestBodyFailsBeforeFirstByte(t *testing.T) {
 			rec := recs.wait(t, 1)[0]
 			if rec.Status != tc.status || rec.ErrorClass != tc.class || rec.ResponseBytes == 0 {
 				t.Errorf("record: status %d class %q bytes %d, want %d %q", rec.Status, rec.ErrorClass, rec.ResponseBytes, tc.status, tc.class)
+			}
+			if tc.observed {
+				select {
+				case r := <-obs.results:
+					if r.Err == nil || errors.Is(r.Err, errClientGone) {
+						t.Errorf("the Observer heard %+v, want the upstream's failure", r)
+					}
+				case <-time.After(5 * time.Second):
+					t.Error("the Observer heard nothing")
+				}
 			}
 		})
 	}
